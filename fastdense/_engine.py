@@ -1,0 +1,132 @@
+"""Between the Python API and the compiled kernels: the plan of a network, its workspace, and the
+loops that hand the kernels many batches per call.
+
+The plan is built once per (model structure, batch size, loss) and cached on the model; a workspace
+is allocated per call (so concurrent predict/evaluate calls share nothing) and reused for every
+batch of that call, so there is no per-step allocation.
+"""
+import time
+
+import numpy as np
+
+from . import _kernels, activations
+from .layers import Activation, Dense, Dropout
+
+_K = _kernels.CODES
+
+
+class Plan:
+    """The ops of a built model as the kernels read them, for batches of up to `batch_size` rows.
+
+    Attributes: plan (n_ops, N_PLAN) intp; reg (n_ops, 4) float64; layout (N_LAY,) intp;
+    work_size: elements of the workspace; out_width; last_activation (name).
+    """
+
+    def __init__(self, model, batch_size, keep_logits, training):
+        rows, reg = [], []
+        offset = 0
+        B = int(batch_size)
+
+        def take(size):
+            nonlocal offset
+            start = offset
+            offset += size
+            return start
+
+        n_in0 = int(np.prod(model._feature_shape))
+        width = n_in0
+        widths = [width]
+        ops = [l for l in model.layers if isinstance(l, (Dense, Activation, Dropout))]
+        self.last_activation = None
+        for i, layer in enumerate(ops):
+            last = i == len(ops) - 1
+            row = [0] * _K["N_PLAN"]
+            r = [0.0, 0.0, 0.0, 0.0]
+            row[_K["PLAN_N_IN"]] = width
+            act = None
+            if isinstance(layer, Dense):
+                row[_K["PLAN_KIND"]] = _K["OP_DENSE"]
+                w_off, b_off = model._offsets[layer.name]
+                row[_K["PLAN_W"]] = w_off
+                row[_K["PLAN_B"]] = b_off
+                width = layer.units
+                act = layer.activation
+                for j, regz in enumerate((layer.kernel_regularizer, layer.bias_regularizer)):
+                    if regz is not None:
+                        r[2 * j], r[2 * j + 1] = regz.l1, regz.l2
+            elif isinstance(layer, Activation):
+                row[_K["PLAN_KIND"]] = _K["OP_ACTIVATION"]
+                act = layer.activation
+                row[_K["PLAN_W"]] = row[_K["PLAN_B"]] = -1
+            else:
+                row[_K["PLAN_KIND"]] = _K["OP_DROPOUT"]
+                row[_K["PLAN_W"]] = row[_K["PLAN_B"]] = -1
+                r[0] = layer.rate
+            row[_K["PLAN_N_OUT"]] = width
+            row[_K["PLAN_ACT"]] = act.code if act is not None else _K["ACT_LINEAR"]
+            row[_K["PLAN_Z"]] = take(B * width)
+            needs_pre = act is not None and (act.code in activations.NEEDS_PRE_ACTIVATION
+                                             or (last and keep_logits))
+            row[_K["PLAN_S"]] = take(B * width) if (needs_pre and training) or (last and keep_logits) else -1
+            row[_K["PLAN_MASK"]] = take(B * width) if (training and row[_K["PLAN_KIND"]] == _K["OP_DROPOUT"]) else -1
+            if last:
+                self.last_activation = act.name if act is not None else None
+            rows.append(row)
+            reg.append(r)
+            widths.append(width)
+        # The forward pass of swish/gelu does not need S at inference; the backward pass does.
+        layout = np.zeros(_K["N_LAY"], dtype=np.intp)
+        if training:
+            layout[_K["LAY_X"]] = take(B * n_in0)
+            layout[_K["LAY_Y"]] = take(B * width)
+            layout[_K["LAY_SW"]] = take(B)
+            layout[_K["LAY_D0"]] = take(B * max(widths))
+            layout[_K["LAY_D1"]] = take(B * max(widths))
+        self.plan = np.array(rows, dtype=np.intp).reshape(-1, _K["N_PLAN"])
+        self.reg = np.array(reg, dtype=np.float64).reshape(-1, 4)
+        self.layout = layout
+        self.work_size = max(offset, 1)
+        self.out_width = width
+        self.n_in = n_in0
+        self.batch_size = B
+
+    def workspace(self, dtype):
+        return np.empty(self.work_size, dtype=dtype)
+
+
+class ChunkTimer:
+    """How many batches to hand the kernel per call so that Python is back every ~`target` s."""
+
+    def __init__(self, target=0.05, first=8, fixed=None):
+        self.target, self.size, self.fixed = target, first, fixed
+
+    def next(self, remaining):
+        return min(remaining, self.fixed or self.size)
+
+    def observe(self, batches, seconds):
+        if self.fixed or batches <= 0:
+            return
+        per = max(seconds / batches, 1e-7)
+        self.size = int(max(1, min(100000, 0.5 * self.size + 0.5 * self.target / per)))
+
+
+def stats_buffer(n_metrics):
+    return np.zeros(4 + 2 * n_metrics, dtype=np.float64)
+
+
+def stats_logs(stats, loss_key, metric_names, prefix=""):
+    """Epoch logs from a stats vector: loss = batch-size-weighted mean; metrics weighted means."""
+    n = stats[1]
+    logs = {prefix + loss_key: float(stats[0] / n) if n else float("nan")}
+    for k, name in enumerate(metric_names):
+        num, den = stats[3 + 2 * k], stats[4 + 2 * k]
+        logs[prefix + name] = float(num / den) if den else 0.0
+    return logs
+
+
+class Timer:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def elapsed(self):
+        return time.perf_counter() - self.t0

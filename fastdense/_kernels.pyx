@@ -1,0 +1,920 @@
+# cython: language_level=3
+"""Compiled kernels of fastdense.
+
+Design
+------
+* One call is one unit of arithmetic on buffers the caller hands in: a layer's forward pass, a loss
+  and its gradient, an optimizer step, or -- the fast path -- many whole training steps of a network
+  (`train_steps`) so that Python is visited once per chunk of batches rather than once per batch.
+* Python allocates and validates (`fastdense/_engine.py`); kernels never allocate, never touch Python
+  objects inside `with nogil:`, and assume what validation guarantees: C-contiguous buffers of one
+  float type, finite inputs, labels in range, sizes < 2**31.
+* float32 and float64 come from one source through Cython's fused type `floating`.
+* Matrix products go to the BLAS shipped with SciPy (`scipy.linalg.cython_blas`). Our arrays are
+  row-major and BLAS is column-major, so the row-major `C = A @ B` is issued as the column-major
+  `C^T = B^T @ A^T` by swapping the operands: no copies, no transposes.
+* Threading: every public function releases the GIL for its arithmetic. Nothing here is shared
+  between calls, so concurrent calls on distinct output buffers are safe.
+* A network is described by a `plan`, one row per op (see `PLAN_*` below), and a flat parameter
+  vector `params` into which every kernel and bias is a view; gradients live in a twin vector, so an
+  optimizer step is one pass over one array.
+
+The plain-NumPy twin of every public function is `fastdense/_reference.py`: same names, same
+signatures, same results; it is the test oracle and the readable specification.
+"""
+from cython cimport floating
+from libc.math cimport (exp, expf, log, logf, log1p, log1pf, expm1, expm1f, tanh, tanhf,
+                        erf, erff, sqrt, sqrtf, fabs, fabsf, pow, isfinite)
+from libc.string cimport memcpy, memset
+from libc.stdint cimport uint64_t
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+# ---------------------------------------------------------------------------------------------
+# Codes shared with Python (fastdense/activations.py, losses.py, metrics.py, optimizers.py).
+# ---------------------------------------------------------------------------------------------
+cdef enum:
+    # activations
+    ACT_LINEAR, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, ACT_RELU, ACT_ELU, ACT_SELU, ACT_SOFTPLUS,
+    ACT_SOFTSIGN, ACT_SWISH, ACT_GELU, ACT_LEAKY_RELU, ACT_HARD_SIGMOID, ACT_EXPONENTIAL,
+    N_ACTIVATIONS
+
+cdef enum:
+    # losses; the *_LOGITS codes read logits, the others probabilities or values
+    LOSS_MSE, LOSS_MAE, LOSS_CCE, LOSS_CCE_LOGITS, LOSS_SCCE, LOSS_SCCE_LOGITS, LOSS_BCE,
+    LOSS_BCE_LOGITS
+
+cdef enum:
+    METRIC_CATEGORICAL_ACCURACY, METRIC_SPARSE_CATEGORICAL_ACCURACY, METRIC_BINARY_ACCURACY,
+    METRIC_MSE, METRIC_MAE
+
+cdef enum:
+    OPT_SGD, OPT_SGD_MOMENTUM, OPT_SGD_NESTEROV, OPT_ADAM, OPT_RMSPROP, OPT_ADAGRAD
+
+cdef enum:
+    # optimizer hyper-parameter vector `hp` (float64), one layout for every optimizer
+    HP_MOMENTUM, HP_BETA_1, HP_BETA_2, HP_EPSILON, HP_RHO, HP_CENTERED, HP_WEIGHT_DECAY,
+    HP_CLIPVALUE, HP_GLOBAL_CLIPNORM, N_HP
+
+cdef enum:
+    # plan: one int64 row per op
+    OP_DENSE, OP_ACTIVATION, OP_DROPOUT
+
+cdef enum:
+    PLAN_KIND, PLAN_N_IN, PLAN_N_OUT, PLAN_ACT, PLAN_W, PLAN_B, PLAN_Z, PLAN_S, PLAN_MASK, N_PLAN
+
+cdef enum:
+    # workspace layout of `train_steps`: gathered x, y, sample weights; the two delta buffers
+    LAY_X, LAY_Y, LAY_SW, LAY_D0, LAY_D1, N_LAY
+
+# `reg` rows (float64, one per op): kernel l1, kernel l2, bias l1, bias l2 for dense ops;
+# [0] = rate for dropout ops.
+
+# The same codes for Python (fastdense/_engine.py and friends), by name.
+CODES = {
+    "ACT_LINEAR": ACT_LINEAR, "ACT_SIGMOID": ACT_SIGMOID, "ACT_SOFTMAX": ACT_SOFTMAX,
+    "ACT_TANH": ACT_TANH, "ACT_RELU": ACT_RELU, "ACT_ELU": ACT_ELU, "ACT_SELU": ACT_SELU,
+    "ACT_SOFTPLUS": ACT_SOFTPLUS, "ACT_SOFTSIGN": ACT_SOFTSIGN, "ACT_SWISH": ACT_SWISH,
+    "ACT_GELU": ACT_GELU, "ACT_LEAKY_RELU": ACT_LEAKY_RELU, "ACT_HARD_SIGMOID": ACT_HARD_SIGMOID,
+    "ACT_EXPONENTIAL": ACT_EXPONENTIAL, "N_ACTIVATIONS": N_ACTIVATIONS,
+    "LOSS_MSE": LOSS_MSE, "LOSS_MAE": LOSS_MAE, "LOSS_CCE": LOSS_CCE,
+    "LOSS_CCE_LOGITS": LOSS_CCE_LOGITS, "LOSS_SCCE": LOSS_SCCE,
+    "LOSS_SCCE_LOGITS": LOSS_SCCE_LOGITS, "LOSS_BCE": LOSS_BCE, "LOSS_BCE_LOGITS": LOSS_BCE_LOGITS,
+    "METRIC_CATEGORICAL_ACCURACY": METRIC_CATEGORICAL_ACCURACY,
+    "METRIC_SPARSE_CATEGORICAL_ACCURACY": METRIC_SPARSE_CATEGORICAL_ACCURACY,
+    "METRIC_BINARY_ACCURACY": METRIC_BINARY_ACCURACY, "METRIC_MSE": METRIC_MSE,
+    "METRIC_MAE": METRIC_MAE,
+    "OPT_SGD": OPT_SGD, "OPT_SGD_MOMENTUM": OPT_SGD_MOMENTUM, "OPT_SGD_NESTEROV": OPT_SGD_NESTEROV,
+    "OPT_ADAM": OPT_ADAM, "OPT_RMSPROP": OPT_RMSPROP, "OPT_ADAGRAD": OPT_ADAGRAD,
+    "HP_MOMENTUM": HP_MOMENTUM, "HP_BETA_1": HP_BETA_1, "HP_BETA_2": HP_BETA_2,
+    "HP_EPSILON": HP_EPSILON, "HP_RHO": HP_RHO, "HP_CENTERED": HP_CENTERED,
+    "HP_WEIGHT_DECAY": HP_WEIGHT_DECAY, "HP_CLIPVALUE": HP_CLIPVALUE,
+    "HP_GLOBAL_CLIPNORM": HP_GLOBAL_CLIPNORM, "N_HP": N_HP,
+    "OP_DENSE": OP_DENSE, "OP_ACTIVATION": OP_ACTIVATION, "OP_DROPOUT": OP_DROPOUT,
+    "PLAN_KIND": PLAN_KIND, "PLAN_N_IN": PLAN_N_IN, "PLAN_N_OUT": PLAN_N_OUT,
+    "PLAN_ACT": PLAN_ACT, "PLAN_W": PLAN_W, "PLAN_B": PLAN_B, "PLAN_Z": PLAN_Z,
+    "PLAN_S": PLAN_S, "PLAN_MASK": PLAN_MASK, "N_PLAN": N_PLAN,
+    "LAY_X": LAY_X, "LAY_Y": LAY_Y, "LAY_SW": LAY_SW, "LAY_D0": LAY_D0, "LAY_D1": LAY_D1,
+    "N_LAY": N_LAY,
+}
+# Activations whose derivative needs the pre-activation, not only the output.
+ACT_NEEDS_PRE = (ACT_SWISH, ACT_GELU)
+
+cdef double SELU_ALPHA = 1.6732632423543772
+cdef double SELU_SCALE = 1.0507009873554805
+cdef double LEAKY_SLOPE = 0.2
+cdef double CLIP_EPS = 1e-7
+cdef double INV_SQRT2 = 0.7071067811865476
+cdef double INV_SQRT_2PI = 0.3989422804014327
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalar maths in the buffer's own precision.
+# ---------------------------------------------------------------------------------------------
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+cdef inline floating _log(floating x) noexcept nogil:
+    if floating is float:
+        return logf(x)
+    else:
+        return log(x)
+
+cdef inline floating _log1p(floating x) noexcept nogil:
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+cdef inline floating _expm1(floating x) noexcept nogil:
+    if floating is float:
+        return expm1f(x)
+    else:
+        return expm1(x)
+
+cdef inline floating _tanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+cdef inline floating _erf(floating x) noexcept nogil:
+    if floating is float:
+        return erff(x)
+    else:
+        return erf(x)
+
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+cdef inline floating _abs(floating x) noexcept nogil:
+    if floating is float:
+        return fabsf(x)
+    else:
+        return fabs(x)
+
+cdef inline floating _sigmoid(floating x) noexcept nogil:
+    # Two branches so that exp never overflows: exact 0/1 limits for |x| up to 1e4 and beyond.
+    cdef floating e
+    if x >= 0:
+        return 1 / (1 + _exp(-x))
+    e = _exp(x)
+    return e / (1 + e)
+
+
+# ---------------------------------------------------------------------------------------------
+# Row-major BLAS products.
+# ---------------------------------------------------------------------------------------------
+cdef inline void _gemm(char ta, char tb, int m, int n, int k, floating alpha, const floating* A,
+                       int lda, const floating* B, int ldb, floating beta, floating* C,
+                       int ldc) noexcept nogil:
+    """Column-major C := alpha*op(A)@op(B) + beta*C."""
+    if floating is float:
+        sgemm(&ta, &tb, &m, &n, &k, &alpha, <float*>A, &lda, <float*>B, &ldb, &beta, C, &ldc)
+    else:
+        dgemm(&ta, &tb, &m, &n, &k, &alpha, <double*>A, &lda, <double*>B, &ldb, &beta, C, &ldc)
+
+
+cdef inline void _mm(int n, int k, int m, const floating* A, const floating* B, floating* C,
+                     floating beta) noexcept nogil:
+    """C(n,m) := A(n,k) @ B(k,m) + beta*C."""
+    _gemm(c'N', c'N', m, n, k, <floating>1, B, m, A, k, beta, C, m)
+
+
+cdef inline void _mm_tn(int n, int k, int m, const floating* A, const floating* B, floating* C,
+                        floating alpha, floating beta) noexcept nogil:
+    """C(k,m) := alpha * A(n,k)^T @ B(n,m) + beta*C."""
+    _gemm(c'N', c'T', m, k, n, alpha, B, m, A, k, beta, C, m)
+
+
+cdef inline void _mm_nt(int n, int m, int k, const floating* A, const floating* B,
+                        floating* C) noexcept nogil:
+    """C(n,k) := A(n,m) @ B(k,m)^T."""
+    _gemm(c'T', c'N', k, n, m, <floating>1, B, m, A, m, <floating>0, C, k)
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations: forward in place, backward through the output (and the pre-activation if needed).
+# ---------------------------------------------------------------------------------------------
+cdef void _act_forward(int act, floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """Z := act(Z) in place, Z is (n, m) row-major; softmax is over each row."""
+    cdef Py_ssize_t i, j, size = n * m
+    cdef floating x, mx, s
+    cdef floating* row
+    if act == ACT_LINEAR:
+        return
+    elif act == ACT_SOFTMAX:
+        for i in range(n):
+            row = Z + i * m
+            mx = row[0]
+            for j in range(1, m):
+                if row[j] > mx:
+                    mx = row[j]
+            s = 0
+            for j in range(m):
+                row[j] = _exp(row[j] - mx)
+                s += row[j]
+            s = 1 / s
+            for j in range(m):
+                row[j] *= s
+    elif act == ACT_SIGMOID:
+        for i in range(size):
+            Z[i] = _sigmoid(Z[i])
+    elif act == ACT_TANH:
+        for i in range(size):
+            Z[i] = _tanh(Z[i])
+    elif act == ACT_RELU:
+        for i in range(size):
+            Z[i] = Z[i] if Z[i] > 0 else 0
+    elif act == ACT_ELU:
+        for i in range(size):
+            x = Z[i]
+            Z[i] = x if x > 0 else _expm1(x)
+    elif act == ACT_SELU:
+        for i in range(size):
+            x = Z[i]
+            Z[i] = <floating>SELU_SCALE * (x if x > 0 else <floating>SELU_ALPHA * _expm1(x))
+    elif act == ACT_SOFTPLUS:
+        for i in range(size):
+            x = Z[i]
+            Z[i] = _log1p(_exp(-_abs(x))) + (x if x > 0 else 0)
+    elif act == ACT_SOFTSIGN:
+        for i in range(size):
+            Z[i] = Z[i] / (1 + _abs(Z[i]))
+    elif act == ACT_SWISH:
+        for i in range(size):
+            Z[i] = Z[i] * _sigmoid(Z[i])
+    elif act == ACT_GELU:
+        for i in range(size):
+            x = Z[i]
+            Z[i] = <floating>0.5 * x * (1 + _erf(x * <floating>INV_SQRT2))
+    elif act == ACT_LEAKY_RELU:
+        for i in range(size):
+            Z[i] = Z[i] if Z[i] > 0 else <floating>LEAKY_SLOPE * Z[i]
+    elif act == ACT_HARD_SIGMOID:
+        for i in range(size):
+            x = Z[i] / 6 + <floating>0.5
+            Z[i] = 0 if x < 0 else (1 if x > 1 else x)
+    elif act == ACT_EXPONENTIAL:
+        for i in range(size):
+            Z[i] = _exp(Z[i])
+
+
+cdef void _act_backward(int act, const floating* S, const floating* Z, const floating* dZ,
+                        floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """dS := dZ * act'(S), written through the output Z where possible; dS may alias dZ.
+
+    S (the pre-activation) is read only for swish and gelu. relu'(0) = 0, as in Keras.
+    """
+    cdef Py_ssize_t i, j, size = n * m
+    cdef floating x, z, s, g
+    if act == ACT_LINEAR:
+        if dS != dZ:
+            memcpy(dS, dZ, size * sizeof(floating))
+    elif act == ACT_SOFTMAX:
+        for i in range(n):
+            s = 0
+            for j in range(m):
+                s += dZ[i * m + j] * Z[i * m + j]
+            for j in range(m):
+                dS[i * m + j] = Z[i * m + j] * (dZ[i * m + j] - s)
+    elif act == ACT_SIGMOID:
+        for i in range(size):
+            z = Z[i]
+            dS[i] = dZ[i] * z * (1 - z)
+    elif act == ACT_TANH:
+        for i in range(size):
+            z = Z[i]
+            dS[i] = dZ[i] * (1 - z * z)
+    elif act == ACT_RELU:
+        for i in range(size):
+            dS[i] = dZ[i] if Z[i] > 0 else 0
+    elif act == ACT_ELU:
+        for i in range(size):
+            z = Z[i]
+            dS[i] = dZ[i] if z > 0 else dZ[i] * (z + 1)
+    elif act == ACT_SELU:
+        for i in range(size):
+            z = Z[i]
+            dS[i] = dZ[i] * (<floating>SELU_SCALE if z > 0
+                             else z + <floating>(SELU_SCALE * SELU_ALPHA))
+    elif act == ACT_SOFTPLUS:
+        for i in range(size):
+            dS[i] = -dZ[i] * _expm1(-Z[i])
+    elif act == ACT_SOFTSIGN:
+        for i in range(size):
+            g = 1 - _abs(Z[i])
+            dS[i] = dZ[i] * g * g
+    elif act == ACT_SWISH:
+        for i in range(size):
+            x = S[i]
+            s = _sigmoid(x)
+            dS[i] = dZ[i] * s * (1 + x * (1 - s))
+    elif act == ACT_GELU:
+        for i in range(size):
+            x = S[i]
+            dS[i] = dZ[i] * (<floating>0.5 * (1 + _erf(x * <floating>INV_SQRT2))
+                             + x * <floating>INV_SQRT_2PI * _exp(<floating>-0.5 * x * x))
+    elif act == ACT_LEAKY_RELU:
+        for i in range(size):
+            dS[i] = dZ[i] if Z[i] > 0 else <floating>LEAKY_SLOPE * dZ[i]
+    elif act == ACT_HARD_SIGMOID:
+        for i in range(size):
+            z = Z[i]
+            dS[i] = dZ[i] / 6 if (z > 0 and z < 1) else 0
+    elif act == ACT_EXPONENTIAL:
+        for i in range(size):
+            dS[i] = dZ[i] * Z[i]
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense layer.
+# ---------------------------------------------------------------------------------------------
+cdef inline void _dense_forward(const floating* X, const floating* W, const floating* b, int act,
+                                floating* Z, floating* S, int n, int n_in,
+                                int n_out) noexcept nogil:
+    """Z := act(X @ W + b); S := X @ W + b when S is not NULL. b may be NULL (no bias)."""
+    cdef Py_ssize_t i, j
+    cdef floating* row
+    _mm(n, n_in, n_out, X, W, Z, <floating>0)
+    if b != NULL:
+        for i in range(n):
+            row = Z + i * n_out
+            for j in range(n_out):
+                row[j] += b[j]
+    if S != NULL:
+        memcpy(S, Z, n * n_out * sizeof(floating))
+    _act_forward(act, Z, n, n_out)
+
+
+cdef inline void _dense_backward(const floating* X, const floating* W, const floating* dS,
+                                 floating* dW, floating* db, floating* dX, int n, int n_in,
+                                 int n_out) noexcept nogil:
+    """dW := X^T @ dS; db := column sums of dS (if db); dX := dS @ W^T (if dX)."""
+    cdef Py_ssize_t i, j
+    _mm_tn(n, n_in, n_out, X, dS, dW, <floating>1, <floating>0)
+    if db != NULL:
+        for j in range(n_out):
+            db[j] = 0
+        for i in range(n):
+            for j in range(n_out):
+                db[j] += dS[i * n_out + j]
+    if dX != NULL:
+        _mm_nt(n, n_out, n_in, dS, W, dX)
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses: value and gradient; metrics.
+# ---------------------------------------------------------------------------------------------
+cdef double _loss_grad(int code, const floating* L, const floating* Y, const floating* sw,
+                       floating* dL, Py_ssize_t n, Py_ssize_t m, double scale) noexcept nogil:
+    """Returns sum_i w_i * loss_i; writes dL := scale * w_i * d loss_i / dL (dL may be NULL).
+
+    L is what the loss reads: probabilities/values, or logits for the *_LOGITS codes. Sparse labels
+    arrive as class indices stored in Y's float type, one per row (Y is (n, 1)).
+    """
+    cdef Py_ssize_t i, j, c = 0
+    cdef double total = 0, li, w, mx, se, lse, sy, p, yv, d, s, o, eps = CLIP_EPS
+    cdef const floating* row
+    cdef const floating* yrow
+    cdef floating* drow
+    for i in range(n):
+        row = L + i * m
+        w = 1.0 if sw == NULL else <double>sw[i]
+        drow = NULL if dL == NULL else dL + i * m
+        li = 0
+        if code == LOSS_MSE or code == LOSS_MAE:
+            yrow = Y + i * m
+            for j in range(m):
+                d = <double>row[j] - <double>yrow[j]
+                if code == LOSS_MSE:
+                    li += d * d
+                    if drow != NULL:
+                        drow[j] = <floating>(2 * d * w * scale / m)
+                else:
+                    li += fabs(d)
+                    if drow != NULL:
+                        drow[j] = <floating>((1 if d > 0 else (-1 if d < 0 else 0)) * w * scale / m)
+            li /= m
+        elif code == LOSS_CCE_LOGITS or code == LOSS_SCCE_LOGITS:
+            mx = row[0]
+            for j in range(1, m):
+                if row[j] > mx:
+                    mx = row[j]
+            se = 0
+            for j in range(m):
+                se += exp(<double>row[j] - mx)
+            lse = mx + log(se)
+            if code == LOSS_CCE_LOGITS:
+                yrow = Y + i * m
+                for j in range(m):
+                    li += <double>yrow[j] * (lse - <double>row[j])
+            else:
+                c = <Py_ssize_t>Y[i]
+                li = lse - <double>row[c]
+            if drow != NULL:
+                for j in range(m):
+                    p = exp(<double>row[j] - lse)
+                    if code == LOSS_CCE_LOGITS:
+                        yv = Y[i * m + j]
+                    else:
+                        yv = 1.0 if j == <Py_ssize_t>Y[i] else 0.0
+                    drow[j] = <floating>((p - yv) * w * scale)
+        elif code == LOSS_CCE or code == LOSS_SCCE:
+            # Keras: normalise the rows to sum 1, clip to [eps, 1-eps], -sum(y log p). The gradient
+            # is zero where clipping is active, as for a clip in an autodiff graph.
+            s = 0
+            for j in range(m):
+                s += row[j]
+            if code == LOSS_SCCE:
+                c = <Py_ssize_t>Y[i]
+            sy = 0
+            for j in range(m):
+                yv = (1.0 if j == c else 0.0) if code == LOSS_SCCE else <double>Y[i * m + j]
+                p = row[j] / s
+                o = eps if p < eps else (1 - eps if p > 1 - eps else p)
+                li -= yv * log(o)
+                # g_j = dloss/dp_j; the normalisation is folded in below.
+                d = 0.0 if (p < eps or p > 1 - eps) else -yv / o
+                if drow != NULL:
+                    drow[j] = <floating>d
+                sy += d * p
+            if drow != NULL:
+                for j in range(m):
+                    drow[j] = <floating>((<double>drow[j] - sy) / s * w * scale)
+        elif code == LOSS_BCE:
+            yrow = Y + i * m
+            for j in range(m):
+                yv = yrow[j]
+                o = row[j]
+                o = eps if o < eps else (1 - eps if o > 1 - eps else o)
+                li -= yv * log(o + eps) + (1 - yv) * log(1 - o + eps)
+                if drow != NULL:
+                    if row[j] < eps or row[j] > 1 - eps:
+                        drow[j] = 0
+                    else:
+                        drow[j] = <floating>((-yv / (o + eps) + (1 - yv) / (1 - o + eps))
+                                             * w * scale / m)
+            li /= m
+        elif code == LOSS_BCE_LOGITS:
+            yrow = Y + i * m
+            for j in range(m):
+                yv = yrow[j]
+                o = row[j]
+                li += (o if o > 0 else 0) - o * yv + log1p(exp(-fabs(o)))
+                if drow != NULL:
+                    p = 1 / (1 + exp(-o)) if o >= 0 else exp(o) / (1 + exp(o))
+                    drow[j] = <floating>((p - yv) * w * scale / m)
+            li /= m
+        total += w * li
+    return total
+
+
+cdef inline Py_ssize_t _argmax(const floating* row, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t j, best = 0
+    for j in range(1, m):
+        if row[j] > row[best]:
+            best = j
+    return best
+
+
+cdef void _metrics(const Py_ssize_t* codes, Py_ssize_t n_metrics, const floating* Z,
+                   const floating* Y, const floating* sw, Py_ssize_t n, Py_ssize_t m,
+                   Py_ssize_t y_m, double* acc) noexcept nogil:
+    """acc[2k] += sum_i w_i * metric_k(i); acc[2k+1] += sum_i w_i."""
+    cdef Py_ssize_t i, j, k
+    cdef double v, w, d
+    cdef const floating* row
+    cdef const floating* yrow
+    for k in range(n_metrics):
+        for i in range(n):
+            row = Z + i * m
+            yrow = Y + i * y_m
+            w = 1.0 if sw == NULL else <double>sw[i]
+            v = 0
+            if codes[k] == METRIC_CATEGORICAL_ACCURACY:
+                v = 1.0 if _argmax(row, m) == _argmax(yrow, m) else 0.0
+            elif codes[k] == METRIC_SPARSE_CATEGORICAL_ACCURACY:
+                v = 1.0 if _argmax(row, m) == <Py_ssize_t>yrow[0] else 0.0
+            elif codes[k] == METRIC_BINARY_ACCURACY:
+                for j in range(m):
+                    v += 1.0 if (row[j] > 0.5) == (yrow[j] > 0.5) else 0.0
+                v /= m
+            elif codes[k] == METRIC_MSE or codes[k] == METRIC_MAE:
+                for j in range(m):
+                    d = <double>row[j] - <double>yrow[j]
+                    v += d * d if codes[k] == METRIC_MSE else fabs(d)
+                v /= m
+            acc[2 * k] += w * v
+            acc[2 * k + 1] += w
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer step over the flat parameter vector.
+# ---------------------------------------------------------------------------------------------
+cdef void _opt_step(int code, const double* hp, double lr, long long step, floating* P,
+                    floating* G, floating* state, Py_ssize_t n) noexcept nogil:
+    """One Keras 3 update of every parameter; `step` is the number of updates already applied."""
+    cdef Py_ssize_t i
+    cdef floating g, wd = <floating>(hp[HP_WEIGHT_DECAY] * lr), flr = <floating>lr
+    cdef floating mom = <floating>hp[HP_MOMENTUM], eps = <floating>hp[HP_EPSILON]
+    cdef floating b1 = <floating>hp[HP_BETA_1], b2 = <floating>hp[HP_BETA_2]
+    cdef floating rho = <floating>hp[HP_RHO], alpha, denom
+    cdef floating clipv = <floating>hp[HP_CLIPVALUE]
+    cdef double gn, t
+    cdef floating* m1 = state
+    cdef floating* m2 = state + n
+    cdef floating* m3 = state + 2 * n
+    if hp[HP_GLOBAL_CLIPNORM] > 0:
+        gn = 0
+        for i in range(n):
+            gn += <double>G[i] * <double>G[i]
+        gn = sqrt(gn)
+        if gn > hp[HP_GLOBAL_CLIPNORM]:
+            g = <floating>(hp[HP_GLOBAL_CLIPNORM] / gn)
+            for i in range(n):
+                G[i] *= g
+    if clipv > 0:
+        for i in range(n):
+            G[i] = -clipv if G[i] < -clipv else (clipv if G[i] > clipv else G[i])
+    if wd != 0:
+        for i in range(n):
+            P[i] -= P[i] * wd
+    if code == OPT_SGD:
+        for i in range(n):
+            P[i] -= flr * G[i]
+    elif code == OPT_SGD_MOMENTUM:
+        for i in range(n):
+            m1[i] = -G[i] * flr + m1[i] * mom
+            P[i] += m1[i]
+    elif code == OPT_SGD_NESTEROV:
+        for i in range(n):
+            m1[i] = -G[i] * flr + m1[i] * mom
+            P[i] += -G[i] * flr + m1[i] * mom
+    elif code == OPT_ADAM:
+        t = <double>(step + 1)
+        alpha = <floating>(lr * sqrt(1 - pow(hp[HP_BETA_2], t)) / (1 - pow(hp[HP_BETA_1], t)))
+        for i in range(n):
+            g = G[i]
+            m1[i] += (g - m1[i]) * (1 - b1)
+            m2[i] += (g * g - m2[i]) * (1 - b2)
+            P[i] -= m1[i] * alpha / (_sqrt(m2[i]) + eps)
+    elif code == OPT_RMSPROP:
+        for i in range(n):
+            g = G[i]
+            m1[i] = rho * m1[i] + (1 - rho) * g * g
+            if hp[HP_CENTERED] != 0:
+                m3[i] = rho * m3[i] + (1 - rho) * g
+                denom = m1[i] - m3[i] * m3[i] + eps
+            else:
+                denom = m1[i] + eps
+            g = flr * g / _sqrt(denom)
+            if mom > 0:
+                m2[i] = mom * m2[i] + g
+                P[i] -= m2[i]
+            else:
+                P[i] -= g
+    elif code == OPT_ADAGRAD:
+        for i in range(n):
+            g = G[i]
+            m1[i] += g * g
+            P[i] -= flr * g / _sqrt(m1[i] + eps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout randomness: splitmix64, one 64-bit state carried across calls by the caller.
+# ---------------------------------------------------------------------------------------------
+cdef inline uint64_t _splitmix64(uint64_t* state) noexcept nogil:
+    state[0] += 0x9E3779B97F4A7C15ULL
+    cdef uint64_t z = state[0]
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+# ---------------------------------------------------------------------------------------------
+# The network: forward pass, training steps, evaluation.
+# ---------------------------------------------------------------------------------------------
+cdef const floating* _net_forward(const Py_ssize_t[:, ::1] plan, const floating* P,
+                                  const floating* A, floating* work, int n, bint training,
+                                  uint64_t* rng, const double[:, ::1] reg) noexcept nogil:
+    """Runs every op on the batch A (n rows); returns a pointer to the last op's output."""
+    cdef Py_ssize_t l, i, size
+    cdef int n_in, n_out, kind
+    cdef floating* Z
+    cdef floating* S
+    cdef floating* M
+    cdef floating keep_scale
+    cdef double rate
+    for l in range(plan.shape[0]):
+        kind = <int>plan[l, PLAN_KIND]
+        n_in = <int>plan[l, PLAN_N_IN]
+        n_out = <int>plan[l, PLAN_N_OUT]
+        Z = work + plan[l, PLAN_Z]
+        S = NULL if plan[l, PLAN_S] < 0 else work + plan[l, PLAN_S]
+        if kind == OP_DENSE:
+            _dense_forward(A, P + plan[l, PLAN_W],
+                           NULL if plan[l, PLAN_B] < 0 else P + plan[l, PLAN_B],
+                           <int>plan[l, PLAN_ACT], Z, S, n, n_in, n_out)
+        elif kind == OP_ACTIVATION:
+            size = <Py_ssize_t>n * n_out
+            memcpy(Z, A, size * sizeof(floating))
+            if S != NULL:
+                memcpy(S, A, size * sizeof(floating))
+            _act_forward(<int>plan[l, PLAN_ACT], Z, n, n_out)
+        elif kind == OP_DROPOUT:
+            size = <Py_ssize_t>n * n_out
+            rate = reg[l, 0]
+            if training and rate > 0:
+                M = work + plan[l, PLAN_MASK]
+                keep_scale = <floating>(1.0 / (1.0 - rate))
+                for i in range(size):
+                    # 53 random bits -> uniform [0, 1)
+                    if <double>(_splitmix64(rng) >> 11) * (1.0 / 9007199254740992.0) < rate:
+                        M[i] = 0
+                    else:
+                        M[i] = keep_scale
+                    Z[i] = A[i] * M[i]
+            else:
+                memcpy(Z, A, size * sizeof(floating))
+        A = Z
+    return A
+
+
+cdef double _reg_loss_grad(const Py_ssize_t[:, ::1] plan, const double[:, ::1] reg,
+                           const floating* P, floating* G, bint want_grad) noexcept nogil:
+    """Sum of the l1/l2 penalties of every dense op; adds their gradients into G if asked."""
+    cdef Py_ssize_t l, i, off, size
+    cdef double total = 0, l1, l2, w
+    cdef int part
+    for l in range(plan.shape[0]):
+        if plan[l, PLAN_KIND] != OP_DENSE:
+            continue
+        for part in range(2):
+            l1 = reg[l, 2 * part]
+            l2 = reg[l, 2 * part + 1]
+            if l1 == 0 and l2 == 0:
+                continue
+            if part == 0:
+                off = plan[l, PLAN_W]
+                size = plan[l, PLAN_N_IN] * plan[l, PLAN_N_OUT]
+            else:
+                off = plan[l, PLAN_B]
+                if off < 0:
+                    continue
+                size = plan[l, PLAN_N_OUT]
+            for i in range(off, off + size):
+                w = P[i]
+                total += l1 * fabs(w) + l2 * w * w
+                if want_grad:
+                    G[i] += <floating>(l1 * (1 if w > 0 else (-1 if w < 0 else 0)) + 2 * l2 * w)
+    return total
+
+
+cdef inline const floating* _rows(const floating* src, Py_ssize_t width, const Py_ssize_t* order,
+                                  Py_ssize_t start, int n, floating* buf) noexcept nogil:
+    """Rows start..start+n of src, gathered through `order` into buf when order is given."""
+    cdef Py_ssize_t i
+    if order == NULL:
+        return src + start * width
+    for i in range(n):
+        memcpy(buf + i * width, src + order[start + i] * width, width * sizeof(floating))
+    return buf
+
+
+def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
+                const Py_ssize_t[:, ::1] plan, const double[:, ::1] reg,
+                const Py_ssize_t[::1] layout, floating[::1] work,
+                const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] sw,
+                const Py_ssize_t[::1] order, Py_ssize_t start, Py_ssize_t stop, int batch_size,
+                int loss_code, bint fused_logits, const Py_ssize_t[::1] metrics,
+                int opt_code, const double[::1] hp, const double[::1] lrs, long long step,
+                uint64_t[::1] rng, double[::1] stats):
+    """Runs the training steps over samples start..stop (in batches of batch_size).
+
+    For every batch: forward, loss and metrics on the pre-update outputs, backward, one optimizer
+    update with learning rate lrs[k] for the k-th batch of this call. Arguments:
+
+    # INOUT params, grads, state, work, rng: parameters, their gradient scratch, optimizer slots,
+    #       workspace (see `layout` and the plan's offsets), dropout generator state.
+    # IN    plan, reg, layout: the network (see PLAN_*, reg, LAY_*).
+    # IN    X (n, n_in), Y (n, y_width), sw (n,) or empty, order (n,) permutation or empty.
+    # IN    loss_code, fused_logits: the loss reads the last op's pre-activation when fused_logits.
+    # IN    metrics: metric codes; opt_code, hp, lrs, step: the optimizer (step = updates so far).
+    # INOUT stats: [0] += sum of batch_loss * batch_n, [1] += samples, [2] += batches,
+    #       [3 + 2k], [4 + 2k] metric k numerator/denominator; [last] = 1 if a loss was not finite.
+
+    Returns the number of batches run; it stops after the first batch whose loss is not finite
+    (that batch's update is not applied).
+    """
+    cdef Py_ssize_t n_ops = plan.shape[0], l, last = n_ops - 1, n_params = params.shape[0]
+    cdef Py_ssize_t pos, y_w = Y.shape[1], n_in0 = X.shape[1], out_w = plan[last, PLAN_N_OUT]
+    cdef Py_ssize_t done = 0, n_metrics = metrics.shape[0]
+    cdef int n, kind, n_in, n_out, act
+    cdef floating* P = &params[0]
+    cdef floating* G = &grads[0]
+    cdef floating* W = &work[0]
+    cdef floating* st = &state[0] if state.shape[0] > 0 else NULL
+    cdef floating* D = W + layout[LAY_D0]
+    cdef floating* D2 = W + layout[LAY_D1]
+    cdef floating* tmp
+    cdef const floating* A0
+    cdef const floating* Yb
+    cdef const floating* swb
+    cdef const floating* Ain
+    cdef const floating* Zl
+    cdef const floating* Ll
+    cdef const Py_ssize_t* ordp = &order[0] if order.shape[0] > 0 else NULL
+    cdef Py_ssize_t pos_i
+    cdef double loss, reg_total
+    cdef bint has_sw = sw.shape[0] > 0
+    with nogil:
+        pos = start
+        while pos < stop:
+            n = <int>(batch_size if stop - pos > batch_size else stop - pos)
+            A0 = _rows(&X[0, 0], n_in0, ordp, pos, n, W + layout[LAY_X])
+            Yb = _rows(&Y[0, 0], y_w, ordp, pos, n, W + layout[LAY_Y])
+            swb = _rows(&sw[0], 1, ordp, pos, n, W + layout[LAY_SW]) if has_sw else NULL
+            Zl = _net_forward(plan, P, A0, W, n, True, &rng[0], reg)
+            Ll = W + plan[last, PLAN_S] if fused_logits else Zl
+            loss = _loss_grad(loss_code, Ll, Yb, swb, D, n, out_w, 1.0 / n) / n
+            _metrics(&metrics[0] if n_metrics > 0 else NULL, n_metrics, Zl, Yb, swb, n, out_w,
+                     y_w, &stats[3])
+            reg_total = _reg_loss_grad(plan, reg, P, G, False)
+            loss += reg_total
+            if not isfinite(loss):
+                stats[stats.shape[0] - 1] = 1
+                stats[0] += loss * n
+                stats[1] += n
+                stats[2] += 1
+                done += 1
+                break
+            # Backward: D holds dLoss/d(output of op l) -- or of its pre-activation if fused.
+            for l in range(last, -1, -1):
+                kind = <int>plan[l, PLAN_KIND]
+                n_in = <int>plan[l, PLAN_N_IN]
+                n_out = <int>plan[l, PLAN_N_OUT]
+                act = <int>plan[l, PLAN_ACT]
+                Ain = A0 if l == 0 else W + plan[l - 1, PLAN_Z]
+                if kind == OP_DENSE:
+                    if not (l == last and fused_logits):
+                        _act_backward(act, W + plan[l, PLAN_S] if plan[l, PLAN_S] >= 0 else NULL,
+                                      W + plan[l, PLAN_Z], D, D, n, n_out)
+                    _dense_backward(Ain, P + plan[l, PLAN_W], D, G + plan[l, PLAN_W],
+                                    NULL if plan[l, PLAN_B] < 0 else G + plan[l, PLAN_B],
+                                    NULL if l == 0 else D2, n, n_in, n_out)
+                    if l > 0:
+                        tmp = D
+                        D = D2
+                        D2 = tmp
+                elif kind == OP_ACTIVATION:
+                    if not (l == last and fused_logits):
+                        _act_backward(act, Ain, W + plan[l, PLAN_Z], D, D, n, n_out)
+                elif kind == OP_DROPOUT:
+                    if reg[l, 0] > 0:
+                        for pos_i in range(<Py_ssize_t>n * n_out):
+                            D[pos_i] *= W[plan[l, PLAN_MASK] + pos_i]
+            _reg_loss_grad(plan, reg, P, G, True)
+            _opt_step(opt_code, &hp[0], lrs[done], step + done, P, G, st, n_params)
+            D = W + layout[LAY_D0]
+            D2 = W + layout[LAY_D1]
+            stats[0] += loss * n
+            stats[1] += n
+            stats[2] += 1
+            done += 1
+            pos += n
+    return done
+
+
+def forward(floating[::1] params, const Py_ssize_t[:, ::1] plan, floating[::1] work,
+            const floating[:, ::1] X, floating[:, ::1] out, int batch_size):
+    """out := network(X), computed batch_size rows at a time (inference: dropout off).
+
+    # IN  params, plan, X (n, n_in)   # INOUT work (one batch of activations)   # OUT out (n, n_out)
+    """
+    cdef Py_ssize_t n_total = X.shape[0], pos = 0, n_in0 = X.shape[1]
+    cdef Py_ssize_t out_w = out.shape[1]
+    cdef int n
+    cdef const floating* Zl
+    cdef double[:, ::1] noreg = None
+    with nogil:
+        while pos < n_total:
+            n = <int>(batch_size if n_total - pos > batch_size else n_total - pos)
+            Zl = _net_forward(plan, &params[0], &X[pos, 0], &work[0], n, False, NULL, noreg)
+            memcpy(&out[pos, 0], Zl, <Py_ssize_t>n * out_w * sizeof(floating))
+            pos += n
+
+
+def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const double[:, ::1] reg,
+                   floating[::1] work, const floating[:, ::1] X, const floating[:, ::1] Y,
+                   const floating[::1] sw, Py_ssize_t start, Py_ssize_t stop, int batch_size,
+                   int loss_code, bint fused_logits, const Py_ssize_t[::1] metrics,
+                   double[::1] stats):
+    """Loss and metrics of the network on samples start..stop, batch by batch, no update.
+
+    # INOUT stats: same layout as in `train_steps`. Returns the number of batches.
+    """
+    cdef Py_ssize_t pos = start, last = plan.shape[0] - 1, done = 0
+    cdef Py_ssize_t y_w = Y.shape[1], out_w = plan[last, PLAN_N_OUT], n_metrics = metrics.shape[0]
+    cdef int n
+    cdef const floating* Zl
+    cdef const floating* Ll
+    cdef double loss, reg_total
+    cdef bint has_sw = sw.shape[0] > 0
+    with nogil:
+        reg_total = _reg_loss_grad(plan, reg, &params[0], <floating*>NULL, False)
+        while pos < stop:
+            n = <int>(batch_size if stop - pos > batch_size else stop - pos)
+            Zl = _net_forward(plan, &params[0], &X[pos, 0], &work[0], n, False, NULL, reg)
+            Ll = &work[0] + plan[last, PLAN_S] if fused_logits else Zl
+            loss = _loss_grad(loss_code, Ll, &Y[pos, 0], &sw[pos] if has_sw else NULL,
+                              <floating*>NULL, n, out_w, 1.0) / n + reg_total
+            _metrics(&metrics[0] if n_metrics > 0 else NULL, n_metrics, Zl, &Y[pos, 0],
+                     &sw[pos] if has_sw else NULL, n, out_w, y_w, &stats[3])
+            if not isfinite(loss):
+                stats[stats.shape[0] - 1] = 1
+            stats[0] += loss * n
+            stats[1] += n
+            stats[2] += 1
+            done += 1
+            pos += n
+    return done
+
+
+# ---------------------------------------------------------------------------------------------
+# Single kernels, exposed for tests, benchmarks and the reference comparison.
+# ---------------------------------------------------------------------------------------------
+def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
+                  int act, floating[:, ::1] Z, floating[:, ::1] S=None):
+    """Z := act(X @ W + b); S := X @ W + b if S is given. b may be empty (no bias).
+
+    # IN X (n, n_in), W (n_in, n_out), b (n_out,) or (0,)   # OUT Z (n, n_out), S (n, n_out)
+    """
+    cdef int n = <int>X.shape[0], n_in = <int>X.shape[1], n_out = <int>W.shape[1]
+    with nogil:
+        _dense_forward(&X[0, 0], &W[0, 0], &b[0] if b.shape[0] > 0 else NULL, act, &Z[0, 0],
+                       &S[0, 0] if S is not None else NULL, n, n_in, n_out)
+
+
+def activation_backward(int act, const floating[:, ::1] S, const floating[:, ::1] Z,
+                        const floating[:, ::1] dZ, floating[:, ::1] dS):
+    """dS := dZ * act'(S), with Z = act(S). # IN S, Z, dZ (n, m)   # OUT dS (n, m)"""
+    with nogil:
+        _act_backward(act, &S[0, 0], &Z[0, 0], &dZ[0, 0], &dS[0, 0], Z.shape[0], Z.shape[1])
+
+
+def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[:, ::1] dS,
+                   floating[:, ::1] dW, floating[::1] db, floating[:, ::1] dX=None):
+    """dW := X^T @ dS; db := sum_rows(dS) (if db is not empty); dX := dS @ W^T (if dX is given).
+
+    # IN X (n, n_in), W (n_in, n_out), dS (n, n_out)   # OUT dW, db, dX
+    """
+    cdef int n = <int>X.shape[0], n_in = <int>X.shape[1], n_out = <int>W.shape[1]
+    with nogil:
+        _dense_backward(&X[0, 0], &W[0, 0], &dS[0, 0], &dW[0, 0],
+                        &db[0] if db.shape[0] > 0 else NULL,
+                        &dX[0, 0] if dX is not None else NULL, n, n_in, n_out)
+
+
+def loss_grad(int code, const floating[:, ::1] L, const floating[:, ::1] Y,
+              const floating[::1] sw, floating[:, ::1] dL=None):
+    """Returns the batch loss sum_i w_i*loss_i / n; dL := d(batch loss)/dL if dL is given.
+
+    # IN L (n, m) outputs or logits, Y (n, m) or (n, 1) for the sparse codes, sw (n,) or (0,)
+    """
+    cdef Py_ssize_t n = L.shape[0]
+    cdef double total
+    with nogil:
+        total = _loss_grad(code, &L[0, 0], &Y[0, 0], &sw[0] if sw.shape[0] > 0 else NULL,
+                           &dL[0, 0] if dL is not None else NULL, n, L.shape[1], 1.0 / n)
+    return total / n
+
+
+def metric_update(const Py_ssize_t[::1] codes, const floating[:, ::1] Z, const floating[:, ::1] Y,
+                  const floating[::1] sw, double[::1] acc):
+    """acc[2k] += sum_i w_i * metric_k(row i); acc[2k+1] += sum_i w_i.   # INOUT acc"""
+    with nogil:
+        _metrics(&codes[0], codes.shape[0], &Z[0, 0], &Y[0, 0],
+                 &sw[0] if sw.shape[0] > 0 else NULL, Z.shape[0], Z.shape[1], Y.shape[1], &acc[0])
+
+
+def optimizer_step(int code, const double[::1] hp, double lr, long long step,
+                   floating[::1] params, floating[::1] grads, floating[::1] state):
+    """One update of params from grads (clipped in place) and the optimizer slots in state.
+
+    # IN hp (N_HP,), lr, step (updates so far)   # INOUT params, grads, state (k * n_params)
+    """
+    with nogil:
+        _opt_step(code, &hp[0], lr, step, &params[0], &grads[0],
+                  &state[0] if state.shape[0] > 0 else NULL, params.shape[0])
+
+
+def activation_forward(int act, floating[:, ::1] Z):
+    """Z := act(Z) in place (softmax over each row).   # INOUT Z (n, m)"""
+    with nogil:
+        _act_forward(act, &Z[0, 0], Z.shape[0], Z.shape[1])

@@ -1,0 +1,603 @@
+"""`Sequential`: Keras's model API for a stack of dense layers, running on fastdense's kernels."""
+import math
+import sys
+import threading
+import warnings
+
+import numpy as np
+
+from . import _engine, _kernels, _naming, _random, _validation, losses as losses_mod
+from . import metrics as metrics_mod, optimizers as optimizers_mod
+from .layers import Dense, Flatten, InputLayer, Layer, LAYER_CLASSES
+
+_K = _kernels.CODES
+_COMPILE_FIRST = "You must call `compile()` before using the model."
+
+
+class Sequential:
+    """A linear stack of layers.
+
+    Args:
+        layers: optional list of layers (it may start with `Input(shape)`).
+        name: the model's name (default `sequential`, `sequential_1`, ...).
+
+    Example:
+    >>> model = Sequential()
+    >>> model.add(Dense(100, activation="sigmoid", input_shape=(784,)))
+    >>> model.add(Dense(10, activation="softmax"))
+    >>> model.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"])
+    >>> history = model.fit(x_train, y_train, epochs=40, validation_data=(x_val, y_val))
+    """
+
+    def __init__(self, layers=None, name=None, trainable=True):
+        self.name = name or _naming.unique_name("sequential")
+        self._layers = []
+        self._input_layer = None
+        self._feature_shape = None
+        self.built = False
+        self.compiled = False
+        self.optimizer = None
+        self.loss = None
+        self.stop_training = False
+        self.history = None
+        self._fit_lock = threading.Lock()
+        self._invalidate()
+        for layer in layers or []:
+            self.add(layer)
+
+    # -- structure -------------------------------------------------------------------------------
+    @property
+    def layers(self):
+        return list(self._layers)
+
+    def add(self, layer):
+        """Appends a layer (an `Input(...)` is accepted first)."""
+        if isinstance(layer, InputLayer):
+            if self._layers or self._input_layer is not None:
+                raise ValueError("An Input can only be the first element of a Sequential model. "
+                                 f"Received: {layer!r} after {len(self._layers)} layers")
+            self._input_layer = layer
+            self._feature_shape = layer.shape
+            return
+        if not isinstance(layer, Layer):
+            raise ValueError("Only instances of fastdense.layers.Layer can be added to a Sequential "
+                             f"model. Received: {layer!r} (of type {type(layer).__name__})")
+        if any(l.name == layer.name for l in self._layers):
+            raise ValueError(f"All layers added to a Sequential model should have unique names. "
+                             f"Name {layer.name!r} is already the name of a layer in this model.")
+        if not self._layers and self._input_layer is None and layer._input_shape_arg is not None:
+            self._feature_shape = layer._input_shape_arg
+        self._layers.append(layer)
+        self._invalidate()
+        if self._feature_shape is not None:
+            try:
+                self.build((None,) + tuple(self._feature_shape))
+            except Exception:
+                self._layers.pop()
+                self._invalidate()
+                if self._layers:
+                    self.build((None,) + tuple(self._feature_shape))
+                raise
+
+    def pop(self):
+        """Removes the last layer."""
+        if not self._layers:
+            raise TypeError("There are no layers in the model.")
+        layer = self._layers.pop()
+        self._invalidate()
+        if self._layers and self._feature_shape is not None:
+            self.build((None,) + tuple(self._feature_shape))
+        return layer
+
+    def _invalidate(self):
+        self.built = False
+        self._plans = {}
+        self._params = None
+
+    def build(self, input_shape=None):
+        """Creates every weight for inputs of shape `input_shape` = (None, *feature_shape)."""
+        if input_shape is None:
+            if self._feature_shape is None:
+                raise ValueError("You must provide an `input_shape` argument to build the model "
+                                 "(or give the first layer `input_shape=`). Received: input_shape=None")
+            input_shape = (None,) + tuple(self._feature_shape)
+        feature_shape = tuple(int(d) for d in tuple(input_shape)[1:])
+        if not feature_shape:
+            feature_shape = (1,)
+        if not self._layers:
+            raise ValueError("The model has no layers: add at least one Dense layer before building it.")
+        shape = feature_shape
+        for layer in self._layers:
+            layer.build((None,) + shape)
+            shape = layer.output_feature_shape
+        if len(shape) != 1:
+            raise ValueError(f"The model's output must be flat (batch, units). Received: output "
+                             f"shape {(None,) + shape}")
+        dtypes = {l.dtype for l in self._layers if l.weights}
+        self.dtype = dtypes.pop() if len(dtypes) == 1 else self._layers[0].dtype
+        if dtypes:
+            raise ValueError(f"All layers of a fastdense model must share one dtype. "
+                             f"Received: {sorted({l.dtype for l in self._layers if l.weights})}")
+        # One flat parameter vector; every kernel and bias becomes a view into it.
+        sizes = [w.size for l in self._layers for w in l.weights]
+        params = np.zeros(sum(sizes), dtype=self.dtype)
+        self._offsets = {}
+        off = 0
+        for layer in self._layers:
+            views, offs = [], []
+            for w in layer.weights:
+                views.append(params[off:off + w.size].reshape(w.shape))
+                offs.append(off)
+                off += w.size
+            if views:
+                layer._bind(views)
+                self._offsets[layer.name] = (offs[0], offs[1] if len(offs) > 1 else -1)
+        self._params = params
+        self._feature_shape = feature_shape
+        self._output_units = shape[0]
+        self._plans = {}
+        self.built = True
+        if self.optimizer is not None:
+            self.optimizer.build(params.size, self.dtype)
+
+    def _ensure_built(self, x_arr):
+        if not self.built:
+            self._feature_shape = self._feature_shape or _validation.infer_feature_shape("x", x_arr)
+            self.build((None,) + tuple(self._feature_shape))
+
+    def _plan(self, batch_size, keep_logits=False, training=False):
+        key = (batch_size, keep_logits, training)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _engine.Plan(self, batch_size, keep_logits, training)
+        return plan
+
+    @property
+    def input_shape(self):
+        return None if self._feature_shape is None else (None,) + tuple(self._feature_shape)
+
+    @property
+    def output_shape(self):
+        return (None, self._output_units) if self.built else None
+
+    @property
+    def weights(self):
+        return [w for l in self._layers for w in l.weights]
+
+    def count_params(self):
+        return sum(l.count_params() for l in self._layers)
+
+    def get_weights(self):
+        """Copies of all weights: `[kernel_0, bias_0, kernel_1, bias_1, ...]`."""
+        return [np.array(w) for w in self.weights]
+
+    def set_weights(self, weights):
+        """Assigns all weights after checking their count and every shape (all or nothing)."""
+        current = self.weights
+        weights = list(weights)
+        if len(weights) != len(current):
+            raise ValueError(f"The model expects {len(current)} weight arrays "
+                             f"({', '.join(str(w.shape) for w in current)}). "
+                             f"Received: {len(weights)} arrays")
+        new = []
+        for i, (w, cur) in enumerate(zip(weights, current)):
+            arr = _validation.numeric_array(f"weights[{i}]", w)
+            if arr.shape != cur.shape:
+                raise ValueError(f"Weight {i} of the model has shape {cur.shape}. "
+                                 f"Received: weights[{i}].shape={arr.shape}")
+            arr = arr.astype(cur.dtype)
+            if not np.isfinite(arr).all():
+                raise ValueError(f"Weight {i} contains NaN or Inf. Received: weights[{i}] with non-finite values")
+            new.append(arr)
+        for cur, arr in zip(current, new):
+            cur[...] = arr
+
+    def summary(self, line_length=None, print_fn=None):
+        """Prints Keras's table: layer (type), output shape, parameter count, then totals."""
+        print_fn = print_fn or print
+        rows = [(f"{l.name} ({type(l).__name__})",
+                 str((None,) + l.output_feature_shape) if l.built else "?",
+                 f"{l.count_params():,}" if l.built else "0 (unbuilt)") for l in self._layers]
+        w = [max([len("Layer (type)")] + [len(r[0]) for r in rows]) + 2,
+             max([len("Output Shape")] + [len(r[1]) for r in rows]) + 2,
+             max([len("Param #")] + [len(r[2]) for r in rows]) + 2]
+        total_w = sum(w)
+        out = [f'Model: "{self.name}"', "┏" + "━" * total_w + "┓",
+               "┃ " + "Layer (type)".ljust(w[0]) + "Output Shape".ljust(w[1]) + "Param #".rjust(w[2] - 2) + " ┃",
+               "┡" + "━" * total_w + "┩"]
+        for r in rows:
+            out.append("│ " + r[0].ljust(w[0]) + r[1].ljust(w[1]) + r[2].rjust(w[2] - 2) + " │")
+        out.append("└" + "─" * total_w + "┘")
+        total = self.count_params() if self.built else 0
+        itemsize = np.dtype(getattr(self, "dtype", "float32")).itemsize
+        out.append(f" Total params: {total:,} ({_human_bytes(total * itemsize)})")
+        out.append(f" Trainable params: {total:,} ({_human_bytes(total * itemsize)})")
+        out.append(" Non-trainable params: 0 (0.00 B)")
+        if self.optimizer is not None and self.optimizer._slots is not None and self.optimizer._slots.size:
+            n = self.optimizer._slots.size
+            out.append(f" Optimizer params: {n:,} ({_human_bytes(n * itemsize)})")
+        for line in out:
+            print_fn(line)
+
+    # -- compile ---------------------------------------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
+                weighted_metrics=None, run_eagerly=False, steps_per_execution=1,
+                jit_compile="auto", auto_scale_loss=True):
+        """Configures training.
+
+        Args:
+            optimizer: name (case-insensitive: `"sgd"`, `"adam"`, `"adamw"`, `"rmsprop"`,
+                `"adagrad"`) or a `fastdense.optimizers` instance.
+            loss: name (`"mse"`, `"mae"`, `"binary_crossentropy"`, `"categorical_crossentropy"`,
+                `"sparse_categorical_crossentropy"`) or a `fastdense.losses` instance.
+            metrics: list of `"accuracy"`/`"acc"`, `"mse"`, `"mae"`, ... or metric objects.
+        """
+        if loss is None:
+            raise ValueError("fastdense needs a loss to compile: e.g. loss='mse' or "
+                             "loss='categorical_crossentropy'. Received: loss=None")
+        if loss_weights is not None or weighted_metrics is not None:
+            raise ValueError("fastdense models have one output: `loss_weights` and `weighted_metrics` "
+                             "are not supported. Received: "
+                             f"loss_weights={loss_weights!r}, weighted_metrics={weighted_metrics!r}")
+        opt = optimizers_mod.get(optimizer)
+        loss_obj = losses_mod.get(loss)
+        if metrics is None:
+            metrics = []
+        if isinstance(metrics, (str, metrics_mod.Metric)):
+            raise ValueError("`metrics` must be a list, e.g. metrics=['accuracy']. "
+                             f"Received: metrics={metrics!r}")
+        checked = [metrics_mod.check(m) for m in metrics]
+        self.optimizer = opt
+        self.loss = loss_obj
+        self._loss_identifier = loss
+        self._metric_ids = checked
+        self.compiled = True
+        self._compile_config = {"optimizer": optimizer if isinstance(optimizer, str) else None,
+                                "loss": loss if isinstance(loss, str) else None,
+                                "metrics": [m for m in metrics if isinstance(m, str)]}
+        if self.built:
+            opt.build(self._params.size, self.dtype)
+
+    def _require_compiled(self):
+        if not self.compiled:
+            raise ValueError(_COMPILE_FIRST)
+
+    def _resolve_metrics(self, y_arr):
+        return [metrics_mod.resolve(m, y_arr.shape, self._output_units, self.loss.sparse)
+                for m in self._metric_ids]
+
+    @property
+    def metrics_names(self):
+        names = ["loss"]
+        for m in getattr(self, "_metric_ids", []):
+            names.append(m.name if isinstance(m, metrics_mod.Metric) else m)
+        return names
+
+    # -- data preparation (once per call) --------------------------------------------------------
+    def _prepare_xy(self, x, y, sample_weight=None, class_weight=None, xname="x", yname="y"):
+        x_arr = _validation.numeric_array(xname, x)
+        self._ensure_built(x_arr)
+        X = _validation.model_input(xname, x_arr, self._feature_shape, self.dtype)
+        if y is None:
+            raise ValueError(f"`{yname}` is required to train or evaluate a model. Received: {yname}=None")
+        y_arr = _validation.numeric_array(yname, y)
+        Y = self.loss.prepare_targets(y_arr, len(X), self._output_units, self.dtype, name=yname)
+        sw = None
+        if sample_weight is not None:
+            sw_arr = _validation.numeric_array("sample_weight", sample_weight)
+            if sw_arr.ndim == 2 and sw_arr.shape[1] == 1:
+                sw_arr = sw_arr.reshape(-1)
+            if sw_arr.ndim != 1:
+                raise ValueError("`sample_weight` must be 1-D, one weight per sample. "
+                                 f"Received: sample_weight.shape={sw_arr.shape}")
+            _validation.same_length(len(X), "sample_weight", sw_arr)
+            sw = _validation.as_float_matrix("sample_weight", sw_arr.reshape(-1, 1), np.float64).reshape(-1)
+            if (sw < 0).any():
+                raise ValueError("`sample_weight` must be non-negative. Received: a weight of "
+                                 f"{sw[sw < 0][0]!r}")
+        if class_weight is not None:
+            cw = self._class_weights(class_weight, y_arr)
+            sw = cw if sw is None else sw * cw
+        if sw is not None:
+            sw = np.ascontiguousarray(sw, dtype=self.dtype)
+        else:
+            sw = np.empty(0, dtype=self.dtype)
+        return X, Y, sw, y_arr
+
+    def _class_weights(self, class_weight, y_arr):
+        if not isinstance(class_weight, dict):
+            raise ValueError("`class_weight` must be a dict {class index: weight}. "
+                             f"Received: class_weight={class_weight!r}")
+        if y_arr.ndim == 2 and y_arr.shape[1] > 1:
+            classes = np.argmax(y_arr, axis=1)
+        else:
+            flat = y_arr.reshape(-1)
+            classes = np.round(flat).astype(np.int64) if self._output_units > 1 else (flat > 0.5).astype(np.int64)
+        table = np.ones(max(int(classes.max()) + 1, max((int(k) for k in class_weight), default=0) + 1))
+        for k, v in class_weight.items():
+            table[int(k)] = _validation.finite_float(f"class_weight[{k!r}]", v, minimum=0.0)
+        return table[classes]
+
+    # -- training --------------------------------------------------------------------------------
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+            validation_batch_size=None, validation_freq=1):
+        """Trains the model for `epochs` epochs (Keras semantics); returns a `History`.
+
+        The compiled kernel runs many batches per call; Python returns every ~50 ms to draw the
+        progress bar, run callbacks and notice Ctrl-C. A callback that overrides a per-batch
+        hook makes every batch return to Python.
+        """
+        self._require_compiled()
+        batch_size = _validation.positive_int("batch_size", batch_size, allow_none=True) or 32
+        epochs = _validation.nonneg_int("epochs", epochs)
+        initial_epoch = _validation.nonneg_int("initial_epoch", initial_epoch)
+        verbose = _validation.verbose_level(verbose)
+        if steps_per_epoch is not None or validation_steps is not None:
+            raise ValueError("fastdense trains on in-memory arrays: `steps_per_epoch` and "
+                             "`validation_steps` are not supported. Received: "
+                             f"steps_per_epoch={steps_per_epoch!r}, validation_steps={validation_steps!r}")
+        val_batch = _validation.positive_int("validation_batch_size", validation_batch_size,
+                                             allow_none=True) or batch_size
+        validation_freq = _validation.positive_int("validation_freq", validation_freq)
+        if not isinstance(validation_split, (int, float)) or isinstance(validation_split, bool) \
+                or not 0.0 <= validation_split < 1.0:
+            raise ValueError("`validation_split` must be a float in [0, 1). "
+                             f"Received: validation_split={validation_split!r}")
+        if not self._fit_lock.acquire(blocking=False):
+            raise RuntimeError("This model is already training in another thread; fastdense "
+                               "does not run two `fit` calls on one model at once.")
+        try:
+            return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split,
+                             validation_data, shuffle, class_weight, sample_weight,
+                             initial_epoch, val_batch, validation_freq)
+        finally:
+            self._fit_lock.release()
+
+    def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
+             validation_data, shuffle, class_weight, sample_weight, initial_epoch, val_batch,
+             validation_freq):
+        from . import callbacks as callbacks_mod
+
+        if validation_data is None and validation_split:
+            x_arr = _validation.numeric_array("x", x)
+            y_arr = _validation.numeric_array("y", y)
+            _validation.same_length(len(x_arr), "y", y_arr)
+            n_val = int(math.floor(len(x_arr) * validation_split))
+            n_train = len(x_arr) - n_val
+            if n_val == 0 or n_train == 0:
+                raise ValueError(f"`validation_split`={validation_split} leaves {n_train} training "
+                                 f"and {n_val} validation samples out of {len(x_arr)}; both must "
+                                 f"be at least 1. Received: validation_split={validation_split!r}")
+            sw_all = None if sample_weight is None else np.asarray(sample_weight)
+            validation_data = (x_arr[n_train:], y_arr[n_train:]) if sw_all is None else \
+                (x_arr[n_train:], y_arr[n_train:], sw_all[n_train:])
+            x, y = x_arr[:n_train], y_arr[:n_train]
+            sample_weight = None if sw_all is None else sw_all[:n_train]
+
+        X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, class_weight)
+        metrics = self._resolve_metrics(y_arr)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("`validation_data` must be a tuple (x_val, y_val) or "
+                                 "(x_val, y_val, val_sample_weight). "
+                                 f"Received: validation_data of type {type(validation_data).__name__}")
+            vx, vy = validation_data[0], validation_data[1]
+            vsw = validation_data[2] if len(validation_data) == 3 else None
+            val = self._prepare_xy(vx, vy, vsw, None, xname="x_val", yname="y_val")[:3]
+
+        opt = self.optimizer
+        opt.build(self._params.size, self.dtype)
+        loss_code, fused = self.loss.codes(self._plan(batch_size).last_activation)
+        plan = self._plan(batch_size, keep_logits=fused, training=True)
+        work = plan.workspace(self.dtype)
+        metric_codes = np.array([m.code for m in metrics], dtype=np.intp)
+        metric_names = [m.name for m in metrics]
+        loss_key = "loss"
+        grads = np.empty_like(self._params)
+        rng_state = np.array([_random.generator().integers(0, 2**63)], dtype=np.uint64)
+        hp = opt._hyper()
+        code = opt._kernel_code()
+
+        n = len(X)
+        steps = -(-n // batch_size)
+        cbs = callbacks_mod.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
+                                         model=self, verbose=verbose, epochs=epochs, steps=steps)
+        every_batch = cbs.needs_every_batch
+        chunker = _engine.ChunkTimer(fixed=1 if every_batch else None)
+        self.stop_training = False
+        cbs.on_train_begin()
+        logs = {}
+        epoch = initial_epoch
+        for epoch in range(initial_epoch, epochs):
+            cbs.on_epoch_begin(epoch)
+            order = _random.generator().permutation(n).astype(np.intp) if shuffle \
+                else np.empty(0, dtype=np.intp)
+            stats = _engine.stats_buffer(len(metrics))
+            batch = 0
+            while batch < steps:
+                k = chunker.next(steps - batch)
+                if every_batch:
+                    cbs.on_train_batch_begin(batch)
+                lrs = opt._rates(opt.iterations, k)
+                t0 = _engine.time.perf_counter()
+                start = batch * batch_size
+                stop = min(n, start + k * batch_size)
+                done = _kernels.train_steps(
+                    self._params, grads, opt._slots, plan.plan, plan.reg, plan.layout, work,
+                    X, Y, sw, order, start, stop, batch_size, loss_code, fused, metric_codes,
+                    code, hp, lrs, opt.iterations, rng_state, stats)
+                chunker.observe(done, _engine.time.perf_counter() - t0)
+                bad = stats[-1] != 0
+                opt.iterations += done - (1 if bad else 0)
+                batch += done
+                logs = _engine.stats_logs(stats, loss_key, metric_names)
+                if bad and not any(isinstance(c, callbacks_mod.TerminateOnNaN) for c in cbs.callbacks):
+                    raise FloatingPointError(
+                        f"The loss became {logs['loss']} at epoch {epoch + 1}, batch {batch} "
+                        f"(of {steps}); training stopped and that batch's update was not applied. "
+                        "Lower the learning rate, scale the inputs, or add "
+                        "callbacks=[fastdense.callbacks.TerminateOnNaN()] to stop quietly.")
+                if bad:
+                    logs = dict(logs, loss=float("nan"))
+                cbs.on_train_batch_end(batch - 1, logs)
+                if bad or (every_batch and self.stop_training):
+                    break
+            epoch_logs = dict(logs)
+            if val is not None and (epoch + 1) % validation_freq == 0 and not self.stop_training:
+                vlogs = self._evaluate_arrays(*val, val_batch, metrics, prefix="val_")
+                epoch_logs.update(vlogs)
+            cbs.on_epoch_end(epoch, epoch_logs)
+            if self.stop_training:
+                break
+        cbs.on_train_end(epoch_logs if epochs > initial_epoch else {})
+        self.history = cbs.history
+        return cbs.history
+
+    def _evaluate_arrays(self, X, Y, sw, batch_size, metrics, prefix=""):
+        loss_code, fused = self.loss.codes(self._plan(batch_size).last_activation)
+        plan = self._plan(batch_size, keep_logits=fused, training=False)
+        work = plan.workspace(self.dtype)
+        stats = _engine.stats_buffer(len(metrics))
+        _kernels.evaluate_steps(self._params, plan.plan, plan.reg, work, X, Y, sw, 0, len(X),
+                                batch_size, loss_code, fused,
+                                np.array([m.code for m in metrics], dtype=np.intp), stats)
+        return _engine.stats_logs(stats, "loss", [m.name for m in metrics], prefix)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+                 steps=None, callbacks=None, return_dict=False):
+        """Loss (and metrics) on the given data: a float when there are no metrics, else
+        `[loss, metric, ...]` in compile order, or a dict with `return_dict=True`."""
+        self._require_compiled()
+        batch_size = _validation.positive_int("batch_size", batch_size, allow_none=True) or 32
+        verbose = _validation.verbose_level(verbose)
+        X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, None)
+        metrics = self._resolve_metrics(y_arr)
+        logs = self._evaluate_arrays(X, Y, sw, batch_size, metrics)
+        if verbose:
+            from ._progbar import Progbar
+
+            steps_n = -(-len(X) // batch_size)
+            bar = Progbar(steps_n, verbose=verbose)
+            bar.update(steps_n, list(sorted(logs.items())), finalize=True)
+        if return_dict:
+            return logs
+        values = [logs["loss"]] + [logs[m.name] for m in metrics]
+        return values[0] if len(values) == 1 else values
+
+    # -- inference -------------------------------------------------------------------------------
+    def _forward(self, x, batch_size):
+        x_arr = _validation.numeric_array("x", x)
+        self._ensure_built(x_arr)
+        X = _validation.model_input("x", x_arr, self._feature_shape, self.dtype)
+        bs = min(batch_size, len(X))
+        plan = self._plan(bs)
+        out = np.empty((len(X), plan.out_width), dtype=self.dtype)
+        _kernels.forward(self._params, plan.plan, plan.workspace(self.dtype), X, out, bs)
+        return out
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """The model's outputs for x, an array of the model's dtype, `(n, units)`."""
+        batch_size = _validation.positive_int("batch_size", batch_size, allow_none=True) or 32
+        verbose = _validation.verbose_level(verbose)
+        out = self._forward(x, batch_size)
+        if verbose:
+            from ._progbar import Progbar
+
+            steps_n = -(-len(out) // batch_size)
+            Progbar(steps_n, verbose=verbose).update(steps_n, [], finalize=True)
+        return out
+
+    def __call__(self, x, training=False):
+        """The model's outputs for x (inference), with the least overhead."""
+        return self._forward(x, 1024)
+
+    def predict_on_batch(self, x):
+        return self._forward(x, 1 << 30)
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One update on one batch; returns the pre-update loss (and metrics)."""
+        self._require_compiled()
+        X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, class_weight)
+        metrics = self._resolve_metrics(y_arr)
+        opt = self.optimizer
+        opt.build(self._params.size, self.dtype)
+        bs = len(X)
+        loss_code, fused = self.loss.codes(self._plan(bs).last_activation)
+        plan = self._plan(bs, keep_logits=fused, training=True)
+        stats = _engine.stats_buffer(len(metrics))
+        rng_state = np.array([_random.generator().integers(0, 2**63)], dtype=np.uint64)
+        done = _kernels.train_steps(
+            self._params, np.empty_like(self._params), opt._slots, plan.plan, plan.reg,
+            plan.layout, plan.workspace(self.dtype), X, Y, sw, np.empty(0, dtype=np.intp), 0, bs,
+            bs, loss_code, fused, np.array([m.code for m in metrics], dtype=np.intp),
+            opt._kernel_code(), opt._hyper(), opt._rates(opt.iterations, 1), opt.iterations,
+            rng_state, stats)
+        if stats[-1] == 0:
+            opt.iterations += done
+        logs = _engine.stats_logs(stats, "loss", [m.name for m in metrics])
+        if return_dict:
+            return logs
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        self._require_compiled()
+        X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, None)
+        metrics = self._resolve_metrics(y_arr)
+        logs = self._evaluate_arrays(X, Y, sw, len(X), metrics)
+        if return_dict:
+            return logs
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
+
+    # -- persistence -----------------------------------------------------------------------------
+    def get_config(self):
+        layers = []
+        if self._feature_shape is not None:
+            layers.append({"module": "keras.layers", "class_name": "InputLayer",
+                           "config": {"batch_shape": [None] + list(self._feature_shape),
+                                      "dtype": getattr(self, "dtype", "float32"), "sparse": False,
+                                      "name": self._input_layer.name if self._input_layer else "input_layer"},
+                           "registered_name": None})
+        for l in self._layers:
+            layers.append({"module": "keras.layers", "class_name": type(l).__name__,
+                           "config": l.get_config(), "registered_name": None})
+        return {"name": self.name, "trainable": True, "dtype": None, "layers": layers}
+
+    def save(self, filepath, overwrite=True):
+        """Saves architecture, weights, compile config and optimizer state to a `.keras` file."""
+        from . import saving
+
+        saving.save_model(self, filepath, overwrite=overwrite)
+
+    def save_weights(self, filepath, overwrite=True):
+        """Saves the weights to a `.weights.h5` file (Keras 3 layout)."""
+        from . import saving
+
+        saving.save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath):
+        """Loads weights from a `.weights.h5` or `.keras` file; all or nothing."""
+        from . import saving
+
+        saving.load_weights(self, filepath)
+
+
+def _human_bytes(n):
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.2f} {unit}"
+        n /= 1024
+
+
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
+    """Loads a model saved by `model.save()` (fastdense or Keras 3 `.keras` files)."""
+    from . import saving
+
+    return saving.load_model(filepath, compile=compile)
+
+
+Model = Sequential

@@ -1,0 +1,53 @@
+"""Build logic only: the compiled kernels. Metadata lives in pyproject.toml.
+
+Environment switches:
+  FASTDENSE_DEBUG=1     bounds/wraparound checks on, -O0 -g (run the test-suite with it too)
+  FASTDENSE_ANNOTATE=1  write Cython's HTML annotation next to the .pyx
+  FASTDENSE_SANITIZE=1  build with AddressSanitizer + UBSan (see tools/sanitize.sh)
+"""
+import os
+import sys
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FASTDENSE_DEBUG", "0") == "1"
+SANITIZE = os.environ.get("FASTDENSE_SANITIZE", "0") == "1"
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": not DEBUG,
+    "embedsignature": True,
+}
+
+# CPython's own flags already carry -O3; appending -O2 would override it. No -march=native and
+# no -ffast-math: wheels must run on any x86-64 CPU and keep IEEE NaN/Inf semantics.
+extra_compile = []
+extra_link = []
+if sys.platform != "win32":
+    extra_compile += ["-fno-math-errno", "-Wno-unused-function"]
+    if DEBUG:
+        extra_compile += ["-O0", "-g"]
+    if SANITIZE:
+        extra_compile += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
+        extra_link += ["-fsanitize=address,undefined"]
+
+extensions = [
+    Extension(
+        "fastdense._kernels",
+        ["fastdense/_kernels.pyx"],
+        extra_compile_args=extra_compile,
+        extra_link_args=extra_link,
+    ),
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=directives,
+        annotate=os.environ.get("FASTDENSE_ANNOTATE", "0") == "1",
+    ),
+)
