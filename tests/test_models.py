@@ -1,0 +1,362 @@
+"""The Sequential API: structure, compile, fit/evaluate/predict semantics, History, summary."""
+import io
+import contextlib
+
+import numpy as np
+import pytest
+
+import fastdense
+from fastdense import Input, Sequential, layers, optimizers
+
+from conftest import make_blobs
+
+
+def small_model(units=3, d=6, act="softmax", hidden="relu"):
+    return Sequential([layers.Dense(8, activation=hidden, input_shape=(d,)),
+                       layers.Dense(units, activation=act)])
+
+
+# -- structure -----------------------------------------------------------------------------------
+def test_summary_matches_keras_layout_and_counts():
+    model = Sequential([layers.Dense(100, activation="sigmoid", input_shape=(784,)),
+                        layers.Dense(10, activation="softmax")])
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "Total params: 79,510 (310.59 KB)" in text
+    assert "(None, 100)" in text and "(None, 10)" in text
+    assert "78,500" in text and "1,010" in text
+    assert model.count_params() == 79510
+
+
+def test_auto_names_count_per_process():
+    a, b = layers.Dense(2), layers.Dense(2)
+    assert a.name.startswith("dense") and b.name.startswith("dense") and a.name != b.name
+    m1, m2 = Sequential(), Sequential()
+    assert m1.name != m2.name and m1.name.startswith("sequential")
+
+
+@pytest.mark.parametrize("first", [
+    lambda: [Input((6,)), layers.Dense(4)],
+    lambda: [layers.Dense(4, input_shape=(6,))],
+    lambda: [layers.Dense(4, input_dim=6)],
+])
+def test_ways_to_declare_the_input(first):
+    model = Sequential(first())
+    assert model.built and model.input_shape == (None, 6)
+    assert [w.shape for w in model.get_weights()] == [(6, 4), (4,)]
+
+
+def test_deferred_build_on_first_fit_and_explicit_build():
+    x, y = make_blobs()
+    model = Sequential([layers.Dense(8, activation="relu"), layers.Dense(3, activation="softmax")])
+    assert not model.built
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    assert model.built and model.input_shape == (None, 6)
+    other = Sequential([layers.Dense(4)])
+    other.build((None, 5))
+    assert other.get_weights()[0].shape == (5, 4)
+
+
+def test_add_rejects_non_layers_and_pop_removes():
+    model = small_model()
+    with pytest.raises(ValueError, match="Only instances of fastdense.layers.Layer"):
+        model.add("dense")
+    popped = model.pop()
+    assert isinstance(popped, layers.Dense) and len(model.layers) == 1
+    assert model.output_shape == (None, 8)
+
+
+def test_glorot_uniform_limits_and_zero_bias():
+    model = Sequential([layers.Dense(100, input_shape=(784,))])
+    kernel, bias = model.get_weights()
+    limit = np.sqrt(6 / (784 + 100))
+    assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.95 * limit
+    assert abs(kernel.std() - limit / np.sqrt(3)) < 0.01 * limit
+    assert np.all(bias == 0)
+
+
+def test_set_weights_checks_count_and_shapes_and_leaves_model_unchanged():
+    model = small_model()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match="expects 4 weight arrays"):
+        model.set_weights(before[:3])
+    bad = [w.copy() for w in before]
+    bad[3] = np.zeros(5)
+    bad[0] = bad[0] + 1
+    with pytest.raises(ValueError, match=r"Received: weights\[3\].shape=\(5,\)"):
+        model.set_weights(bad)
+    for w, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(w, b)
+
+
+def test_get_weights_returns_copies():
+    model = small_model()
+    w = model.get_weights()
+    w[0][...] = 7
+    assert not np.any(model.get_weights()[0] == 7)
+
+
+# -- compile / fit / evaluate / predict ------------------------------------------------------------
+def test_fit_before_compile_raises_keras_message():
+    x, y = make_blobs()
+    model = small_model()
+    with pytest.raises(ValueError, match=r"You must call `compile\(\)` before using the model."):
+        model.fit(x, y)
+    with pytest.raises(ValueError, match=r"You must call `compile\(\)`"):
+        model.evaluate(x, y)
+    assert model.predict(x, verbose=0).shape == (200, 3)  # predict works without compile
+
+
+def test_history_keys_lengths_types_and_model_history():
+    x, y = make_blobs()
+    yo = fastdense.utils.to_categorical(y)
+    model = small_model()
+    model.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"])
+    hist = model.fit(x[:150], yo[:150], epochs=3, validation_data=(x[150:], yo[150:]), verbose=0)
+    assert set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == 3 and all(type(f) is float for f in v) for v in hist.history.values())
+    assert hist.epoch == [0, 1, 2]
+    assert model.history is hist
+    assert hist.params["epochs"] == 3 and hist.params["steps"] == 5
+
+
+def test_acc_alias_keeps_the_users_key():
+    x, y = make_blobs()
+    model = small_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["acc"])
+    hist = model.fit(x, y, epochs=1, validation_split=0.25, verbose=0)
+    assert set(hist.history) == {"loss", "acc", "val_loss", "val_acc"}
+
+
+def test_evaluate_return_types():
+    x, y = make_blobs()
+    model = small_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    loss = model.evaluate(x, y, verbose=0)
+    assert type(loss) is float
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy", "mse"])
+    res = model.evaluate(x, y, verbose=0)
+    assert isinstance(res, list) and len(res) == 3 and all(type(v) is float for v in res)
+    d = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert list(d) == ["loss", "accuracy", "mse"] and d["loss"] == res[0]
+
+
+def test_evaluate_loss_is_the_mean_per_sample_loss():
+    """Independent check of the reduction against a NumPy computation from predictions."""
+    x, y = make_blobs()
+    model = small_model()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    p = model.predict(x, verbose=0).astype(np.float64)
+    expected = -np.mean(np.log(p[np.arange(len(y)), y]))
+    acc = np.mean(p.argmax(1) == y)
+    loss, got_acc = model.evaluate(x, y, batch_size=7, verbose=0)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert got_acc == pytest.approx(acc)
+
+
+def test_epoch_loss_is_pre_update_batch_weighted_mean():
+    """With lr tiny the weights barely move: epoch loss == evaluate loss before training."""
+    x, y = make_blobs(n=50)
+    model = small_model()
+    model.compile(optimizer=optimizers.SGD(learning_rate=1e-12), loss="sparse_categorical_crossentropy")
+    before = model.evaluate(x, y, verbose=0)
+    hist = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)  # batches 16,16,16,2
+    assert hist.history["loss"][0] == pytest.approx(before, rel=1e-6)
+
+
+def test_predict_equals_call_and_is_batch_size_invariant():
+    x, _ = make_blobs(n=101)
+    model = small_model()
+    p = model.predict(x, verbose=0)
+    assert p.dtype == np.float32 and p.shape == (101, 3)
+    np.testing.assert_allclose(model(x), p, rtol=1e-6, atol=1e-7)
+    for bs in (1, 7, 1000):
+        np.testing.assert_allclose(model.predict(x, batch_size=bs, verbose=0), p, rtol=1e-6, atol=1e-7)
+    rows = np.concatenate([model.predict(x[i:i + 1], verbose=0) for i in range(len(x))])
+    np.testing.assert_allclose(rows, p, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_last_partial_batch_is_trained():
+    x, y = make_blobs(n=33)
+    model = small_model()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    hist = model.fit(x, y, epochs=1, verbose=0)
+    assert hist.params["steps"] == 2
+    assert model.optimizer.iterations == 2
+
+
+def test_seeded_training_is_bit_identical():
+    x, y = make_blobs()
+
+    def run():
+        fastdense.utils.set_random_seed(7)
+        model = small_model()
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        hist = model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+        return model.get_weights(), hist.history
+
+    w1, h1 = run()
+    w2, h2 = run()
+    assert h1 == h2
+    for a, b in zip(w1, w2):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_shuffle_changes_the_trajectory():
+    x, y = make_blobs()
+    results = []
+    for shuffle in (False, True):
+        fastdense.utils.set_random_seed(3)
+        model = small_model()
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        results.append(model.fit(x, y, epochs=1, shuffle=shuffle, verbose=0).history["loss"][0])
+    assert results[0] != results[1]
+
+
+def test_one_dimensional_x_is_samples_of_one_feature():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40)
+    model = Sequential([layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, 3 * x + 2, epochs=1, verbose=0)
+    w, b = model.get_weights()
+    assert w.shape == (1, 1) and b.shape == (1,)
+    assert model.predict(x[:5], verbose=0).shape == (5, 1)
+
+
+def test_linear_model_recovers_the_line():
+    """The book's one-weight model: 2,000 samples of x ~ N(0, 1), 10 epochs of SGD at 0.01."""
+    rng = np.random.default_rng(42)
+    x = rng.normal(size=2000)
+    y = 3 * x + 2
+    model = fastdense.models.Sequential()
+    model.add(fastdense.layers.Dense(1))
+    model.compile(optimizer="sgd", loss="mse")
+    history = model.fit(x, y, epochs=10, verbose=0)
+    w, b = model.get_weights()
+    assert abs(w[0, 0] - 3) < 0.3 and abs(b[0] - 2) < 0.3
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_uint8_images_work_unscaled_and_equal_explicit_cast():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (20, 4, 4), dtype=np.uint8)
+    model = Sequential([layers.Flatten(input_shape=(4, 4)), layers.Dense(3, activation="softmax")])
+    np.testing.assert_array_equal(model.predict(x, verbose=0),
+                                  model.predict(x.astype(np.float32), verbose=0))
+
+
+def test_flatten_model_trains_on_raw_images():
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 5, 5))
+    y = (x.sum(axis=(1, 2)) > 12.5).astype(int)
+    model = Sequential([layers.Flatten(input_shape=(5, 5)), layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    hist = model.fit(x, y, epochs=2, verbose=0)
+    assert set(hist.history) == {"loss", "accuracy"}
+
+
+def test_float64_model():
+    fastdense.config.set_floatx("float64")
+    x, y = make_blobs()
+    model = small_model()
+    assert all(w.dtype == np.float64 for w in model.get_weights())
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    assert model.predict(x, verbose=0).dtype == np.float64
+
+
+def test_stop_training_from_a_callback_ends_after_the_epoch():
+    x, y = make_blobs()
+
+    class StopAfterFirst(fastdense.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    model = small_model()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    hist = model.fit(x, y, epochs=5, callbacks=[StopAfterFirst()], verbose=0)
+    assert hist.epoch == [0]
+
+
+def test_per_batch_callback_sees_every_batch_with_running_logs():
+    x, y = make_blobs(n=100)
+    seen = []
+
+    class Recorder(fastdense.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append((batch, dict(logs)))
+
+    model = small_model()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    hist = model.fit(x, y, batch_size=10, epochs=2, callbacks=[Recorder()], verbose=0)
+    assert [b for b, _ in seen] == list(range(10)) * 2
+    assert seen[9][1]["loss"] == pytest.approx(hist.history["loss"][0])
+    assert set(seen[0][1]) == {"loss", "accuracy"}
+
+
+def test_progress_output_one_line_per_epoch_when_not_a_tty():
+    x, y = make_blobs(n=64)
+    model = small_model()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        model.fit(x, y, epochs=2, validation_data=(x, y), verbose=1)
+    out = buf.getvalue()
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out
+    bar_lines = [l for l in out.splitlines() if l.startswith("2/2 ")]
+    assert len(bar_lines) == 2
+    assert all(" - accuracy: " in l and " - loss: " in l and " - val_loss: " in l for l in bar_lines)
+    assert "\r" not in out
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        model.fit(x, y, epochs=2, verbose=0)
+    assert buf.getvalue() == ""
+
+
+def test_concurrent_predict_from_threads_is_safe():
+    import threading
+
+    x, _ = make_blobs(n=300)
+    model = small_model()
+    expected = model.predict(x, verbose=0)
+    errors = []
+
+    def work():
+        for _ in range(20):
+            if not np.array_equal(model.predict(x, verbose=0), expected):
+                errors.append("mismatch")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_second_concurrent_fit_raises():
+    import threading
+
+    x, y = make_blobs(n=2000)
+    model = small_model()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    started, release = threading.Event(), threading.Event()
+
+    class Hold(fastdense.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            started.set()
+            release.wait(10)
+
+    t = threading.Thread(target=lambda: model.fit(x, y, epochs=1, callbacks=[Hold()], verbose=0))
+    t.start()
+    assert started.wait(10)
+    try:
+        with pytest.raises(RuntimeError, match="already training"):
+            model.fit(x, y, epochs=1, verbose=0)
+    finally:
+        release.set()
+        t.join()
