@@ -1,0 +1,177 @@
+"""The reference workload (784-100-10 sigmoid/softmax, SGD 0.01, batch 32, 48k rows + 12k
+validation), one-row prediction, and a large-batch training step, beside NumPy (and TF-Keras or
+PyTorch when installed)."""
+import numpy as np
+import pytest
+
+import fastdense
+from fastdense import Sequential
+from fastdense.layers import Dense
+
+
+def reference_model(dtype="float32"):
+    fastdense.utils.set_random_seed(0)
+    model = Sequential([Dense(100, activation="sigmoid", input_shape=(784,)),
+                        Dense(10, activation="softmax")])
+    model.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def numpy_epoch(params, x, y, xv, yv, rng, lr=0.01, batch=32):
+    """One epoch of the same training in plain NumPy float32 (shuffle, SGD, validation)."""
+    W1, b1, W2, b2 = params
+    order = rng.permutation(len(x))
+    loss_sum = correct = 0.0
+    for s in range(0, len(x), batch):
+        idx = order[s:s + batch]
+        X, Y = x[idx], y[idx]
+        A = 1 / (1 + np.exp(-(X @ W1 + b1)))
+        L = A @ W2 + b2
+        L -= L.max(axis=1, keepdims=True)
+        E = np.exp(L)
+        P = E / E.sum(axis=1, keepdims=True)
+        loss_sum -= np.sum(Y * np.log(np.maximum(P, 1e-7)))
+        correct += np.sum(P.argmax(1) == Y.argmax(1))
+        D = (P - Y) / len(X)
+        dW2, db2 = A.T @ D, D.sum(0)
+        DA = (D @ W2.T) * A * (1 - A)
+        dW1, db1 = X.T @ DA, DA.sum(0)
+        W1 -= lr * dW1
+        b1 -= lr * db1
+        W2 -= lr * dW2
+        b2 -= lr * db2
+    for s in range(0, len(xv), batch):
+        A = 1 / (1 + np.exp(-(xv[s:s + batch] @ W1 + b1)))
+        L = A @ W2 + b2
+        P = np.exp(L - L.max(axis=1, keepdims=True))
+        P /= P.sum(axis=1, keepdims=True)
+        loss_sum -= np.sum(yv[s:s + batch] * np.log(np.maximum(P, 1e-7)))
+    return loss_sum, correct
+
+
+@pytest.mark.benchmark(group="epoch (784-100-10, batch 32, with validation)")
+def test_fastdense_epoch(benchmark, fashion):
+    x, y, xv, yv = fashion
+    model = reference_model()
+    hist = benchmark.pedantic(
+        lambda: model.fit(x, y, epochs=1, validation_data=(xv, yv), verbose=0),
+        rounds=3, iterations=1, warmup_rounds=1)
+    assert np.isfinite(hist.history["loss"][0])
+
+
+@pytest.mark.benchmark(group="epoch (784-100-10, batch 32, with validation)")
+def test_numpy_epoch(benchmark, fashion):
+    x, y, xv, yv = fashion
+    params = [w.copy() for w in reference_model().get_weights()]
+    rng = np.random.default_rng(0)
+    loss, _ = benchmark.pedantic(lambda: numpy_epoch(params, x, y, xv, yv, rng),
+                                 rounds=3, iterations=1, warmup_rounds=1)
+    assert np.isfinite(loss)
+
+
+@pytest.mark.benchmark(group="epoch (784-100-10, batch 32, with validation)")
+def test_torch_epoch(benchmark, fashion):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    x, y, xv, yv = (torch.from_numpy(a) for a in fashion)
+    net = torch.nn.Sequential(torch.nn.Linear(784, 100), torch.nn.Sigmoid(), torch.nn.Linear(100, 10))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    lossf = torch.nn.CrossEntropyLoss()
+
+    def epoch():
+        perm = torch.randperm(len(x))
+        for s in range(0, len(x), 32):
+            idx = perm[s:s + 32]
+            opt.zero_grad()
+            loss = lossf(net(x[idx]), y[idx].argmax(1))
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            for s in range(0, len(xv), 32):
+                lossf(net(xv[s:s + 32]), yv[s:s + 32].argmax(1))
+
+    benchmark.pedantic(epoch, rounds=2, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.benchmark(group="epoch (784-100-10, batch 32, with validation)")
+def test_keras_epoch(benchmark, fashion):
+    keras = pytest.importorskip("keras")
+    x, y, xv, yv = fashion
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(100, activation="sigmoid"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"])
+    benchmark.pedantic(lambda: model.fit(x, y, epochs=1, validation_data=(xv, yv), verbose=0),
+                       rounds=2, iterations=1, warmup_rounds=1)
+
+
+# -- one-row prediction ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def one_row(fashion):
+    return fashion[2][:1].copy()
+
+
+@pytest.mark.benchmark(group="predict one row")
+def test_fastdense_predict_one_row(benchmark, one_row):
+    model = reference_model()
+    out = benchmark(lambda: model.predict(one_row, verbose=0))
+    assert out.shape == (1, 10)
+
+
+@pytest.mark.benchmark(group="predict one row (model(x))")
+def test_fastdense_call_one_row(benchmark, one_row):
+    model = reference_model()
+    assert benchmark(lambda: model(one_row)).shape == (1, 10)
+
+
+def _numpy_forward(weights, x):
+    W1, b1, W2, b2 = weights
+    a = 1 / (1 + np.exp(-(x @ W1 + b1)))
+    z = a @ W2 + b2
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.benchmark(group="predict one row")
+def test_numpy_predict_one_row(benchmark, one_row):
+    weights = reference_model().get_weights()
+    assert benchmark(lambda: _numpy_forward(weights, one_row)).shape == (1, 10)
+
+
+@pytest.mark.benchmark(group="predict one row (model(x))")
+def test_numpy_call_one_row(benchmark, one_row):
+    weights = reference_model().get_weights()
+    assert benchmark(lambda: _numpy_forward(weights, one_row)).shape == (1, 10)
+
+
+# -- large batches -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def big_batch():
+    rng = np.random.default_rng(0)
+    return rng.random((1024, 784), dtype=np.float32), rng.integers(0, 10, 1024)
+
+
+@pytest.mark.benchmark(group="large batch: 784-512-512-10 relu, batch 1024, one step")
+def test_fastdense_large_batch_step(benchmark, big_batch):
+    x, y = big_batch
+    model = Sequential([Dense(512, activation="relu", input_shape=(784,)),
+                        Dense(512, activation="relu"), Dense(10, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    benchmark.pedantic(lambda: model.train_on_batch(x, y), rounds=20, iterations=1, warmup_rounds=2)
+
+
+@pytest.mark.benchmark(group="large batch: 784-512-512-10 relu, batch 1024, one step")
+def test_sgemm_same_flops(benchmark, big_batch):
+    """The machine's sgemm doing the step's matrix products (3 per layer: forward, dW, dX)."""
+    x, _ = big_batch
+    rng = np.random.default_rng(1)
+    W1, W2, W3 = (rng.random(s, dtype=np.float32) for s in ((784, 512), (512, 512), (512, 10)))
+    A1, A2 = np.empty((1024, 512), np.float32), np.empty((1024, 512), np.float32)
+
+    def products():
+        np.matmul(x, W1, out=A1)
+        np.matmul(A1, W2, out=A2)
+        Z = A2 @ W3
+        A2.T @ Z, A1.T @ A2, x.T @ A1    # weight gradients
+        Z @ W3.T, A2 @ W2.T              # input gradients (none for the first layer)
+
+    benchmark.pedantic(products, rounds=20, iterations=1, warmup_rounds=2)
