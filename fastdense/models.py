@@ -443,12 +443,12 @@ class Sequential:
                 if bad:
                     logs = dict(logs, loss=float("nan"))
                 cbs.on_train_batch_end(batch - 1, logs)
-                if bad or (every_batch and self.stop_training):
+                if bad or self.stop_training:
                     break
             epoch_logs = dict(logs)
-            if val is not None and (epoch + 1) % validation_freq == 0 and not self.stop_training:
-                vlogs = self._evaluate_arrays(*val, val_batch, metrics, prefix="val_")
-                epoch_logs.update(vlogs)
+            if val is not None and (epoch + 1) % validation_freq == 0:
+                vlogs = self._evaluate_arrays(*val, val_batch, metrics, cbs=cbs)
+                epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
                 break
@@ -456,15 +456,40 @@ class Sequential:
         self.history = cbs.history
         return cbs.history
 
-    def _evaluate_arrays(self, X, Y, sw, batch_size, metrics, prefix=""):
+    def _evaluate_arrays(self, X, Y, sw, batch_size, metrics, cbs=None):
+        """Loss and metric means over (X, Y, sw); with `cbs`, the test hooks run per chunk (or
+        per batch when a callback needs every batch)."""
         loss_code, fused = self.loss.codes(self._plan(batch_size).last_activation)
         plan = self._plan(batch_size, keep_logits=fused, training=False)
         work = plan.workspace(self.dtype)
         stats = _engine.stats_buffer(len(metrics))
-        _kernels.evaluate_steps(self._params, plan.plan, plan.reg, work, X, Y, sw, 0, len(X),
-                                batch_size, loss_code, fused,
-                                np.array([m.code for m in metrics], dtype=np.intp), stats)
-        return _engine.stats_logs(stats, "loss", [m.name for m in metrics], prefix)
+        codes = np.array([m.code for m in metrics], dtype=np.intp)
+        names = [m.name for m in metrics]
+        n = len(X)
+        if cbs is None:
+            _kernels.evaluate_steps(self._params, plan.plan, plan.reg, work, X, Y, sw, 0, n,
+                                    batch_size, loss_code, fused, codes, stats)
+            return _engine.stats_logs(stats, "loss", names)
+        steps = -(-n // batch_size)
+        every = cbs.needs_every_test_batch
+        chunker = _engine.ChunkTimer(fixed=1 if every else None)
+        cbs.on_test_begin()
+        batch = 0
+        while batch < steps:
+            k = chunker.next(steps - batch)
+            if every:
+                cbs.on_test_batch_begin(batch)
+            t0 = _engine.time.perf_counter()
+            start = batch * batch_size
+            done = _kernels.evaluate_steps(self._params, plan.plan, plan.reg, work, X, Y, sw,
+                                           start, min(n, start + k * batch_size), batch_size,
+                                           loss_code, fused, codes, stats)
+            chunker.observe(done, _engine.time.perf_counter() - t0)
+            batch += done
+            cbs.on_test_batch_end(batch - 1, _engine.stats_logs(stats, "loss", names))
+        logs = _engine.stats_logs(stats, "loss", names)
+        cbs.on_test_end(logs)
+        return logs
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
                  steps=None, callbacks=None, return_dict=False):
@@ -475,13 +500,14 @@ class Sequential:
         verbose = _validation.verbose_level(verbose)
         X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, None)
         metrics = self._resolve_metrics(y_arr)
-        logs = self._evaluate_arrays(X, Y, sw, batch_size, metrics)
-        if verbose:
-            from ._progbar import Progbar
+        cbs = None
+        if verbose or callbacks:
+            from . import callbacks as callbacks_mod
 
-            steps_n = -(-len(X) // batch_size)
-            bar = Progbar(steps_n, verbose=verbose)
-            bar.update(steps_n, list(sorted(logs.items())), finalize=True)
+            cbs = callbacks_mod.CallbackList(callbacks, add_progbar=verbose != 0, model=self,
+                                             verbose=verbose, epochs=1,
+                                             steps=-(-len(X) // batch_size))
+        logs = self._evaluate_arrays(X, Y, sw, batch_size, metrics, cbs=cbs)
         if return_dict:
             return logs
         values = [logs["loss"]] + [logs[m.name] for m in metrics]
@@ -502,12 +528,36 @@ class Sequential:
         """The model's outputs for x, an array of the model's dtype, `(n, units)`."""
         batch_size = _validation.positive_int("batch_size", batch_size, allow_none=True) or 32
         verbose = _validation.verbose_level(verbose)
-        out = self._forward(x, batch_size)
-        if verbose:
-            from ._progbar import Progbar
+        if not verbose and not callbacks:
+            return self._forward(x, batch_size)
+        from . import callbacks as callbacks_mod
 
-            steps_n = -(-len(out) // batch_size)
-            Progbar(steps_n, verbose=verbose).update(steps_n, [], finalize=True)
+        x_arr = _validation.numeric_array("x", x)
+        self._ensure_built(x_arr)
+        X = _validation.model_input("x", x_arr, self._feature_shape, self.dtype)
+        n = len(X)
+        steps_n = -(-n // batch_size)
+        cbs = callbacks_mod.CallbackList(callbacks, add_progbar=verbose != 0, model=self,
+                                         verbose=verbose, epochs=1, steps=steps_n)
+        bs = min(batch_size, n)
+        plan = self._plan(bs)
+        work = plan.workspace(self.dtype)
+        out = np.empty((n, plan.out_width), dtype=self.dtype)
+        every = cbs.needs_every_predict_batch
+        chunker = _engine.ChunkTimer(fixed=1 if every else None)
+        cbs.on_predict_begin()
+        batch = 0
+        while batch < steps_n:
+            k = chunker.next(steps_n - batch)
+            if every:
+                cbs.on_predict_batch_begin(batch)
+            start, stop = batch * batch_size, min(n, (batch + k) * batch_size)
+            t0 = _engine.time.perf_counter()
+            _kernels.forward(self._params, plan.plan, work, X[start:stop], out[start:stop], bs)
+            chunker.observe(k, _engine.time.perf_counter() - t0)
+            batch += k
+            cbs.on_predict_batch_end(batch - 1, {"outputs": out[start:stop]})
+        cbs.on_predict_end()
         return out
 
     def __call__(self, x, training=False):
