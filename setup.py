@@ -39,6 +39,8 @@ extensions = [
     Extension(
         "fastdense._kernels",
         ["fastdense/_kernels.pyx"],
+        include_dirs=["fastdense"],
+        depends=["fastdense/_simd.h"],
         extra_compile_args=extra_compile,
         extra_link_args=extra_link,
     ),

@@ -29,6 +29,20 @@ from libc.string cimport memcpy, memset
 from libc.stdint cimport uint64_t
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
+cdef extern from "_simd.h" nogil:
+    int fd_have_avx2_fma()
+    void fd_set_simd(int enabled)
+    void fd_sgemm(int n, int k, int m, float alpha, const float* A, Py_ssize_t a_rs,
+                  Py_ssize_t a_cs, const float* B, Py_ssize_t ldb, float beta, float* C,
+                  Py_ssize_t ldc)
+    void fd_sgemm_nt(int n, int m, int k, const float* A, Py_ssize_t lda, const float* B,
+                     Py_ssize_t ldb, float* C, Py_ssize_t ldc)
+    void fd_sigmoid_avx2(float* z, Py_ssize_t size)
+
+# float32 products whose batch dimension is at most this many rows use fastdense's own AVX2/FMA
+# micro-kernels (when the CPU has them); larger ones go to BLAS, which packs and threads.
+cdef int _own_gemm_rows = 256
+
 # ---------------------------------------------------------------------------------------------
 # Codes shared with Python (fastdense/activations.py, losses.py, metrics.py, optimizers.py).
 # ---------------------------------------------------------------------------------------------
@@ -183,18 +197,30 @@ cdef inline void _gemm(char ta, char tb, int m, int n, int k, floating alpha, co
 cdef inline void _mm(int n, int k, int m, const floating* A, const floating* B, floating* C,
                      floating beta) noexcept nogil:
     """C(n,m) := A(n,k) @ B(k,m) + beta*C."""
+    if floating is float:
+        if n <= _own_gemm_rows and fd_have_avx2_fma():
+            fd_sgemm(n, k, m, 1.0, A, k, 1, B, m, beta, C, m)
+            return
     _gemm(c'N', c'N', m, n, k, <floating>1, B, m, A, k, beta, C, m)
 
 
 cdef inline void _mm_tn(int n, int k, int m, const floating* A, const floating* B, floating* C,
                         floating alpha, floating beta) noexcept nogil:
     """C(k,m) := alpha * A(n,k)^T @ B(n,m) + beta*C."""
+    if floating is float:
+        if n <= _own_gemm_rows and fd_have_avx2_fma():
+            fd_sgemm(k, n, m, alpha, A, 1, k, B, m, beta, C, m)
+            return
     _gemm(c'N', c'T', m, k, n, alpha, B, m, A, k, beta, C, m)
 
 
 cdef inline void _mm_nt(int n, int m, int k, const floating* A, const floating* B,
                         floating* C) noexcept nogil:
     """C(n,k) := A(n,m) @ B(k,m)^T."""
+    if floating is float:
+        if n <= _own_gemm_rows and fd_have_avx2_fma():
+            fd_sgemm_nt(n, m, k, A, m, B, m, C, k)
+            return
     _gemm(c'T', c'N', k, n, m, <floating>1, B, m, A, m, <floating>0, C, k)
 
 
@@ -223,6 +249,10 @@ cdef void _act_forward(int act, floating* Z, Py_ssize_t n, Py_ssize_t m) noexcep
             for j in range(m):
                 row[j] *= s
     elif act == ACT_SIGMOID:
+        if floating is float:
+            if fd_have_avx2_fma():
+                fd_sigmoid_avx2(Z, size)
+                return
         for i in range(size):
             Z[i] = _sigmoid(Z[i])
     elif act == ACT_TANH:
@@ -352,20 +382,32 @@ cdef inline void _dense_forward(const floating* X, const floating* W, const floa
     _act_forward(act, Z, n, n_out)
 
 
-cdef inline void _dense_backward(const floating* X, const floating* W, const floating* dS,
+cdef inline void _dense_backward(const floating* X, floating* W, const floating* dS,
                                  floating* dW, floating* db, floating* dX, int n, int n_in,
-                                 int n_out) noexcept nogil:
-    """dW := X^T @ dS; db := column sums of dS (if db); dX := dS @ W^T (if dX)."""
+                                 int n_out, floating sgd_lr) noexcept nogil:
+    """dX := dS @ W^T (if dX); then dW := X^T @ dS and db := column sums of dS (if db).
+
+    With sgd_lr > 0 the SGD update is folded into the weight-gradient product instead:
+    W -= sgd_lr * X^T @ dS and b -= sgd_lr * sums (dW, db point at W, b). dX is computed first,
+    from the weights before the update.
+    """
     cdef Py_ssize_t i, j
-    _mm_tn(n, n_in, n_out, X, dS, dW, <floating>1, <floating>0)
-    if db != NULL:
-        for j in range(n_out):
-            db[j] = 0
-        for i in range(n):
-            for j in range(n_out):
-                db[j] += dS[i * n_out + j]
+    cdef floating s
     if dX != NULL:
         _mm_nt(n, n_out, n_in, dS, W, dX)
+    if sgd_lr > 0:
+        _mm_tn(n, n_in, n_out, X, dS, dW, -sgd_lr, <floating>1)
+    else:
+        _mm_tn(n, n_in, n_out, X, dS, dW, <floating>1, <floating>0)
+    if db != NULL:
+        for j in range(n_out):
+            s = 0
+            for i in range(n):
+                s += dS[i * n_out + j]
+            if sgd_lr > 0:
+                db[j] -= sgd_lr * s
+            else:
+                db[j] = s
 
 
 # ---------------------------------------------------------------------------------------------
@@ -676,6 +718,15 @@ cdef double _reg_loss_grad(const Py_ssize_t[:, ::1] plan, const double[:, ::1] r
     return total
 
 
+cdef bint _has_penalty(const Py_ssize_t[:, ::1] plan, const double[:, ::1] reg) noexcept nogil:
+    cdef Py_ssize_t l
+    for l in range(plan.shape[0]):
+        if plan[l, PLAN_KIND] == OP_DENSE and (reg[l, 0] != 0 or reg[l, 1] != 0 or
+                                               reg[l, 2] != 0 or reg[l, 3] != 0):
+            return True
+    return False
+
+
 cdef inline const floating* _rows(const floating* src, Py_ssize_t width, const Py_ssize_t* order,
                                   Py_ssize_t start, int n, floating* buf) noexcept nogil:
     """Rows start..start+n of src, gathered through `order` into buf when order is given."""
@@ -733,6 +784,12 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
     cdef Py_ssize_t pos_i
     cdef double loss, reg_total
     cdef bint has_sw = sw.shape[0] > 0
+    cdef floating* Gl
+    # Plain SGD with nothing that needs the whole gradient first (clipping, decay, penalties):
+    # fold the update into the weight-gradient products and skip the separate pass.
+    cdef bint fuse_sgd = (opt_code == OPT_SGD and hp[HP_WEIGHT_DECAY] == 0
+                          and hp[HP_CLIPVALUE] == 0 and hp[HP_GLOBAL_CLIPNORM] == 0
+                          and not _has_penalty(plan, reg))
     with nogil:
         pos = start
         while pos < stop:
@@ -765,9 +822,11 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                     if not (l == last and fused_logits):
                         _act_backward(act, W + plan[l, PLAN_S] if plan[l, PLAN_S] >= 0 else NULL,
                                       W + plan[l, PLAN_Z], D, D, n, n_out)
-                    _dense_backward(Ain, P + plan[l, PLAN_W], D, G + plan[l, PLAN_W],
-                                    NULL if plan[l, PLAN_B] < 0 else G + plan[l, PLAN_B],
-                                    NULL if l == 0 else D2, n, n_in, n_out)
+                    Gl = P if fuse_sgd else G
+                    _dense_backward(Ain, P + plan[l, PLAN_W], D, Gl + plan[l, PLAN_W],
+                                    NULL if plan[l, PLAN_B] < 0 else Gl + plan[l, PLAN_B],
+                                    NULL if l == 0 else D2, n, n_in, n_out,
+                                    <floating>lrs[done] if fuse_sgd else <floating>0)
                     if l > 0:
                         tmp = D
                         D = D2
@@ -779,8 +838,9 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                     if reg[l, 0] > 0:
                         for pos_i in range(<Py_ssize_t>n * n_out):
                             D[pos_i] *= W[plan[l, PLAN_MASK] + pos_i]
-            _reg_loss_grad(plan, reg, P, G, True)
-            _opt_step(opt_code, &hp[0], lrs[done], step + done, P, G, st, n_params)
+            if not fuse_sgd:
+                _reg_loss_grad(plan, reg, P, G, True)
+                _opt_step(opt_code, &hp[0], lrs[done], step + done, P, G, st, n_params)
             D = W + layout[LAY_D0]
             D2 = W + layout[LAY_D1]
             stats[0] += loss * n
@@ -876,9 +936,9 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W, const flo
     """
     cdef int n = <int>X.shape[0], n_in = <int>X.shape[1], n_out = <int>W.shape[1]
     with nogil:
-        _dense_backward(&X[0, 0], &W[0, 0], &dS[0, 0], &dW[0, 0],
+        _dense_backward(&X[0, 0], <floating*>&W[0, 0], &dS[0, 0], &dW[0, 0],
                         &db[0] if db.shape[0] > 0 else NULL,
-                        &dX[0, 0] if dX is not None else NULL, n, n_in, n_out)
+                        &dX[0, 0] if dX is not None else NULL, n, n_in, n_out, <floating>0)
 
 
 def loss_grad(int code, const floating[:, ::1] L, const floating[:, ::1] Y,
@@ -918,3 +978,21 @@ def activation_forward(int act, floating[:, ::1] Z):
     """Z := act(Z) in place (softmax over each row).   # INOUT Z (n, m)"""
     with nogil:
         _act_forward(act, &Z[0, 0], Z.shape[0], Z.shape[1])
+
+
+def _set_simd(bint enabled):
+    """Turns fastdense's AVX2/FMA kernels on (when the CPU has them) or off (BLAS and scalar
+    maths only); for tests and benchmarks. Returns whether they are now in use."""
+    fd_set_simd(1 if enabled else 0)
+    return bool(fd_have_avx2_fma())
+
+
+def _simd_enabled():
+    """Whether fastdense's AVX2/FMA kernels are in use on this CPU."""
+    return bool(fd_have_avx2_fma())
+
+
+def _set_own_gemm_rows(int rows):
+    """Products with at most `rows` batch rows use the own micro-kernels (0: always BLAS)."""
+    global _own_gemm_rows
+    _own_gemm_rows = rows

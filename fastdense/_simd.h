@@ -1,0 +1,317 @@
+/* Small-matrix float32 GEMM and a vectorised sigmoid for fastdense's kernels.
+ *
+ * Why: on the shapes of small dense networks (32-row batches, one-row predictions) a general BLAS
+ * spends much of its time packing and dispatching; a register-blocked AVX2/FMA micro-kernel that
+ * keeps the weight panel in L1 runs closer to the core's peak. Functions compiled for AVX2+FMA
+ * carry a `target` attribute and are only called after a run-time CPU check, so one wheel built
+ * for baseline x86-64 runs everywhere: without AVX2/FMA (or off x86) `fd_have_avx2_fma()` is 0
+ * and the caller uses BLAS and scalar maths instead.
+ *
+ * All matrices are row-major. The tile routine computes, for an MR x NR block,
+ *     C := alpha * sum_p A(i, p) * B(p, j) + beta * C
+ * where A(i, p) = A[i * a_rs + p * a_cs] (any strides: it is broadcast element by element) and
+ * B(p, j) = B[p * ldb + j] (rows contiguous: loaded 8 floats at a time).
+ */
+#ifndef FASTDENSE_SIMD_H
+#define FASTDENSE_SIMD_H
+
+#include <stddef.h>
+#include <math.h>
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(FASTDENSE_NO_SIMD)
+#define FD_X86 1
+#include <immintrin.h>
+#else
+#define FD_X86 0
+#endif
+
+#define FD_MR 6    /* rows of a register tile */
+#define FD_NR 16   /* columns of a register tile: two 8-float vectors */
+#define FD_KC 256  /* depth of a B panel kept in L1: 256 x 16 floats = 16 KiB */
+
+static int fd_cpu_flag = -1;
+
+static int fd_have_avx2_fma(void)
+{
+#if FD_X86
+    if (fd_cpu_flag < 0) {
+        __builtin_cpu_init();
+        fd_cpu_flag = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return fd_cpu_flag;
+#else
+    return 0;
+#endif
+}
+
+/* Lets tests and benchmarks force the portable path: 0 = off, 1 = auto-detect. */
+static void fd_set_simd(int enabled)
+{
+    fd_cpu_flag = enabled ? -1 : 0;
+    if (enabled)
+        (void)fd_have_avx2_fma();
+}
+
+#if FD_X86
+
+__attribute__((target("avx2,fma")))
+static inline __m256i fd_tail_mask(int n)
+{
+    /* lanes 0..n-1 set, n in 0..8 */
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
+}
+
+/* One MR x NR tile (MR <= 6, NR <= 16) over a depth of kc. */
+__attribute__((target("avx2,fma")))
+static void fd_tile(int mr, int nr, int kc, const float *A, ptrdiff_t a_rs, ptrdiff_t a_cs,
+                    const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
+                    float beta)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    const __m256i m0 = fd_tail_mask(nr >= 8 ? 8 : nr);
+    const __m256i m1 = fd_tail_mask(nr >= 16 ? 8 : (nr > 8 ? nr - 8 : 0));
+    const int full = (nr == FD_NR);
+    int p;
+
+#define FD_ROW(r, c0, c1)                                                      \
+    {                                                                          \
+        const __m256 a = _mm256_broadcast_ss(A + (r) * a_rs + p * a_cs);       \
+        c0 = _mm256_fmadd_ps(a, b0, c0);                                       \
+        c1 = _mm256_fmadd_ps(a, b1, c1);                                       \
+    }
+#define FD_LOOP(ROWS)                                                          \
+    for (p = 0; p < kc; p++) {                                                 \
+        const float *bp = B + p * ldb;                                         \
+        __m256 b0, b1;                                                         \
+        if (full) {                                                            \
+            b0 = _mm256_loadu_ps(bp);                                          \
+            b1 = _mm256_loadu_ps(bp + 8);                                      \
+        } else {                                                               \
+            b0 = _mm256_maskload_ps(bp, m0);                                   \
+            b1 = _mm256_maskload_ps(bp + 8, m1);                               \
+        }                                                                      \
+        ROWS                                                                   \
+    }
+
+    switch (mr) {
+    case 6: FD_LOOP(FD_ROW(0, c00, c01) FD_ROW(1, c10, c11) FD_ROW(2, c20, c21)
+                    FD_ROW(3, c30, c31) FD_ROW(4, c40, c41) FD_ROW(5, c50, c51)) break;
+    case 5: FD_LOOP(FD_ROW(0, c00, c01) FD_ROW(1, c10, c11) FD_ROW(2, c20, c21)
+                    FD_ROW(3, c30, c31) FD_ROW(4, c40, c41)) break;
+    case 4: FD_LOOP(FD_ROW(0, c00, c01) FD_ROW(1, c10, c11) FD_ROW(2, c20, c21)
+                    FD_ROW(3, c30, c31)) break;
+    case 3: FD_LOOP(FD_ROW(0, c00, c01) FD_ROW(1, c10, c11) FD_ROW(2, c20, c21)) break;
+    case 2: FD_LOOP(FD_ROW(0, c00, c01) FD_ROW(1, c10, c11)) break;
+    default: FD_LOOP(FD_ROW(0, c00, c01)) break;
+    }
+#undef FD_LOOP
+#undef FD_ROW
+
+    {
+        const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+        __m256 acc[FD_MR][2];
+        int r;
+        acc[0][0] = c00; acc[0][1] = c01; acc[1][0] = c10; acc[1][1] = c11;
+        acc[2][0] = c20; acc[2][1] = c21; acc[3][0] = c30; acc[3][1] = c31;
+        acc[4][0] = c40; acc[4][1] = c41; acc[5][0] = c50; acc[5][1] = c51;
+        for (r = 0; r < mr; r++) {
+            float *cr = C + r * ldc;
+            __m256 v0 = _mm256_mul_ps(va, acc[r][0]), v1 = _mm256_mul_ps(va, acc[r][1]);
+            if (full) {
+                if (beta != 0.0f) {
+                    v0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr), v0);
+                    v1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + 8), v1);
+                }
+                _mm256_storeu_ps(cr, v0);
+                _mm256_storeu_ps(cr + 8, v1);
+            } else {
+                if (beta != 0.0f) {
+                    v0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr, m0), v0);
+                    v1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr + 8, m1), v1);
+                }
+                _mm256_maskstore_ps(cr, m0, v0);
+                _mm256_maskstore_ps(cr + 8, m1, v1);
+            }
+        }
+    }
+}
+
+/* One row: c(1 x m) := alpha * a(1 x k) @ B(k x m) + beta * c, 64 columns at a time so that
+ * eight independent accumulators hide the FMA latency (a 16-wide tile would wait on two). */
+__attribute__((target("avx2,fma")))
+static void fd_sgemv_row(int k, int m, float alpha, const float *a, ptrdiff_t a_cs,
+                         const float *B, ptrdiff_t ldb, float beta, float *c)
+{
+    int jc, p, v;
+    for (jc = 0; jc < m; jc += 64) {
+        const int nr = (m - jc < 64) ? m - jc : 64;
+        const int nv = (nr + 7) / 8;
+        __m256 acc[8];
+        __m256i mask[8];
+        for (v = 0; v < 8; v++) {
+            const int left = nr - 8 * v;
+            acc[v] = _mm256_setzero_ps();
+            mask[v] = fd_tail_mask(left >= 8 ? 8 : (left > 0 ? left : 0));
+        }
+        if (nr == 64) {
+            for (p = 0; p < k; p++) {
+                const __m256 x = _mm256_broadcast_ss(a + p * a_cs);
+                const float *bp = B + p * ldb + jc;
+                for (v = 0; v < 8; v++)
+                    acc[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + 8 * v), acc[v]);
+            }
+        } else {
+            for (p = 0; p < k; p++) {
+                const __m256 x = _mm256_broadcast_ss(a + p * a_cs);
+                const float *bp = B + p * ldb + jc;
+                for (v = 0; v < nv; v++)
+                    acc[v] = _mm256_fmadd_ps(x, _mm256_maskload_ps(bp + 8 * v, mask[v]), acc[v]);
+            }
+        }
+        for (v = 0; v < nv; v++) {
+            __m256 r = _mm256_mul_ps(_mm256_set1_ps(alpha), acc[v]);
+            if (beta != 0.0f)
+                r = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_maskload_ps(c + jc + 8 * v, mask[v]), r);
+            _mm256_maskstore_ps(c + jc + 8 * v, mask[v], r);
+        }
+    }
+}
+
+/* C(n x m) := alpha * A(n x k) @ B(k x m) + beta * C with A(i, p) = A[i*a_rs + p*a_cs]. */
+__attribute__((target("avx2,fma")))
+static void fd_sgemm(int n, int k, int m, float alpha, const float *A, ptrdiff_t a_rs,
+                     ptrdiff_t a_cs, const float *B, ptrdiff_t ldb, float beta, float *C,
+                     ptrdiff_t ldc)
+{
+    int jc, pc, ic;
+    if (n == 1) {
+        fd_sgemv_row(k, m, alpha, A, a_cs, B, ldb, beta, C);
+        return;
+    }
+    for (jc = 0; jc < m; jc += FD_NR) {
+        const int nr = (m - jc < FD_NR) ? m - jc : FD_NR;
+        for (pc = 0; pc < k; pc += FD_KC) {
+            const int kc = (k - pc < FD_KC) ? k - pc : FD_KC;
+            const float b = (pc == 0) ? beta : 1.0f;
+            for (ic = 0; ic < n; ic += FD_MR) {
+                const int mr = (n - ic < FD_MR) ? n - ic : FD_MR;
+                fd_tile(mr, nr, kc, A + ic * a_rs + pc * a_cs, a_rs, a_cs, B + pc * ldb + jc,
+                        ldb, C + ic * ldc + jc, ldc, alpha, b);
+            }
+        }
+    }
+}
+
+/* C(n x k) := A(n x m) @ B(k x m)^T. B's columns are packed 16 at a time into a contiguous
+ * panel (the transposition a BLAS would do in its packing step). */
+__attribute__((target("avx2,fma")))
+static void fd_sgemm_nt(int n, int m, int k, const float *A, ptrdiff_t lda, const float *B,
+                        ptrdiff_t ldb, float *C, ptrdiff_t ldc)
+{
+    float panel[FD_KC * FD_NR] __attribute__((aligned(32)));
+    int jc, pc, ic, p, j;
+    for (jc = 0; jc < k; jc += FD_NR) {
+        const int nr = (k - jc < FD_NR) ? k - jc : FD_NR;
+        for (pc = 0; pc < m; pc += FD_KC) {
+            const int kc = (m - pc < FD_KC) ? m - pc : FD_KC;
+            for (j = 0; j < nr; j++) {
+                const float *src = B + (jc + j) * ldb + pc;
+                for (p = 0; p < kc; p++)
+                    panel[p * FD_NR + j] = src[p];
+            }
+            for (; j < FD_NR; j++)
+                for (p = 0; p < kc; p++)
+                    panel[p * FD_NR + j] = 0.0f;
+            for (ic = 0; ic < n; ic += FD_MR) {
+                const int mr = (n - ic < FD_MR) ? n - ic : FD_MR;
+                fd_tile(mr, nr, kc, A + ic * lda + pc, lda, 1, panel, FD_NR,
+                        C + ic * ldc + jc, ldc, 1.0f, pc == 0 ? 0.0f : 1.0f);
+            }
+        }
+    }
+}
+
+/* exp for 8 floats, |x| <= 87.3 (the caller keeps the rest on the scalar path): Cody-Waite
+ * range reduction x = n ln2 + r, |r| <= ln2/2, and a degree-6 polynomial; about 1 ulp. */
+__attribute__((target("avx2,fma")))
+static inline __m256 fd_exp8(__m256 x)
+{
+    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+    const __m256 ln2_hi = _mm256_set1_ps(0.693359375f);
+    const __m256 ln2_lo = _mm256_set1_ps(-2.12194440e-4f);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, ln2_hi, x);
+    r = _mm256_fnmadd_ps(n, ln2_lo, r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static inline float fd_sigmoid1(float x)
+{
+    if (x >= 0.0f)
+        return 1.0f / (1.0f + expf(-x));
+    {
+        const float e = expf(x);
+        return e / (1.0f + e);
+    }
+}
+
+/* z := sigmoid(z) in place; lanes with |z| > 80 take the exact scalar path (exact 0/1 limits). */
+__attribute__((target("avx2,fma")))
+static void fd_sigmoid_avx2(float *z, ptrdiff_t size)
+{
+    const __m256 one = _mm256_set1_ps(1.0f), lim = _mm256_set1_ps(80.0f);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    ptrdiff_t i = 0;
+    for (; i + 8 <= size; i += 8) {
+        const __m256 x = _mm256_loadu_ps(z + i);
+        const __m256 ax = _mm256_andnot_ps(sign, x);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(ax, lim, _CMP_GT_OQ))) {
+            int j;
+            for (j = 0; j < 8; j++)
+                z[i + j] = fd_sigmoid1(z[i + j]);
+            continue;
+        }
+        {
+            const __m256 e = fd_exp8(_mm256_or_ps(ax, sign));   /* exp(-|x|) */
+            const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
+            const __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
+            _mm256_storeu_ps(z + i, _mm256_blendv_ps(s, _mm256_mul_ps(e, s), neg));
+        }
+    }
+    for (; i < size; i++)
+        z[i] = fd_sigmoid1(z[i]);
+}
+
+#else  /* no x86 SIMD: never called, since fd_have_avx2_fma() is 0 */
+
+static void fd_sgemm(int n, int k, int m, float alpha, const float *A, ptrdiff_t a_rs,
+                     ptrdiff_t a_cs, const float *B, ptrdiff_t ldb, float beta, float *C,
+                     ptrdiff_t ldc)
+{
+    (void)n; (void)k; (void)m; (void)alpha; (void)A; (void)a_rs; (void)a_cs; (void)B;
+    (void)ldb; (void)beta; (void)C; (void)ldc;
+}
+static void fd_sgemm_nt(int n, int m, int k, const float *A, ptrdiff_t lda, const float *B,
+                        ptrdiff_t ldb, float *C, ptrdiff_t ldc)
+{
+    (void)n; (void)m; (void)k; (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc;
+}
+static void fd_sigmoid_avx2(float *z, ptrdiff_t size) { (void)z; (void)size; }
+
+#endif /* FD_X86 */
+
+#endif /* FASTDENSE_SIMD_H */
