@@ -27,7 +27,49 @@ from libc.math cimport (exp, expf, log, logf, log1p, log1pf, expm1, expm1f, tanh
                         erf, erff, sqrt, sqrtf, fabs, fabsf, pow, isfinite)
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uint64_t
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_GetName
+
+# BLAS comes from SciPy's `cython_blas` capsules. They are read from the extension module loaded
+# by file, so `import fastdense` does not pay for importing all of `scipy.linalg` (~0.3 s).
+ctypedef void (*sgemm_t)(char*, char*, int*, int*, int*, float*, float*, int*, float*, int*,
+                         float*, float*, int*) noexcept nogil
+ctypedef void (*dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*, double*, int*,
+                         double*, double*, int*) noexcept nogil
+cdef sgemm_t sgemm
+cdef dgemm_t dgemm
+
+
+def _scipy_cython_blas():
+    import glob
+    import importlib.machinery
+    import importlib.util
+    import os
+
+    try:
+        spec = importlib.util.find_spec("scipy")
+        folder = os.path.join(os.path.dirname(spec.origin), "linalg")
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            paths = glob.glob(os.path.join(folder, "cython_blas" + suffix))
+            if paths:
+                name = "scipy.linalg.cython_blas"
+                loader = importlib.machinery.ExtensionFileLoader(name, paths[0])
+                module = importlib.util.module_from_spec(
+                    importlib.util.spec_from_file_location(name, paths[0], loader=loader))
+                loader.exec_module(module)
+                return module
+    except Exception:
+        pass
+    import scipy.linalg.cython_blas as module  # the regular (slower) route
+    return module
+
+
+cdef void* _capsule_pointer(object capsule) except NULL:
+    return PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
+
+
+_blas_module = _scipy_cython_blas()
+sgemm = <sgemm_t>_capsule_pointer(_blas_module.__pyx_capi__["sgemm"])
+dgemm = <dgemm_t>_capsule_pointer(_blas_module.__pyx_capi__["dgemm"])
 
 cdef extern from "_simd.h" nogil:
     int fd_have_avx2_fma()

@@ -11,13 +11,11 @@ whatever gzip settings compressed it.
 
 import gzip
 import hashlib
-import http.client
 import math
 import os
 import struct
 import sys
 import tempfile
-import urllib.request
 import zlib
 
 import numpy as np
@@ -284,6 +282,8 @@ def _download_file(url, destination, expected_sha256=None):
     )
     try:
         with os.fdopen(fd, "wb") as out:
+            import urllib.request  # lazy: only a download needs the network stack
+
             with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT) as response:
                 total = 0
                 while True:
@@ -311,6 +311,8 @@ def _download_file(url, destination, expected_sha256=None):
 
 def _download_to_cache(searched):
     """Download the files missing from the user cache; return the cache folder."""
+    import http.client  # lazy: keeps `import fastdense` free of the network stack
+
     cache = _cache_dir()
     try:
         os.makedirs(cache, exist_ok=True)
