@@ -175,3 +175,21 @@ def test_sgemm_same_flops(benchmark, big_batch):
         Z @ W3.T, A2 @ W2.T              # input gradients (none for the first layer)
 
     benchmark.pedantic(products, rounds=20, iterations=1, warmup_rounds=2)
+
+
+# -- the cost of the progress bar ----------------------------------------------------------------------
+@pytest.mark.benchmark(group="progress bar: epoch with verbose=1 (fastdense) vs verbose=0 (other)")
+def test_fastdense_epoch_verbose1(benchmark, fashion, capsys):
+    x, y, xv, yv = fashion
+    model = reference_model()
+    benchmark.pedantic(lambda: model.fit(x, y, epochs=1, validation_data=(xv, yv), verbose=1),
+                       rounds=3, iterations=1, warmup_rounds=1)
+    assert "1500/1500" in capsys.readouterr().out
+
+
+@pytest.mark.benchmark(group="progress bar: epoch with verbose=1 (fastdense) vs verbose=0 (other)")
+def test_silent_epoch_verbose0(benchmark, fashion):
+    x, y, xv, yv = fashion
+    model = reference_model()
+    benchmark.pedantic(lambda: model.fit(x, y, epochs=1, validation_data=(xv, yv), verbose=0),
+                       rounds=3, iterations=1, warmup_rounds=1)
