@@ -1,0 +1,452 @@
+"""Plain-NumPy twin of `fastdense._kernels`: the test oracle and the readable specification.
+
+Every public function of the compiled module has a twin here with the same name, parameters,
+defaults and buffer semantics: `# OUT` / `# INOUT` arrays are written in place and return values
+match. Each is written from the mathematics (Keras 3's activations, losses and optimizer updates,
+and the kernel docstrings) as vectorized NumPy, not as a copy of the Cython loops, so
+reading this file tells you what a kernel computes. `tests/test_kernels.py` runs the kernel tests on
+both modules and compares them directly; the reference is far too slow to train with.
+
+Precision follows the kernels: arithmetic on buffers is done in the buffers' own float type, while
+losses, metrics and weight penalties are accumulated in float64, as the kernels do.
+
+Dropout masks come from the kernels' generator (splitmix64 over the caller's 64-bit state, one
+53-bit uniform per element in row-major order, op by op, batch by batch), reproduced here
+vectorized, so `train_steps` with dropout gives the same masks as the compiled one.
+"""
+import numpy as np
+from scipy import special
+
+from . import _kernels
+
+CODES = _kernels.CODES
+_K = CODES
+
+# Activations whose derivative needs the pre-activation S, not only the output Z.
+ACT_NEEDS_PRE = (_K["ACT_SWISH"], _K["ACT_GELU"])
+
+SELU_ALPHA = 1.6732632423543772
+SELU_SCALE = 1.0507009873554805
+LEAKY_SLOPE = 0.2
+CLIP_EPS = 1e-7  # Keras's `epsilon()`: probabilities are clipped to [eps, 1 - eps]
+INV_SQRT2 = 0.7071067811865476
+INV_SQRT_2PI = 0.3989422804014327
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations: act(x), and act'(x) written through the output z = act(x) where possible.
+# ---------------------------------------------------------------------------------------------
+_FORWARD = {
+    _K["ACT_LINEAR"]: lambda x: x,
+    _K["ACT_SIGMOID"]: special.expit,
+    _K["ACT_SOFTMAX"]: lambda x: special.softmax(x, axis=-1),
+    _K["ACT_TANH"]: np.tanh,
+    _K["ACT_RELU"]: lambda x: np.maximum(x, 0),
+    # np.minimum keeps expm1 from overflowing on the branch np.where discards.
+    _K["ACT_ELU"]: lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
+    _K["ACT_SELU"]: lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0))),
+    _K["ACT_SOFTPLUS"]: lambda x: np.logaddexp(0, x),
+    _K["ACT_SOFTSIGN"]: lambda x: x / (1 + np.abs(x)),
+    _K["ACT_SWISH"]: lambda x: x * special.expit(x),
+    _K["ACT_GELU"]: lambda x: 0.5 * x * (1 + special.erf(x * INV_SQRT2)),
+    _K["ACT_LEAKY_RELU"]: lambda x: np.where(x > 0, x, LEAKY_SLOPE * x),
+    _K["ACT_HARD_SIGMOID"]: lambda x: np.clip(x + 3, 0, 6) / 6,  # relu6(x + 3) / 6
+    _K["ACT_EXPONENTIAL"]: np.exp,
+}
+
+# act'(s) as a function of (s, z = act(s)). At the kinks these are TF's values: relu'(0) = 0,
+# leaky_relu'(0) = 0.2, hard_sigmoid'(-3) = hard_sigmoid'(3) = 0.
+_DERIVATIVE = {
+    _K["ACT_LINEAR"]: lambda s, z: np.ones_like(z),
+    _K["ACT_SIGMOID"]: lambda s, z: z * (1 - z),
+    _K["ACT_TANH"]: lambda s, z: 1 - z * z,
+    _K["ACT_RELU"]: lambda s, z: (z > 0).astype(z.dtype),
+    _K["ACT_ELU"]: lambda s, z: np.where(z > 0, 1, z + 1).astype(z.dtype),
+    _K["ACT_SELU"]: lambda s, z: np.where(z > 0, SELU_SCALE, z + SELU_SCALE * SELU_ALPHA).astype(z.dtype),
+    _K["ACT_SOFTPLUS"]: lambda s, z: -np.expm1(-z),  # sigmoid(s) = 1 - exp(-softplus(s))
+    _K["ACT_SOFTSIGN"]: lambda s, z: (1 - np.abs(z)) ** 2,  # 1 / (1 + |s|)^2
+    _K["ACT_SWISH"]: lambda s, z: special.expit(s) * (1 + s * (1 - special.expit(s))),
+    _K["ACT_GELU"]: lambda s, z: (0.5 * (1 + special.erf(s * INV_SQRT2))
+                                  + s * INV_SQRT_2PI * np.exp(-0.5 * s * s)),
+    _K["ACT_LEAKY_RELU"]: lambda s, z: np.where(z > 0, 1, LEAKY_SLOPE).astype(z.dtype),
+    _K["ACT_HARD_SIGMOID"]: lambda s, z: np.where((z > 0) & (z < 1), 1 / 6, 0).astype(z.dtype),
+    _K["ACT_EXPONENTIAL"]: lambda s, z: z,
+}
+
+
+def activation_forward(act, Z):
+    """Z := act(Z) in place (softmax over each row).   # INOUT Z (n, m)"""
+    Z[...] = _FORWARD[act](Z)
+
+
+def activation_backward(act, S, Z, dZ, dS):
+    """dS := dZ * act'(S), with Z = act(S). # IN S, Z, dZ (n, m)   # OUT dS (n, m)"""
+    if act == _K["ACT_SOFTMAX"]:
+        # Jacobian-vector product of softmax: z * (dz - <dz, z>) row by row.
+        dS[...] = Z * (dZ - np.sum(dZ * Z, axis=1, keepdims=True))
+    else:
+        dS[...] = dZ * _DERIVATIVE[act](S, Z)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense layer.
+# ---------------------------------------------------------------------------------------------
+def dense_forward(X, W, b, act, Z, S=None):
+    """Z := act(X @ W + b); S := X @ W + b if S is given. b may be empty (no bias).
+
+    # IN X (n, n_in), W (n_in, n_out), b (n_out,) or (0,)   # OUT Z (n, n_out), S (n, n_out)
+    """
+    pre = X @ W
+    if len(b):
+        pre += b
+    if S is not None:
+        S[...] = pre
+    Z[...] = _FORWARD[act](pre)
+
+
+def dense_backward(X, W, dS, dW, db, dX=None):
+    """dW := X^T @ dS; db := sum_rows(dS) (if db is not empty); dX := dS @ W^T (if dX is given).
+
+    # IN X (n, n_in), W (n_in, n_out), dS (n, n_out)   # OUT dW, db, dX
+    """
+    dW[...] = X.T @ dS
+    if len(db):
+        db[...] = dS.sum(axis=0)
+    if dX is not None:
+        dX[...] = dS @ W.T
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses: per-sample loss_i (n,) and its gradient d loss_i / dL (n, m), in float64.
+# ---------------------------------------------------------------------------------------------
+def _one_hot(Y, m):
+    """Sparse labels (n, 1), class ids stored as floats -> one-hot (n, m)."""
+    return (np.arange(m) == Y[:, :1].astype(np.intp)).astype(np.float64)
+
+
+def _mse(L, Y):
+    d = L - Y
+    return np.mean(d * d, axis=1), 2 * d / L.shape[1]
+
+
+def _mae(L, Y):
+    d = L - Y
+    return np.mean(np.abs(d), axis=1), np.sign(d) / L.shape[1]
+
+
+def _cce_logits(L, Y):
+    # -sum y log softmax(l); the gradient is TF's softmax(l) - y (exact when each row of y sums to 1).
+    log_p = special.log_softmax(L, axis=1)
+    return -np.sum(Y * log_p, axis=1), np.exp(log_p) - Y
+
+
+def _cce(P, Y):
+    # Keras: rows normalised to sum 1, clipped to [eps, 1 - eps]; -sum y log p. The clip has zero
+    # gradient where it is active, as in an autodiff graph.
+    s = P.sum(axis=1, keepdims=True)
+    p = P / s
+    o = np.clip(p, CLIP_EPS, 1 - CLIP_EPS)
+    g = np.where((p >= CLIP_EPS) & (p <= 1 - CLIP_EPS), -Y / o, 0.0)  # d loss / d p
+    # p_j = P_j / s  =>  d p_j / d P_k = (delta_jk - p_j) / s
+    return -np.sum(Y * np.log(o), axis=1), (g - np.sum(g * p, axis=1, keepdims=True)) / s
+
+
+def _bce(P, Y):
+    # Keras: o = clip(p, eps, 1 - eps); -(y log(o + eps) + (1 - y) log(1 - o + eps)), mean over j.
+    m = P.shape[1]
+    o = np.clip(P, CLIP_EPS, 1 - CLIP_EPS)
+    loss = -(Y * np.log(o + CLIP_EPS) + (1 - Y) * np.log(1 - o + CLIP_EPS))
+    g = np.where((P >= CLIP_EPS) & (P <= 1 - CLIP_EPS),
+                 -Y / (o + CLIP_EPS) + (1 - Y) / (1 - o + CLIP_EPS), 0.0)
+    return loss.mean(axis=1), g / m
+
+
+def _bce_logits(L, Y):
+    # log(1 + e^l) - l*y, i.e. max(l, 0) - l*y + log1p(e^-|l|); gradient sigmoid(l) - y.
+    m = L.shape[1]
+    return np.mean(np.logaddexp(0, L) - L * Y, axis=1), (special.expit(L) - Y) / m
+
+
+_LOSSES = {
+    _K["LOSS_MSE"]: _mse,
+    _K["LOSS_MAE"]: _mae,
+    _K["LOSS_CCE"]: _cce,
+    _K["LOSS_CCE_LOGITS"]: _cce_logits,
+    _K["LOSS_SCCE"]: lambda P, Y: _cce(P, _one_hot(Y, P.shape[1])),
+    _K["LOSS_SCCE_LOGITS"]: lambda L, Y: _cce_logits(L, _one_hot(Y, L.shape[1])),
+    _K["LOSS_BCE"]: _bce,
+    _K["LOSS_BCE_LOGITS"]: _bce_logits,
+}
+
+
+def _weights(sw, n):
+    return np.asarray(sw, dtype=np.float64) if len(sw) else np.ones(n)
+
+
+def loss_grad(code, L, Y, sw, dL=None):
+    """Returns the batch loss sum_i w_i*loss_i / n; dL := d(batch loss)/dL if dL is given.
+
+    # IN L (n, m) outputs or logits, Y (n, m) or (n, 1) for the sparse codes, sw (n,) or (0,)
+    """
+    n = L.shape[0]
+    w = _weights(sw, n)
+    loss, grad = _LOSSES[code](np.asarray(L, np.float64), np.asarray(Y, np.float64))
+    if dL is not None:
+        dL[...] = grad * (w / n)[:, None]
+    return float(w @ loss / n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics: a value per sample, float64.
+# ---------------------------------------------------------------------------------------------
+_METRICS = {
+    _K["METRIC_CATEGORICAL_ACCURACY"]: lambda Z, Y: np.argmax(Z, 1) == np.argmax(Y, 1),
+    _K["METRIC_SPARSE_CATEGORICAL_ACCURACY"]: lambda Z, Y: np.argmax(Z, 1) == Y[:, 0].astype(np.intp),
+    _K["METRIC_BINARY_ACCURACY"]: lambda Z, Y: np.mean((Z > 0.5) == (Y > 0.5), axis=1),
+    _K["METRIC_MSE"]: lambda Z, Y: np.mean((Z - Y) ** 2, axis=1),
+    _K["METRIC_MAE"]: lambda Z, Y: np.mean(np.abs(Z - Y), axis=1),
+}
+
+
+def metric_update(codes, Z, Y, sw, acc):
+    """acc[2k] += sum_i w_i * metric_k(row i); acc[2k+1] += sum_i w_i.   # INOUT acc"""
+    w = _weights(sw, Z.shape[0])
+    Z64, Y64 = np.asarray(Z, np.float64), np.asarray(Y, np.float64)
+    for k, code in enumerate(codes):
+        acc[2 * k] += w @ _METRICS[code](Z64, Y64).astype(np.float64)
+        acc[2 * k + 1] += w.sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer step (Keras 3 update rules) over the flat parameter vector.
+# ---------------------------------------------------------------------------------------------
+def optimizer_step(code, hp, lr, step, params, grads, state):
+    """One update of params from grads (clipped in place) and the optimizer slots in state.
+
+    # IN hp (N_HP,), lr, step (updates so far)   # INOUT params, grads, state (k * n_params)
+
+    Order: global-norm clipping, value clipping, decoupled weight decay `w -= w * wd * lr`, then
+    the optimizer's rule. Slots: state[k*n:(k+1)*n] is slot k (SGD momentum: m; Adam: m, v;
+    RMSprop: v, momentum, mean gradient; Adagrad: accumulator).
+    """
+    f = params.dtype.type
+    n = params.shape[0]
+    g = grads
+    clipnorm, clipvalue = hp[_K["HP_GLOBAL_CLIPNORM"]], hp[_K["HP_CLIPVALUE"]]
+    if clipnorm > 0:
+        norm = np.sqrt(np.sum(np.square(g, dtype=np.float64)))
+        if norm > clipnorm:
+            g *= f(clipnorm / norm)
+    if clipvalue > 0:
+        np.clip(g, -f(clipvalue), f(clipvalue), out=g)
+    if hp[_K["HP_WEIGHT_DECAY"]] != 0:
+        params -= params * f(hp[_K["HP_WEIGHT_DECAY"]] * lr)
+    slot = [state[k * n:(k + 1) * n] for k in range(3)]  # views; empty past the allocated slots
+    lr_, mom, eps = f(lr), f(hp[_K["HP_MOMENTUM"]]), f(hp[_K["HP_EPSILON"]])
+    if code == _K["OPT_SGD"]:
+        params -= lr_ * g
+    elif code in (_K["OPT_SGD_MOMENTUM"], _K["OPT_SGD_NESTEROV"]):
+        m = slot[0]
+        m[...] = mom * m - lr_ * g
+        params += m if code == _K["OPT_SGD_MOMENTUM"] else mom * m - lr_ * g
+    elif code == _K["OPT_ADAM"]:
+        b1, b2 = hp[_K["HP_BETA_1"]], hp[_K["HP_BETA_2"]]
+        t = step + 1
+        alpha = f(lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t))
+        m, v = slot[0], slot[1]
+        m += (g - m) * (1 - f(b1))
+        v += (g * g - v) * (1 - f(b2))
+        params -= m * alpha / (np.sqrt(v) + eps)
+    elif code == _K["OPT_RMSPROP"]:
+        rho = f(hp[_K["HP_RHO"]])
+        v, velocity, mean_g = slot[0], slot[1], slot[2]
+        v[...] = rho * v + (1 - rho) * g * g
+        if hp[_K["HP_CENTERED"]] != 0:
+            mean_g[...] = rho * mean_g + (1 - rho) * g
+            increment = lr_ * g / np.sqrt(v - mean_g * mean_g + eps)
+        else:
+            increment = lr_ * g / np.sqrt(v + eps)  # Keras: epsilon inside the root
+        if mom > 0:
+            velocity[...] = mom * velocity + increment
+            params -= velocity
+        else:
+            params -= increment
+    elif code == _K["OPT_ADAGRAD"]:
+        acc = slot[0]
+        acc += g * g
+        params -= lr_ * g / np.sqrt(acc + eps)
+    else:
+        raise ValueError(f"unknown optimizer code {code}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The network described by a plan (see PLAN_* in the kernels): forward, penalties, training.
+# ---------------------------------------------------------------------------------------------
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _uniform(rng, size):
+    """`size` uniforms in [0, 1) from splitmix64, advancing the state rng[0] by `size` draws."""
+    z = rng[0] + np.arange(1, size + 1, dtype=np.uint64) * _GAMMA  # wraps mod 2**64
+    rng[0] = z[-1] if size else rng[0]
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+def _view(buf, offset, n, width):
+    return buf[offset:offset + n * width].reshape(n, width)
+
+
+def _dense_params(params, row):
+    n_in, n_out = row[_K["PLAN_N_IN"]], row[_K["PLAN_N_OUT"]]
+    W = _view(params, row[_K["PLAN_W"]], n_in, n_out)
+    b = params[row[_K["PLAN_B"]]:row[_K["PLAN_B"]] + n_out] if row[_K["PLAN_B"]] >= 0 else params[:0]
+    return W, b
+
+
+def _net_forward(params, plan, reg, work, A, training, rng):
+    """Runs every op on the batch A. Returns, per op, (input, pre-activation, output, mask).
+
+    Outputs (and pre-activations / masks where the plan keeps them) are written to `work` at the
+    plan's offsets, as the kernels do.
+    """
+    n = A.shape[0]
+    trace = []
+    for l, row in enumerate(plan):
+        kind, width, act = row[_K["PLAN_KIND"]], row[_K["PLAN_N_OUT"]], row[_K["PLAN_ACT"]]
+        Z = _view(work, row[_K["PLAN_Z"]], n, width)
+        S = _view(work, row[_K["PLAN_S"]], n, width) if row[_K["PLAN_S"]] >= 0 else \
+            np.empty((n, width), work.dtype)
+        M = None
+        if kind == _K["OP_DENSE"]:
+            W, b = _dense_params(params, row)
+            dense_forward(A, W, b, act, Z, S)
+        elif kind == _K["OP_ACTIVATION"]:
+            S[...] = A
+            Z[...] = A
+            activation_forward(act, Z)
+        elif kind == _K["OP_DROPOUT"]:
+            rate = reg[l, 0] if reg is not None else 0.0
+            if training and rate > 0:
+                M = _view(work, row[_K["PLAN_MASK"]], n, width)
+                M[...] = np.where(_uniform(rng, n * width).reshape(n, width) < rate,
+                                  0, 1.0 / (1.0 - rate))
+                Z[...] = A * M
+            else:
+                Z[...] = A
+        trace.append((A, S, Z, M))
+        A = Z
+    return trace
+
+
+def _penalty(params, plan, reg):
+    """Sum of l1*|w| + l2*w^2 over every penalised kernel/bias (float64), and its gradient."""
+    total, grad = 0.0, np.zeros(params.shape[0])
+    for l, row in enumerate(plan):
+        if row[_K["PLAN_KIND"]] != _K["OP_DENSE"]:
+            continue
+        n_w = row[_K["PLAN_N_IN"]] * row[_K["PLAN_N_OUT"]]
+        parts = [(row[_K["PLAN_W"]], n_w, reg[l, 0], reg[l, 1])]
+        if row[_K["PLAN_B"]] >= 0:
+            parts.append((row[_K["PLAN_B"]], row[_K["PLAN_N_OUT"]], reg[l, 2], reg[l, 3]))
+        for off, size, l1, l2 in parts:
+            w = params[off:off + size].astype(np.float64)
+            total += l1 * np.abs(w).sum() + l2 * (w * w).sum()
+            grad[off:off + size] += l1 * np.sign(w) + 2 * l2 * w
+    return total, grad
+
+
+def _batches(start, stop, batch_size):
+    return [(pos, min(pos + batch_size, stop)) for pos in range(start, stop, batch_size)]
+
+
+def train_steps(params, grads, state, plan, reg, layout, work, X, Y, sw, order, start, stop,
+                batch_size, loss_code, fused_logits, metrics, opt_code, hp, lrs, step, rng, stats):
+    """Runs the training steps over samples start..stop (in batches of batch_size).
+
+    For every batch (rows order[pos:end] if order is not empty): forward with dropout on, loss
+    (plus penalties) and metrics of the pre-update outputs, backward, one optimizer update with
+    learning rate lrs[k] for the k-th batch of this call. stats as in the kernel: [0] += loss*n,
+    [1] += n, [2] += 1, [3 + 2k], [4 + 2k] metric k, [last] = 1 if a loss was not finite; that
+    batch counts but is not applied, and the call stops. Returns the number of batches run.
+    `layout` only places the kernel's scratch buffers; the reference keeps those in locals.
+    `grads` is scratch too: the reference leaves the last batch's (clipped) gradient in it, while
+    the kernel may fold a plain SGD update into the gradient products and not write it.
+    """
+    plan, last = np.asarray(plan), len(plan) - 1
+    done = 0
+    # A non-finite loss is a result (stats[-1]), not an error.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for pos, end in _batches(start, stop, batch_size):
+            rows = order[pos:end] if len(order) else np.arange(pos, end)
+            Xb, Yb = X[rows], Y[rows]
+            swb = sw[rows] if len(sw) else sw
+            n = end - pos
+            trace = _net_forward(params, plan, reg, work, Xb, True, rng)
+            A, S, Z, M = trace[last]
+            D = np.empty_like(Z)
+            penalty, penalty_grad = _penalty(params, plan, reg)
+            loss = loss_grad(loss_code, S if fused_logits else Z, Yb, swb, D) + penalty
+            metric_update(metrics, Z, Yb, swb, stats[3:3 + 2 * len(metrics)])
+            stats[0] += loss * n
+            stats[1] += n
+            stats[2] += 1
+            done += 1
+            if not np.isfinite(loss):
+                stats[-1] = 1
+                break
+            # D = d loss / d(output of op l); with fused logits, of the last op's pre-activation.
+            for l in range(last, -1, -1):
+                row = plan[l]
+                kind, act = row[_K["PLAN_KIND"]], row[_K["PLAN_ACT"]]
+                A, S, Z, M = trace[l]
+                if kind in (_K["OP_DENSE"], _K["OP_ACTIVATION"]) and not (l == last and fused_logits):
+                    activation_backward(act, S, Z, D, D)
+                if kind == _K["OP_DENSE"]:
+                    W, b = _dense_params(params, row)
+                    dW = _view(grads, row[_K["PLAN_W"]], *W.shape)
+                    db = grads[row[_K["PLAN_B"]]:row[_K["PLAN_B"]] + len(b)] if len(b) else b
+                    dX = np.empty_like(A) if l > 0 else None
+                    dense_backward(A, W, D, dW, db, dX)
+                    D = dX
+                elif kind == _K["OP_DROPOUT"] and M is not None:
+                    D = D * M
+            grads += penalty_grad.astype(grads.dtype)
+            optimizer_step(opt_code, hp, lrs[done - 1], step + done - 1, params, grads, state)
+    return done
+
+
+def forward(params, plan, work, X, out, batch_size):
+    """out := network(X), computed batch_size rows at a time (inference: dropout off).
+
+    # IN  params, plan, X (n, n_in)   # INOUT work (one batch of activations)   # OUT out (n, n_out)
+    """
+    plan = np.asarray(plan)
+    for pos, end in _batches(0, X.shape[0], batch_size):
+        out[pos:end] = _net_forward(params, plan, None, work, X[pos:end], False, None)[-1][2]
+
+
+def evaluate_steps(params, plan, reg, work, X, Y, sw, start, stop, batch_size, loss_code,
+                   fused_logits, metrics, stats):
+    """Loss and metrics of the network on samples start..stop, batch by batch, no update.
+
+    # INOUT stats: same layout as in `train_steps`. Returns the number of batches.
+    """
+    plan = np.asarray(plan)
+    penalty = _penalty(params, plan, reg)[0]
+    done = 0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for pos, end in _batches(start, stop, batch_size):
+            A, S, Z, M = _net_forward(params, plan, reg, work, X[pos:end], False, None)[-1]
+            swb = sw[pos:end] if len(sw) else sw
+            loss = loss_grad(loss_code, S if fused_logits else Z, Y[pos:end], swb) + penalty
+            metric_update(metrics, Z, Y[pos:end], swb, stats[3:3 + 2 * len(metrics)])
+            if not np.isfinite(loss):
+                stats[-1] = 1
+            stats[0] += loss * (end - pos)
+            stats[1] += end - pos
+            stats[2] += 1
+            done += 1
+    return done
