@@ -16,6 +16,8 @@ except ImportError as exc:  # pragma: no cover - only without a build
 
 from . import (activations, callbacks, config, datasets, initializers, layers, losses, metrics,
                models, optimizers, regularizers, utils)
+config.set_num_threads(config._default_threads())
+
 from .layers import Input
 from .models import Sequential, load_model
 

@@ -28,3 +28,35 @@ def set_floatx(value):
 def epsilon():
     """The fuzz factor of losses, as in Keras: 1e-7."""
     return 1e-7
+
+
+def _default_threads():
+    import os
+
+    env = os.environ.get("FASTDENSE_NUM_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            pass
+    return min(2, os.cpu_count() or 1)
+
+
+def num_threads():
+    """Threads fastdense uses for its larger matrix products (1 or 2)."""
+    from . import _kernels
+
+    return _kernels._get_num_threads()
+
+
+def set_num_threads(n):
+    """Sets the threads for fastdense's larger matrix products: 1, or 2 (the default on machines
+    with two or more cores; `FASTDENSE_NUM_THREADS` sets it at import). Work is split by output
+    columns, so results are bit-identical whatever the setting.
+
+    Args:
+        n: a positive integer; values above 2 mean 2.
+    """
+    from . import _kernels, _validation
+
+    _kernels._set_num_threads(_validation.positive_int("n", n))

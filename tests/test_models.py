@@ -360,3 +360,29 @@ def test_second_concurrent_fit_raises():
     finally:
         release.set()
         t.join()
+
+
+def test_two_threads_give_bit_identical_training():
+    """Large products are split by output columns over two threads; nothing may change."""
+    rng = np.random.default_rng(0)
+    x = rng.random((256, 300), dtype=np.float32)
+    y = rng.integers(0, 4, 256)
+    results = []
+    try:
+        for threads in (1, 2):
+            fastdense.config.set_num_threads(threads)
+            assert fastdense.config.num_threads() == threads
+            fastdense.utils.set_random_seed(5)
+            model = Sequential([layers.Dense(64, activation="sigmoid", input_shape=(300,)),
+                                layers.Dense(48, activation="relu"),
+                                layers.Dense(4, activation="softmax")])
+            model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+            hist = model.fit(x, y, epochs=2, verbose=0)
+            results.append((model.get_weights(), hist.history, model.predict(x, verbose=0)))
+    finally:
+        fastdense.config.set_num_threads(fastdense.config._default_threads())
+    (w1, h1, p1), (w2, h2, p2) = results
+    assert h1 == h2
+    np.testing.assert_array_equal(p1, p2)
+    for a, b in zip(w1, w2):
+        np.testing.assert_array_equal(a, b)
