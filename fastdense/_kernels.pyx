@@ -1090,3 +1090,17 @@ def _set_num_threads(int n):
 
 def _get_num_threads():
     return _n_threads
+
+
+def all_finite(const floating[:, ::1] X):
+    """True when no element of X is NaN or +-Inf (one pass, no temporary arrays)."""
+    cdef Py_ssize_t i, size = X.shape[0] * X.shape[1]
+    cdef const floating* p = &X[0, 0]
+    cdef floating acc = 0
+    if size == 0:
+        return True
+    with nogil:
+        # x * 0 is 0 for finite x and NaN for NaN or Inf: one NaN test at the end, vectorisable.
+        for i in range(size):
+            acc += p[i] * 0
+    return acc == acc

@@ -450,3 +450,8 @@ def evaluate_steps(params, plan, reg, work, X, Y, sw, start, stop, batch_size, l
             stats[2] += 1
             done += 1
     return done
+
+
+def all_finite(X):
+    """True when no element of X is NaN or +-Inf."""
+    return bool(np.isfinite(X).all())

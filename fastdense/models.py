@@ -133,6 +133,7 @@ class Sequential:
                 layer._bind(views)
                 self._offsets[layer.name] = (offs[0], offs[1] if len(offs) > 1 else -1)
         self._params = params
+        self._np_dtype = np.dtype(self.dtype)
         self._feature_shape = feature_shape
         self._output_units = shape[0]
         self._plans = {}
@@ -515,9 +516,16 @@ class Sequential:
 
     # -- inference -------------------------------------------------------------------------------
     def _forward(self, x, batch_size):
-        x_arr = _validation.numeric_array("x", x)
-        self._ensure_built(x_arr)
-        X = _validation.model_input("x", x_arr, self._feature_shape, self.dtype)
+        # Fast path for the common call (a C-contiguous 2-D array of the model's dtype, e.g. one
+        # row): the same checks as model_input, without its general conversions.
+        if type(x) is np.ndarray and self.built and x.ndim == 2 and x.dtype == self._np_dtype \
+                and x.flags.c_contiguous and x.shape[0] > 0 and len(self._feature_shape) == 1 \
+                and x.shape[1] == self._feature_shape[0] and _kernels.all_finite(x):
+            X = x
+        else:
+            x_arr = _validation.numeric_array("x", x)
+            self._ensure_built(x_arr)
+            X = _validation.model_input("x", x_arr, self._feature_shape, self.dtype)
         bs = min(batch_size, len(X))
         plan = self._plan(bs)
         out = np.empty((len(X), plan.out_width), dtype=self.dtype)
