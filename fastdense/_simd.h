@@ -148,37 +148,44 @@ __attribute__((target("avx2,fma")))
 static void fd_sgemv_row(int k, int m, float alpha, const float *a, ptrdiff_t a_cs,
                          const float *B, ptrdiff_t ldb, float beta, float *c)
 {
-    int jc, p, v;
+    /* Same depth chunks (FD_KC) and the same final arithmetic as fd_tile, so a row computed
+     * here is bit-identical to the same row computed inside a larger batch. */
+    int jc, pc, p, v;
     for (jc = 0; jc < m; jc += 64) {
         const int nr = (m - jc < 64) ? m - jc : 64;
         const int nv = (nr + 7) / 8;
-        __m256 acc[8];
         __m256i mask[8];
         for (v = 0; v < 8; v++) {
             const int left = nr - 8 * v;
-            acc[v] = _mm256_setzero_ps();
             mask[v] = fd_tail_mask(left >= 8 ? 8 : (left > 0 ? left : 0));
         }
-        if (nr == 64) {
-            for (p = 0; p < k; p++) {
-                const __m256 x = _mm256_broadcast_ss(a + p * a_cs);
-                const float *bp = B + p * ldb + jc;
-                for (v = 0; v < 8; v++)
-                    acc[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + 8 * v), acc[v]);
+        for (pc = 0; pc < k; pc += FD_KC) {
+            const int kc = (k - pc < FD_KC) ? k - pc : FD_KC;
+            const float b = (pc == 0) ? beta : 1.0f;
+            __m256 acc[8];
+            for (v = 0; v < 8; v++)
+                acc[v] = _mm256_setzero_ps();
+            if (nr == 64) {
+                for (p = pc; p < pc + kc; p++) {
+                    const __m256 x = _mm256_broadcast_ss(a + p * a_cs);
+                    const float *bp = B + p * ldb + jc;
+                    for (v = 0; v < 8; v++)
+                        acc[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + 8 * v), acc[v]);
+                }
+            } else {
+                for (p = pc; p < pc + kc; p++) {
+                    const __m256 x = _mm256_broadcast_ss(a + p * a_cs);
+                    const float *bp = B + p * ldb + jc;
+                    for (v = 0; v < nv; v++)
+                        acc[v] = _mm256_fmadd_ps(x, _mm256_maskload_ps(bp + 8 * v, mask[v]), acc[v]);
+                }
             }
-        } else {
-            for (p = 0; p < k; p++) {
-                const __m256 x = _mm256_broadcast_ss(a + p * a_cs);
-                const float *bp = B + p * ldb + jc;
-                for (v = 0; v < nv; v++)
-                    acc[v] = _mm256_fmadd_ps(x, _mm256_maskload_ps(bp + 8 * v, mask[v]), acc[v]);
+            for (v = 0; v < nv; v++) {
+                __m256 r = _mm256_mul_ps(_mm256_set1_ps(alpha), acc[v]);
+                if (b != 0.0f)
+                    r = _mm256_fmadd_ps(_mm256_set1_ps(b), _mm256_maskload_ps(c + jc + 8 * v, mask[v]), r);
+                _mm256_maskstore_ps(c + jc + 8 * v, mask[v], r);
             }
-        }
-        for (v = 0; v < nv; v++) {
-            __m256 r = _mm256_mul_ps(_mm256_set1_ps(alpha), acc[v]);
-            if (beta != 0.0f)
-                r = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_maskload_ps(c + jc + 8 * v, mask[v]), r);
-            _mm256_maskstore_ps(c + jc + 8 * v, mask[v], r);
         }
     }
 }

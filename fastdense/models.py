@@ -12,6 +12,10 @@ from .layers import Dense, Flatten, InputLayer, Layer, LAYER_CLASSES
 
 _K = _kernels.CODES
 _COMPILE_FIRST = "You must call `compile()` before using the model."
+# Inference runs at most this many rows per kernel pass: the rows stay on fastdense's own
+# micro-kernels, which compute every row bit-identically whatever the batch it is in, so
+# predict() does not depend on batch_size. Rows are independent, so nothing else changes.
+_INFER_ROWS = 256
 
 
 class Sequential:
@@ -460,19 +464,22 @@ class Sequential:
     def _evaluate_arrays(self, X, Y, sw, batch_size, metrics, cbs=None):
         """Loss and metric means over (X, Y, sw); with `cbs`, the test hooks run per chunk (or
         per batch when a callback needs every batch)."""
-        loss_code, fused = self.loss.codes(self._plan(batch_size).last_activation)
-        plan = self._plan(batch_size, keep_logits=fused, training=False)
+        # The loss is a per-sample mean, so the kernel may take bigger batches than the user's
+        # (fewer, fuller passes); batch indices reported to callbacks stay in the user's units.
+        every = cbs is not None and cbs.needs_every_test_batch
+        n = len(X)
+        bs = batch_size if every else max(batch_size, min(_INFER_ROWS, n))
+        loss_code, fused = self.loss.codes(self._plan(bs).last_activation)
+        plan = self._plan(bs, keep_logits=fused, training=False)
         work = plan.workspace(self.dtype)
         stats = _engine.stats_buffer(len(metrics))
         codes = np.array([m.code for m in metrics], dtype=np.intp)
         names = [m.name for m in metrics]
-        n = len(X)
         if cbs is None:
             _kernels.evaluate_steps(self._params, plan.plan, plan.reg, work, X, Y, sw, 0, n,
-                                    batch_size, loss_code, fused, codes, stats)
+                                    bs, loss_code, fused, codes, stats)
             return _engine.stats_logs(stats, "loss", names)
-        steps = -(-n // batch_size)
-        every = cbs.needs_every_test_batch
+        steps = -(-n // bs)
         chunker = _engine.ChunkTimer(fixed=1 if every else None)
         cbs.on_test_begin()
         batch = 0
@@ -481,13 +488,14 @@ class Sequential:
             if every:
                 cbs.on_test_batch_begin(batch)
             t0 = _engine.time.perf_counter()
-            start = batch * batch_size
+            start = batch * bs
+            stop = min(n, start + k * bs)
             done = _kernels.evaluate_steps(self._params, plan.plan, plan.reg, work, X, Y, sw,
-                                           start, min(n, start + k * batch_size), batch_size,
-                                           loss_code, fused, codes, stats)
+                                           start, stop, bs, loss_code, fused, codes, stats)
             chunker.observe(done, _engine.time.perf_counter() - t0)
             batch += done
-            cbs.on_test_batch_end(batch - 1, _engine.stats_logs(stats, "loss", names))
+            cbs.on_test_batch_end(-(-stop // batch_size) - 1,
+                                  _engine.stats_logs(stats, "loss", names))
         logs = _engine.stats_logs(stats, "loss", names)
         cbs.on_test_end(logs)
         return logs
@@ -526,7 +534,7 @@ class Sequential:
             x_arr = _validation.numeric_array("x", x)
             self._ensure_built(x_arr)
             X = _validation.model_input("x", x_arr, self._feature_shape, self.dtype)
-        bs = min(batch_size, len(X))
+        bs = min(batch_size, len(X), _INFER_ROWS)
         plan = self._plan(bs)
         out = np.empty((len(X), plan.out_width), dtype=self.dtype)
         _kernels.forward(self._params, plan.plan, plan.workspace(self.dtype), X, out, bs)
@@ -547,7 +555,7 @@ class Sequential:
         steps_n = -(-n // batch_size)
         cbs = callbacks_mod.CallbackList(callbacks, add_progbar=verbose != 0, model=self,
                                          verbose=verbose, epochs=1, steps=steps_n)
-        bs = min(batch_size, n)
+        bs = min(batch_size, n, _INFER_ROWS)
         plan = self._plan(bs)
         work = plan.workspace(self.dtype)
         out = np.empty((n, plan.out_width), dtype=self.dtype)
