@@ -15,7 +15,7 @@ except ImportError as exc:  # pragma: no cover - only without a build
     ) from exc
 
 from . import (activations, callbacks, config, datasets, initializers, layers, losses, metrics,
-               models, optimizers, regularizers, utils)
+               models, optimizers, regularizers, saving, utils)
 config.set_num_threads(config._default_threads())
 
 from .layers import Input
@@ -24,5 +24,5 @@ from .models import Sequential, load_model
 __all__ = [
     "__version__", "Sequential", "Input", "load_model", "activations", "callbacks", "config",
     "datasets", "initializers", "layers", "losses", "metrics", "models", "optimizers",
-    "regularizers", "utils",
+    "regularizers", "saving", "utils",
 ]

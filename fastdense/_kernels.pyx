@@ -574,18 +574,19 @@ cdef double _loss_grad(int code, const floating* L, const floating* Y, const flo
                 for j in range(m):
                     drow[j] = <floating>((<double>drow[j] - sy) / s * w * scale)
         elif code == LOSS_BCE:
+            # Keras 3: clip to [eps, 1 - eps], then -(y log o + (1 - y) log(1 - o)); no gradient
+            # where the clip is active.
             yrow = Y + i * m
             for j in range(m):
                 yv = yrow[j]
                 o = row[j]
                 o = eps if o < eps else (1 - eps if o > 1 - eps else o)
-                li -= yv * log(o + eps) + (1 - yv) * log(1 - o + eps)
+                li -= yv * log(o) + (1 - yv) * log(1 - o)
                 if drow != NULL:
                     if row[j] < eps or row[j] > 1 - eps:
                         drow[j] = 0
                     else:
-                        drow[j] = <floating>((-yv / (o + eps) + (1 - yv) / (1 - o + eps))
-                                             * w * scale / m)
+                        drow[j] = <floating>((-yv / o + (1 - yv) / (1 - o)) * w * scale / m)
             li /= m
         elif code == LOSS_BCE_LOGITS:
             yrow = Y + i * m
@@ -628,8 +629,9 @@ cdef void _metrics(const Py_ssize_t* codes, Py_ssize_t n_metrics, const floating
             elif codes[k] == METRIC_SPARSE_CATEGORICAL_ACCURACY:
                 v = 1.0 if _argmax(row, m) == <Py_ssize_t>yrow[0] else 0.0
             elif codes[k] == METRIC_BINARY_ACCURACY:
+                # Keras 3 compares y_true itself with the thresholded prediction.
                 for j in range(m):
-                    v += 1.0 if (row[j] > 0.5) == (yrow[j] > 0.5) else 0.0
+                    v += 1.0 if <double>yrow[j] == (1.0 if row[j] > 0.5 else 0.0) else 0.0
                 v /= m
             elif codes[k] == METRIC_MSE or codes[k] == METRIC_MAE:
                 for j in range(m):
@@ -884,7 +886,8 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
             Zl = _net_forward(plan, P, A0, W, n, True, &rng[0], reg)
             Ll = W + plan[last, PLAN_S] if fused_logits else Zl
             loss = _loss_grad(loss_code, Ll, Yb, swb, D, n, out_w, 1.0 / n) / n
-            _metrics(&metrics[0] if n_metrics > 0 else NULL, n_metrics, Zl, Yb, swb, n, out_w,
+            # compile() metrics are not sample-weighted in Keras 3 (only weighted_metrics are)
+            _metrics(&metrics[0] if n_metrics > 0 else NULL, n_metrics, Zl, Yb, NULL, n, out_w,
                      y_w, &stats[3])
             reg_total = _reg_loss_grad(plan, reg, P, G, False)
             loss += reg_total
@@ -979,7 +982,7 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
             loss = _loss_grad(loss_code, Ll, &Y[pos, 0], &sw[pos] if has_sw else NULL,
                               <floating*>NULL, n, out_w, 1.0) / n + reg_total
             _metrics(&metrics[0] if n_metrics > 0 else NULL, n_metrics, Zl, &Y[pos, 0],
-                     &sw[pos] if has_sw else NULL, n, out_w, y_w, &stats[3])
+                     NULL, n, out_w, y_w, &stats[3])
             if not isfinite(loss):
                 stats[stats.shape[0] - 1] = 1
             stats[0] += loss * n

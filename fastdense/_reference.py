@@ -152,12 +152,11 @@ def _cce(P, Y):
 
 
 def _bce(P, Y):
-    # Keras: o = clip(p, eps, 1 - eps); -(y log(o + eps) + (1 - y) log(1 - o + eps)), mean over j.
+    # Keras 3: o = clip(p, eps, 1 - eps); -(y log(o) + (1 - y) log(1 - o)), mean over j.
     m = P.shape[1]
     o = np.clip(P, CLIP_EPS, 1 - CLIP_EPS)
-    loss = -(Y * np.log(o + CLIP_EPS) + (1 - Y) * np.log(1 - o + CLIP_EPS))
-    g = np.where((P >= CLIP_EPS) & (P <= 1 - CLIP_EPS),
-                 -Y / (o + CLIP_EPS) + (1 - Y) / (1 - o + CLIP_EPS), 0.0)
+    loss = -(Y * np.log(o) + (1 - Y) * np.log(1 - o))
+    g = np.where((P >= CLIP_EPS) & (P <= 1 - CLIP_EPS), -Y / o + (1 - Y) / (1 - o), 0.0)
     return loss.mean(axis=1), g / m
 
 
@@ -202,7 +201,8 @@ def loss_grad(code, L, Y, sw, dL=None):
 _METRICS = {
     _K["METRIC_CATEGORICAL_ACCURACY"]: lambda Z, Y: np.argmax(Z, 1) == np.argmax(Y, 1),
     _K["METRIC_SPARSE_CATEGORICAL_ACCURACY"]: lambda Z, Y: np.argmax(Z, 1) == Y[:, 0].astype(np.intp),
-    _K["METRIC_BINARY_ACCURACY"]: lambda Z, Y: np.mean((Z > 0.5) == (Y > 0.5), axis=1),
+    # Keras 3 compares y_true itself with the thresholded prediction: a soft 0.9 never matches.
+    _K["METRIC_BINARY_ACCURACY"]: lambda Z, Y: np.mean(Y == (Z > 0.5), axis=1),
     _K["METRIC_MSE"]: lambda Z, Y: np.mean((Z - Y) ** 2, axis=1),
     _K["METRIC_MAE"]: lambda Z, Y: np.mean(np.abs(Z - Y), axis=1),
 }
@@ -389,7 +389,8 @@ def train_steps(params, grads, state, plan, reg, layout, work, X, Y, sw, order, 
             D = np.empty_like(Z)
             penalty, penalty_grad = _penalty(params, plan, reg)
             loss = loss_grad(loss_code, S if fused_logits else Z, Yb, swb, D) + penalty
-            metric_update(metrics, Z, Yb, swb, stats[3:3 + 2 * len(metrics)])
+            # compile() metrics are not sample-weighted in Keras 3 (only weighted_metrics are)
+            metric_update(metrics, Z, Yb, Yb[:0, 0], stats[3:3 + 2 * len(metrics)])
             stats[0] += loss * n
             stats[1] += n
             stats[2] += 1
@@ -442,7 +443,7 @@ def evaluate_steps(params, plan, reg, work, X, Y, sw, start, stop, batch_size, l
             A, S, Z, M = _net_forward(params, plan, reg, work, X[pos:end], False, None)[-1]
             swb = sw[pos:end] if len(sw) else sw
             loss = loss_grad(loss_code, S if fused_logits else Z, Y[pos:end], swb) + penalty
-            metric_update(metrics, Z, Y[pos:end], swb, stats[3:3 + 2 * len(metrics)])
+            metric_update(metrics, Z, Y[pos:end], Y[:0, 0], stats[3:3 + 2 * len(metrics)])
             if not np.isfinite(loss):
                 stats[-1] = 1
             stats[0] += loss * (end - pos)

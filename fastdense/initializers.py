@@ -23,6 +23,11 @@ class Initializer:
 
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        # Keras 3.15 writes these layout hints (null for dense kernels); they do not change the draw.
+        for key in ("input_axes", "output_axes"):
+            if config.get(key) is None:
+                config.pop(key, None)
         return cls(**config)
 
 

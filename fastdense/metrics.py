@@ -74,9 +74,14 @@ _BY_CLASS = {c.__name__: c for c in _BY_NAME.values()}
 _ACCURACY = ("accuracy", "acc")
 
 
+def _is_accuracy(identifier):
+    # Keras 3 matches the accuracy shortcut case-insensitively ("Accuracy", "ACC").
+    return isinstance(identifier, str) and identifier.lower() in _ACCURACY
+
+
 def check(identifier):
     """Validates a metric identifier at `compile()` time (resolution waits for data shapes)."""
-    if isinstance(identifier, Metric) or identifier in _ACCURACY or identifier in _BY_NAME:
+    if isinstance(identifier, Metric) or _is_accuracy(identifier) or identifier in _BY_NAME:
         return identifier
     if isinstance(identifier, type) and issubclass(identifier, Metric):
         return identifier()
@@ -95,7 +100,7 @@ def resolve(identifier, y_shape, units, sparse_loss):
     """The concrete `Metric` for an identifier, given the label shape and the output width."""
     if isinstance(identifier, Metric):
         return identifier
-    if identifier in _ACCURACY:
+    if _is_accuracy(identifier):
         if units == 1:
             cls = BinaryAccuracy
         elif sparse_loss or len(y_shape) == 1 or (len(y_shape) == 2 and y_shape[1] == 1):

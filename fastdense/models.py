@@ -301,6 +301,10 @@ class Sequential:
                 raise ValueError("`sample_weight` must be non-negative. Received: a weight of "
                                  f"{sw[sw < 0][0]!r}")
         if class_weight is not None:
+            if sample_weight is not None:
+                raise ValueError("You cannot use `class_weight` and `sample_weight` at the same "
+                                 "time: fold the class weights into `sample_weight` instead. "
+                                 f"Received: class_weight={class_weight!r} and a sample_weight array")
             cw = self._class_weights(class_weight, y_arr)
             sw = cw if sw is None else sw * cw
         if sw is not None:
@@ -369,8 +373,9 @@ class Sequential:
             x_arr = _validation.numeric_array("x", x)
             y_arr = _validation.numeric_array("y", y)
             _validation.same_length(len(x_arr), "y", y_arr)
-            n_val = int(math.floor(len(x_arr) * validation_split))
-            n_train = len(x_arr) - n_val
+            # Keras 3 keeps floor(n * (1 - split)) rows for training; the rest validate.
+            n_train = int(math.floor(len(x_arr) * (1.0 - validation_split)))
+            n_val = len(x_arr) - n_train
             if n_val == 0 or n_train == 0:
                 raise ValueError(f"`validation_split`={validation_split} leaves {n_train} training "
                                  f"and {n_val} validation samples out of {len(x_arr)}; both must "
@@ -620,6 +625,13 @@ class Sequential:
         return values[0] if len(values) == 1 else values
 
     # -- persistence -----------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config):
+        """A new model from `get_config()` output (or a Keras 3 Sequential config)."""
+        from . import saving
+
+        return saving.model_from_config(config)
+
     def get_config(self):
         layers = []
         if self._feature_shape is not None:
