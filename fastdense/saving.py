@@ -594,6 +594,10 @@ def _short(value):
     return text if len(text) <= 200 else text[:200] + "..."
 
 
+_BACKEND_OPTIMIZER_MODULE = re.compile(
+    r"keras\.src\.(backend\.(tensorflow|torch|jax|numpy)\.optimizers\.[a-z_]+|optimizers(\.[a-z_]+)?)")
+
+
 def _check_keras_module(entry, allowed, what):
     module = entry.get("module")
     if module is not None and module not in allowed:
@@ -868,6 +872,12 @@ def _optimizer_from_config(value):
         except ValueError as exc:
             raise _FormatError(str(exc)) from None
     _dict(value, "The optimizer")
+    module = value.get("module")
+    if isinstance(module, str) and _BACKEND_OPTIMIZER_MODULE.fullmatch(module):
+        # Keras on the torch/jax backends records the backend's subclass module (e.g.
+        # keras.src.backend.torch.optimizers.torch_adam, class "Adam"); the class is still
+        # looked up by name in fastdense's own table, nothing is imported.
+        value = dict(value, module="keras.optimizers")
     _check_keras_module(value, {"keras.optimizers"}, "The optimizer")
     cname = value.get("class_name")
     cls = optimizers_mod._BY_CLASS.get(cname) if isinstance(cname, str) else None
