@@ -35,6 +35,37 @@ def _dtype(value):
     return name
 
 
+def assign_weights(current, weights, owner, names=None):
+    """Copies `weights` into the arrays `current` after checking the count, every shape and that
+    all values are finite -- all or nothing, so a failed call changes no weight.
+
+    `owner` is None for the model, or the layer's name."""
+    weights = list(weights)
+    if len(weights) != len(current):
+        if owner is None:
+            shapes = ", ".join(str(w.shape) for w in current)
+            head = f"The model expects {len(current)} weight arrays ({shapes})."
+        else:
+            head = f"Layer {owner!r} expects {len(current)} weight arrays."
+        raise ValueError(f"{head} Received: {len(weights)} arrays")
+    new = []
+    for i, (w, cur) in enumerate(zip(weights, current)):
+        arr = _validation.numeric_array(f"weights[{i}]", w)
+        if arr.shape != cur.shape:
+            where = f"Weight {i} of the model" if owner is None else \
+                f"Layer {owner!r} weight {i} ({names[i]})"
+            raise ValueError(f"{where} has shape {cur.shape}. "
+                             f"Received: weights[{i}].shape={arr.shape}")
+        arr = arr.astype(cur.dtype)
+        if not np.isfinite(arr).all():
+            where = f"Weight {i}" if owner is None else f"Layer {owner!r} weight {i}"
+            raise ValueError(f"{where} contains NaN or Inf. "
+                             f"Received: weights[{i}] with non-finite values")
+        new.append(arr)
+    for cur, arr in zip(current, new):
+        cur[...] = arr
+
+
 class Layer:
     """Base class of fastdense layers.
 
@@ -93,24 +124,7 @@ class Layer:
 
     def set_weights(self, weights):
         """Assigns all weights at once, after checking count and every shape (all or nothing)."""
-        current = self.weights
-        weights = list(weights)
-        if len(weights) != len(current):
-            raise ValueError(f"Layer {self.name!r} expects {len(current)} weight arrays. "
-                             f"Received: {len(weights)} arrays")
-        new = []
-        for i, (w, cur) in enumerate(zip(weights, current)):
-            arr = _validation.numeric_array(f"weights[{i}]", w)
-            if arr.shape != cur.shape:
-                raise ValueError(f"Layer {self.name!r} weight {i} ({self._weight_names()[i]}) has "
-                                 f"shape {cur.shape}. Received: weights[{i}].shape={arr.shape}")
-            arr = arr.astype(cur.dtype)
-            if not np.isfinite(arr).all():
-                raise ValueError(f"Layer {self.name!r} weight {i} contains NaN or Inf. "
-                                 f"Received: weights[{i}] with non-finite values")
-            new.append(arr)
-        for cur, arr in zip(current, new):
-            cur[...] = arr
+        assign_weights(self.weights, weights, self.name, self._weight_names())
 
     def count_params(self):
         return int(sum(w.size for w in self.weights))

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _engine, _kernels, _naming, _random, _validation, losses as losses_mod
 from . import metrics as metrics_mod, optimizers as optimizers_mod
-from .layers import Dense, Flatten, InputLayer, Layer, LAYER_CLASSES
+from .layers import Dense, Flatten, InputLayer, Layer, LAYER_CLASSES, assign_weights
 
 _K = _kernels.CODES
 _COMPILE_FIRST = "You must call `compile()` before using the model."
@@ -178,24 +178,7 @@ class Sequential:
 
     def set_weights(self, weights):
         """Assigns all weights after checking their count and every shape (all or nothing)."""
-        current = self.weights
-        weights = list(weights)
-        if len(weights) != len(current):
-            raise ValueError(f"The model expects {len(current)} weight arrays "
-                             f"({', '.join(str(w.shape) for w in current)}). "
-                             f"Received: {len(weights)} arrays")
-        new = []
-        for i, (w, cur) in enumerate(zip(weights, current)):
-            arr = _validation.numeric_array(f"weights[{i}]", w)
-            if arr.shape != cur.shape:
-                raise ValueError(f"Weight {i} of the model has shape {cur.shape}. "
-                                 f"Received: weights[{i}].shape={arr.shape}")
-            arr = arr.astype(cur.dtype)
-            if not np.isfinite(arr).all():
-                raise ValueError(f"Weight {i} contains NaN or Inf. Received: weights[{i}] with non-finite values")
-            new.append(arr)
-        for cur, arr in zip(current, new):
-            cur[...] = arr
+        assign_weights(self.weights, weights, None)
 
     def summary(self, line_length=None, print_fn=None):
         """Prints Keras's table: layer (type), output shape, parameter count, then totals."""
