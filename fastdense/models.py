@@ -370,6 +370,11 @@ class Sequential:
             sample_weight = None if sw_all is None else sw_all[:n_train]
 
         X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, class_weight)
+        frozen = [l.name for l in self._layers if not l.trainable and l.weights]
+        if frozen:
+            raise ValueError("fastdense trains every layer: frozen layers (trainable=False) are "
+                             "not supported yet. Set trainable=True or train in Keras. "
+                             f"Received: trainable=False on {frozen}")
         metrics = self._resolve_metrics(y_arr)
         val = None
         if validation_data is not None:

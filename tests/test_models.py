@@ -386,3 +386,15 @@ def test_two_threads_give_bit_identical_training():
     np.testing.assert_array_equal(p1, p2)
     for a, b in zip(w1, w2):
         np.testing.assert_array_equal(a, b)
+
+
+def test_frozen_layers_are_refused_not_ignored():
+    x, y = make_blobs()
+    model = small_model()
+    model.layers[0].trainable = False
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=r"trainable=False on \['dense"):
+        model.fit(x, y, epochs=1, verbose=0)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
