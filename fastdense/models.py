@@ -181,31 +181,41 @@ class Sequential:
         assign_weights(self.weights, weights, None)
 
     def summary(self, line_length=None, print_fn=None):
-        """Prints Keras's table: layer (type), output shape, parameter count, then totals."""
+        """Prints Keras 3's table: layer (type), output shape, parameter count, then totals."""
         print_fn = print_fn or print
         rows = [(f"{l.name} ({type(l).__name__})",
                  str((None,) + l.output_feature_shape) if l.built else "?",
                  f"{l.count_params():,}" if l.built else "0 (unbuilt)") for l in self._layers]
-        w = [max([len("Layer (type)")] + [len(r[0]) for r in rows]) + 2,
-             max([len("Output Shape")] + [len(r[1]) for r in rows]) + 2,
-             max([len("Param #")] + [len(r[2]) for r in rows]) + 2]
-        total_w = sum(w)
-        out = [f'Model: "{self.name}"', "┏" + "━" * total_w + "┓",
-               "┃ " + "Layer (type)".ljust(w[0]) + "Output Shape".ljust(w[1]) + "Param #".rjust(w[2] - 2) + " ┃",
-               "┡" + "━" * total_w + "┩"]
-        for r in rows:
-            out.append("│ " + r[0].ljust(w[0]) + r[1].ljust(w[1]) + r[2].rjust(w[2] - 2) + " │")
-        out.append("└" + "─" * total_w + "┘")
+        widths = [max([len("Layer (type)")] + [len(r[0]) for r in rows]) + 2,
+                  max([len("Output Shape")] + [len(r[1]) for r in rows]) + 2,
+                  max([len("Param #")] + [len(r[2]) for r in rows]) + 2]
+
+        def line(left, fill, mid, right):
+            return left + mid.join(fill * (w + 2) for w in widths) + right
+
+        def cells(values, edge, sep):
+            a, b, c = values
+            return (f"{edge} {a.ljust(widths[0])} {sep} {b.ljust(widths[1])} {sep} "
+                    f"{c.rjust(widths[2])} {edge}")
+
+        out = [f'Model: "{self.name}"', line("┏", "━", "┳", "┓"),
+               cells(("Layer (type)", "Output Shape", "Param #"), "┃", "┃"),
+               line("┡", "━", "╇", "┩")]
+        for k, r in enumerate(rows):
+            if k:
+                out.append(line("├", "─", "┼", "┤"))
+            out.append(cells(r, "│", "│"))
+        out.append(line("└", "─", "┴", "┘"))
         total = self.count_params() if self.built else 0
         itemsize = np.dtype(getattr(self, "dtype", "float32")).itemsize
         out.append(f" Total params: {total:,} ({_human_bytes(total * itemsize)})")
         out.append(f" Trainable params: {total:,} ({_human_bytes(total * itemsize)})")
         out.append(" Non-trainable params: 0 (0.00 B)")
-        if self.optimizer is not None and self.optimizer._slots is not None and self.optimizer._slots.size:
-            n = self.optimizer._slots.size
-            out.append(f" Optimizer params: {n:,} ({_human_bytes(n * itemsize)})")
-        for line in out:
-            print_fn(line)
+        slots = getattr(self.optimizer, "_slots", None)
+        if slots is not None and slots.size:
+            out.append(f" Optimizer params: {slots.size:,} ({_human_bytes(slots.size * itemsize)})")
+        for text in out:
+            print_fn(text)
 
     # -- compile ---------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
