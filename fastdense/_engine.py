@@ -130,3 +130,54 @@ class Timer:
 
     def elapsed(self):
         return time.perf_counter() - self.t0
+
+
+class ThreadGovernor:
+    """Picks 1 or 2 threads for each chunk of training steps by measuring both.
+
+    The split products give bit-identical results either way, so the choice is only about speed,
+    and that depends on the machine's load: on an idle 2-core machine two threads win, but when
+    another process holds a core, every parallel region waits for a scheduler slice and two
+    threads become many times slower. The governor measures seconds per batch with each setting,
+    uses the faster one, and re-measures the other with a short probe chunk about once a second.
+    """
+
+    PROBE_BATCHES = 16
+    PROBE_EVERY = 1.0  # seconds of training between probes
+
+    def __init__(self, max_threads):
+        self.max = max(1, min(2, int(max_threads)))
+        self.per_batch = {}
+        self.since_probe = 0.0
+        self.probing = False
+
+    def choose(self):
+        """(threads, batch cap) for the next chunk."""
+        if self.max == 1:
+            return 1, None
+        for threads in (2, 1):
+            if threads not in self.per_batch:
+                self.probing = True
+                return threads, self.PROBE_BATCHES
+        best = self.best()
+        if self.since_probe >= self.PROBE_EVERY:
+            self.since_probe = 0.0
+            self.probing = True
+            return 3 - best, self.PROBE_BATCHES
+        self.probing = False
+        return best, None
+
+    def best(self):
+        if self.max == 1 or len(self.per_batch) < 2:
+            return self.max if not self.per_batch else min(self.per_batch, key=self.per_batch.get)
+        return min(self.per_batch, key=self.per_batch.get)
+
+    def observe(self, threads, batches, seconds):
+        if batches <= 0:
+            return
+        per = seconds / batches
+        old = self.per_batch.get(threads)
+        # A probe replaces the old figure (the load may have changed since); regular chunks
+        # smooth it.
+        self.per_batch[threads] = per if (old is None or self.probing) else 0.5 * old + 0.5 * per
+        self.since_probe += seconds

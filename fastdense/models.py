@@ -403,7 +403,6 @@ class Sequential:
         work = plan.workspace(self.dtype)
         metric_codes = np.array([m.code for m in metrics], dtype=np.intp)
         metric_names = [m.name for m in metrics]
-        loss_key = "loss"
         grads = np.empty_like(self._params)
         rng_state = np.array([_random.generator().integers(0, 2**63)], dtype=np.uint64)
         hp = opt._hyper()
@@ -415,6 +414,23 @@ class Sequential:
                                          model=self, verbose=verbose, epochs=epochs, steps=steps)
         every_batch = cbs.needs_every_batch
         chunker = _engine.ChunkTimer(fixed=1 if every_batch else None)
+        configured_threads = _kernels._get_num_threads()
+        governor = _engine.ThreadGovernor(configured_threads)
+        try:
+            return self._epochs(cbs, chunker, governor, every_batch, initial_epoch, epochs, n,
+                                steps, shuffle, batch_size, metrics, metric_names, opt, plan,
+                                work, grads, X, Y, sw, loss_code, fused, metric_codes, code, hp,
+                                rng_state, val, val_batch, validation_freq)
+        finally:
+            _kernels._set_num_threads(configured_threads)
+
+    def _epochs(self, cbs, chunker, governor, every_batch, initial_epoch, epochs, n, steps,
+                shuffle, batch_size, metrics, metric_names, opt, plan, work, grads, X, Y, sw,
+                loss_code, fused, metric_codes, code, hp, rng_state, val, val_batch,
+                validation_freq):
+        from . import callbacks as callbacks_mod
+
+        loss_key = "loss"
         self.stop_training = False
         cbs.on_train_begin()
         logs = {}
@@ -427,6 +443,10 @@ class Sequential:
             batch = 0
             while batch < steps:
                 k = chunker.next(steps - batch)
+                threads, cap = governor.choose()
+                if cap is not None and not every_batch:
+                    k = min(k, cap)
+                _kernels._set_num_threads(threads)
                 if every_batch:
                     cbs.on_train_batch_begin(batch)
                 lrs = opt._rates(opt.iterations, k)
@@ -437,7 +457,10 @@ class Sequential:
                     self._params, grads, opt._slots, plan.plan, plan.reg, plan.layout, work,
                     X, Y, sw, order, start, stop, batch_size, loss_code, fused, metric_codes,
                     code, hp, lrs, opt.iterations, rng_state, stats)
-                chunker.observe(done, _engine.time.perf_counter() - t0)
+                elapsed = _engine.time.perf_counter() - t0
+                governor.observe(threads, done, elapsed)
+                if not governor.probing:
+                    chunker.observe(done, elapsed)
                 bad = stats[-1] != 0
                 opt.iterations += done - (1 if bad else 0)
                 batch += done
@@ -455,6 +478,7 @@ class Sequential:
                     break
             epoch_logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
+                _kernels._set_num_threads(governor.best())
                 vlogs = self._evaluate_arrays(*val, val_batch, metrics, cbs=cbs)
                 epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)

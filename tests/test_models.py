@@ -398,3 +398,21 @@ def test_frozen_layers_are_refused_not_ignored():
         model.fit(x, y, epochs=1, verbose=0)
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_thread_governor_measures_both_and_keeps_the_faster():
+    from fastdense._engine import ThreadGovernor
+
+    gov = ThreadGovernor(2)
+    t, cap = gov.choose()
+    assert (t, cap) == (2, ThreadGovernor.PROBE_BATCHES)
+    gov.observe(2, 16, 16 * 5e-3)           # two threads: 5 ms a batch (a loaded machine)
+    t, cap = gov.choose()
+    assert (t, cap) == (1, ThreadGovernor.PROBE_BATCHES)
+    gov.observe(1, 16, 16 * 1e-4)           # one thread: 0.1 ms a batch
+    assert gov.choose() == (1, None) and not gov.probing
+    gov.observe(1, 10000, 1.0)              # a second of training: time to re-measure two
+    assert gov.choose() == (2, ThreadGovernor.PROBE_BATCHES)
+    gov.observe(2, 16, 16 * 1e-5)           # the load went away: the probe's figure counts
+    assert gov.choose() == (2, None)
+    assert ThreadGovernor(1).choose() == (1, None)
