@@ -16,7 +16,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 
@@ -169,18 +168,9 @@ def _save_curve(tools, train, val, quantity, path):
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.legend(loc="best")
     figure.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".plot.", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            figure.savefig(out, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from ._atomic import atomic_write
+
+    atomic_write(path, lambda out: figure.savefig(out, format="png", dpi=100))
 
 
 def main(argv=None):

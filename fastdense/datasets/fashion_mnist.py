@@ -15,10 +15,11 @@ import math
 import os
 import struct
 import sys
-import tempfile
 import zlib
 
 import numpy as np
+
+from .._atomic import atomic_write
 
 __all__ = ["load_data", "DatasetNotFoundError"]
 
@@ -276,37 +277,24 @@ def _download_file(url, destination, expected_sha256=None):
         http.client.HTTPException: the server's answer was broken.
         ValueError: the downloaded file is not the expected IDX data, or is too large.
     """
-    folder = os.path.dirname(destination) or "."
-    fd, tmp = tempfile.mkstemp(
-        prefix="." + os.path.basename(destination) + ".", suffix=".part", dir=folder
-    )
-    try:
-        with os.fdopen(fd, "wb") as out:
-            import urllib.request  # lazy: only a download needs the network stack
+    def fetch(out):
+        import urllib.request  # lazy: only a download needs the network stack
 
-            with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT) as response:
-                total = 0
-                while True:
-                    chunk = response.read(_CHUNK)
-                    if not chunk:
-                        break
-                    total += len(chunk)
-                    if total > _MAX_DOWNLOAD_BYTES:
-                        raise ValueError(
-                            f"{url}: the download exceeds {_MAX_DOWNLOAD_BYTES:,} bytes, "
-                            "far more than the real file; giving up."
-                        )
-                    out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        _read_idx(tmp, expected_sha256)
-        os.replace(tmp, destination)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT) as response:
+            total = 0
+            while True:
+                chunk = response.read(_CHUNK)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > _MAX_DOWNLOAD_BYTES:
+                    raise ValueError(
+                        f"{url}: the download exceeds {_MAX_DOWNLOAD_BYTES:,} bytes, "
+                        "far more than the real file; giving up."
+                    )
+                out.write(chunk)
+
+    atomic_write(destination, fetch, check=lambda tmp: _read_idx(tmp, expected_sha256))
 
 
 def _download_to_cache(searched):
