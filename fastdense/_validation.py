@@ -75,14 +75,27 @@ def numeric_array(name, value):
 
 def as_float_matrix(name, arr, dtype):
     """2-D C-contiguous native `dtype` array, finite; a copy only when needed."""
-    out = np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("="))
+    # Sizes first: refusing a (2**31, 1) broadcast view must not allocate 8 GB on the way.
+    if any(d > _INT_MAX for d in arr.shape[:2]):
+        raise ValueError(f"`{name}` has a dimension >= 2**31, beyond what BLAS accepts. "
+                         f"Received: {name}.shape={arr.shape}")
+    target = np.dtype(dtype).newbyteorder("=")
+    # A float64 1e300 cast to float32 is Inf: reported below as an error, not as a
+    # RuntimeWarning from inside NumPy's cast.
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(arr, dtype=target)
     if out.dtype.kind == "f" and arr.dtype.kind == "f" and not np.isfinite(out).all():
-        bad = "NaN" if np.isnan(out).any() else "Inf"
+        if np.isnan(out).any():
+            bad = "NaN"
+        elif not np.isfinite(arr).all():
+            bad = "Inf"
+        else:
+            big = np.abs(arr[~np.isfinite(out)]).max()
+            raise ValueError(f"Input {name} holds values too large for {target.name} (up to "
+                             f"{float(big):.4g}), which would become Inf. Scale {name} or use a "
+                             f"float64 model. Received: {name}.dtype={arr.dtype}")
         raise ValueError(f"Input {name} contains {bad}: only finite values can be used. "
                          f"Received: {name} with {bad} values")
-    if out.shape[0] > _INT_MAX or (out.ndim > 1 and out.shape[1] > _INT_MAX):
-        raise ValueError(f"`{name}` has a dimension >= 2**31, beyond what BLAS accepts. "
-                         f"Received: {name}.shape={out.shape}")
     return out
 
 
@@ -101,10 +114,10 @@ def model_input(name, x, feature_shape, dtype):
         raise ValueError(f"`{name}` is empty: at least one sample is needed. "
                          f"Received: {name}.shape={arr.shape}")
     if tuple(arr.shape[1:]) != tuple(feature_shape):
-        expect = f"(None, {', '.join(map(str, feature_shape))}{',' if len(feature_shape) == 1 else ''})"
+        expect = "(None, " + ", ".join(map(str, feature_shape)) + ")"
         raise ValueError(
-            f"Input {name} is incompatible with the model: expected shape {expect} "
-            f"({n_features} input features per sample). Received: {name}.shape={arr.shape}"
+            f"Input {name} is incompatible with the model: it expects {n_features} input "
+            f"features per sample, shape {expect}. Received: {name}.shape={arr.shape}"
         )
     return as_float_matrix(name, arr.reshape(arr.shape[0], n_features), dtype)
 
@@ -120,6 +133,9 @@ def infer_feature_shape(name, x):
 
 
 def same_length(n, name, other, other_name="x"):
+    if np.ndim(other) == 0:
+        raise ValueError(f"`{name}` must hold one entry per sample ({n} samples in "
+                         f"`{other_name}`). Received: {name}.shape=()")
     if len(other) != n:
         raise ValueError(
             f"Data cardinality is ambiguous: `{other_name}` and `{name}` must have the same number "

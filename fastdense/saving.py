@@ -33,7 +33,6 @@ import math
 import numbers
 import os
 import re
-import secrets
 import warnings
 import zipfile
 
