@@ -16,8 +16,6 @@ except ImportError as exc:  # pragma: no cover - only without a build
 
 from . import (activations, callbacks, config, datasets, initializers, layers, losses, metrics,
                models, optimizers, regularizers, saving, utils)
-config.set_num_threads(config._default_threads())
-
 from .layers import Input
 from .models import Sequential, load_model
 

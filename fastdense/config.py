@@ -42,21 +42,27 @@ def _default_threads():
     return min(2, os.cpu_count() or 1)
 
 
-def num_threads():
-    """Threads fastdense uses for its larger matrix products (1 or 2)."""
-    from . import _kernels
+_THREADS = {"max": None}
 
-    return _kernels._get_num_threads()
+
+def num_threads():
+    """The most threads `fit` may use for its larger matrix products (1 or 2)."""
+    if _THREADS["max"] is None:
+        _THREADS["max"] = min(2, _default_threads())
+    return _THREADS["max"]
 
 
 def set_num_threads(n):
-    """Sets the threads for fastdense's larger matrix products: 1, or 2 (the default on machines
-    with two or more cores; `FASTDENSE_NUM_THREADS` sets it at import). Work is split by output
-    columns, so results are bit-identical whatever the setting.
+    """Sets the most threads `fit` may use for its larger matrix products: 1, or 2 (the default
+    on machines with two or more cores; `FASTDENSE_NUM_THREADS` sets it at import).
+
+    With 2, `fit` times one and two threads on short probe chunks and keeps the faster (on a
+    machine where another process holds a core, one thread is faster). The work is split by
+    output columns, so results are bit-identical either way. Inference uses one thread.
 
     Args:
         n: a positive integer; values above 2 mean 2.
     """
-    from . import _kernels, _validation
+    from . import _validation
 
-    _kernels._set_num_threads(_validation.positive_int("n", n))
+    _THREADS["max"] = min(2, _validation.positive_int("n", n))

@@ -414,15 +414,16 @@ class Sequential:
                                          model=self, verbose=verbose, epochs=epochs, steps=steps)
         every_batch = cbs.needs_every_batch
         chunker = _engine.ChunkTimer(fixed=1 if every_batch else None)
-        configured_threads = _kernels._get_num_threads()
-        governor = _engine.ThreadGovernor(configured_threads)
+        from . import config
+
+        governor = _engine.ThreadGovernor(config.num_threads())
         try:
             return self._epochs(cbs, chunker, governor, every_batch, initial_epoch, epochs, n,
                                 steps, shuffle, batch_size, metrics, metric_names, opt, plan,
                                 work, grads, X, Y, sw, loss_code, fused, metric_codes, code, hp,
                                 rng_state, val, val_batch, validation_freq)
         finally:
-            _kernels._set_num_threads(configured_threads)
+            _kernels._set_num_threads(1)  # inference and the public kernels stay single-threaded
 
     def _epochs(self, cbs, chunker, governor, every_batch, initial_epoch, epochs, n, steps,
                 shuffle, batch_size, metrics, metric_names, opt, plan, work, grads, X, Y, sw,

@@ -363,29 +363,53 @@ def test_second_concurrent_fit_raises():
 
 
 def test_two_threads_give_bit_identical_training():
-    """Large products are split by output columns over two threads; nothing may change."""
+    """Large products are split by output columns over two threads; nothing may change.
+
+    The kernels' thread count is forced here (fit's governor would pick by speed)."""
+    from fastdense import _kernels
+
     rng = np.random.default_rng(0)
     x = rng.random((256, 300), dtype=np.float32)
     y = rng.integers(0, 4, 256)
     results = []
     try:
         for threads in (1, 2):
-            fastdense.config.set_num_threads(threads)
-            assert fastdense.config.num_threads() == threads
+            _kernels._set_num_threads(threads)
+            assert _kernels._get_num_threads() == threads
             fastdense.utils.set_random_seed(5)
             model = Sequential([layers.Dense(64, activation="sigmoid", input_shape=(300,)),
                                 layers.Dense(48, activation="relu"),
                                 layers.Dense(4, activation="softmax")])
             model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-            hist = model.fit(x, y, epochs=2, verbose=0)
-            results.append((model.get_weights(), hist.history, model.predict(x, verbose=0)))
+            losses = [model.train_on_batch(x[i:i + 128], y[i:i + 128]) for i in (0, 128, 0, 128)]
+            results.append((model.get_weights(), losses, model.predict(x, verbose=0)))
     finally:
-        fastdense.config.set_num_threads(fastdense.config._default_threads())
-    (w1, h1, p1), (w2, h2, p2) = results
-    assert h1 == h2
+        _kernels._set_num_threads(1)
+    (w1, l1, p1), (w2, l2, p2) = results
+    assert l1 == l2
     np.testing.assert_array_equal(p1, p2)
     for a, b in zip(w1, w2):
         np.testing.assert_array_equal(a, b)
+
+
+def test_fit_respects_the_thread_setting_and_restores_single_threaded_inference():
+    from fastdense import _kernels
+
+    x, y = make_blobs()
+    try:
+        for n in (1, 2):
+            fastdense.config.set_num_threads(n)
+            assert fastdense.config.num_threads() == n
+            model = small_model()
+            model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+            model.fit(x, y, epochs=1, verbose=0)
+            assert _kernels._get_num_threads() == 1
+        fastdense.config.set_num_threads(5)
+        assert fastdense.config.num_threads() == 2
+        with pytest.raises(ValueError, match="Received: n=0"):
+            fastdense.config.set_num_threads(0)
+    finally:
+        fastdense.config.set_num_threads(fastdense.config._default_threads())
 
 
 def test_frozen_layers_are_refused_not_ignored():
