@@ -629,13 +629,15 @@ cdef void _metrics(const Py_ssize_t* codes, Py_ssize_t n_metrics, const floating
             elif codes[k] == METRIC_SPARSE_CATEGORICAL_ACCURACY:
                 v = 1.0 if _argmax(row, m) == <Py_ssize_t>yrow[0] else 0.0
             elif codes[k] == METRIC_BINARY_ACCURACY:
-                # Keras 3 compares y_true itself with the thresholded prediction.
+                # Keras 3 compares y_true itself with the thresholded prediction. (Python refuses
+                # y narrower than the output for this metric; the index guard keeps a direct
+                # call from reading past a row.)
                 for j in range(m):
-                    v += 1.0 if <double>yrow[j] == (1.0 if row[j] > 0.5 else 0.0) else 0.0
+                    v += 1.0 if <double>yrow[j if y_m == m else 0] == (1.0 if row[j] > 0.5 else 0.0) else 0.0
                 v /= m
             elif codes[k] == METRIC_MSE or codes[k] == METRIC_MAE:
                 for j in range(m):
-                    d = <double>row[j] - <double>yrow[j]
+                    d = <double>row[j] - <double>yrow[j if y_m == m else 0]
                     v += d * d if codes[k] == METRIC_MSE else fabs(d)
                 v /= m
             acc[2 * k] += w * v
@@ -757,7 +759,7 @@ cdef const floating* _net_forward(const Py_ssize_t[:, ::1] plan, const floating*
             _act_forward(<int>plan[l, PLAN_ACT], Z, n, n_out)
         elif kind == OP_DROPOUT:
             size = <Py_ssize_t>n * n_out
-            rate = reg[l, 0]
+            rate = reg[l, 0] if training else 0.0  # inference passes no reg table
             if training and rate > 0:
                 M = work + plan[l, PLAN_MASK]
                 keep_scale = <floating>(1.0 / (1.0 - rate))

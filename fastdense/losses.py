@@ -61,10 +61,10 @@ class Loss:
     def sparse(self):
         return self.kind == "scce"
 
-    def prepare_targets(self, y, n, units, dtype, name="y"):
+    def prepare_targets(self, y, n, units, dtype, name="y", xname="x"):
         """Validated targets as the kernels read them: (n, units) floats, or (n, 1) class ids."""
         arr = _validation.numeric_array(name, y)
-        _validation.same_length(n, name, arr)
+        _validation.same_length(n, name, arr, xname)
         if self.kind == "scce":
             if arr.ndim == 2 and arr.shape[1] == units and units > 1:
                 raise ValueError(
@@ -79,22 +79,24 @@ class Loss:
                     f"for the loss '{self.name}'. Received: {name}.shape={arr.shape}"
                 )
             flat = arr.reshape(-1)
-            if arr.dtype.kind == "f" and (not np.isfinite(flat).all() or (flat != np.round(flat)).any()):
-                raise ValueError(
-                    f"`{name}` must hold integer class labels for the loss '{self.name}'. "
-                    f"Received: non-integer values such as {flat[flat != np.round(flat)][:3]}"
-                )
+            if arr.dtype.kind == "f":
+                bad = flat[~np.isfinite(flat) | (flat != np.round(flat))]
+                if bad.size:
+                    raise ValueError(
+                        f"`{name}` must hold integer class labels for the loss '{self.name}'. "
+                        f"Received: non-integer values such as {bad[:3].tolist()}"
+                    )
             lo, hi = flat.min(), flat.max()
             if lo < 0 or hi >= units:
                 bad = lo if lo < 0 else hi
                 raise ValueError(
                     f"`{name}` holds a class label outside [0, {units}) for a model with {units} "
-                    f"output units. Received: label {bad!r}"
+                    f"output units. Received: label {bad.item()!r}"
                 )
             return np.ascontiguousarray(flat.reshape(-1, 1), dtype=dtype)
         if arr.ndim == 1 and units == 1:
             arr = arr.reshape(-1, 1)
-        if self.kind == "cce" and arr.ndim == 1:
+        if self.kind == "cce" and (arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1 and units > 1)):
             raise ValueError(
                 f"The loss '{self.name}' expects one-hot targets of shape (n, {units}), but `{name}` "
                 "holds one label per sample. Use loss='sparse_categorical_crossentropy', or "

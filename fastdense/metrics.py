@@ -16,6 +16,7 @@ class Metric:
     """A metric the kernels compute: `code`, and `name` (its history key)."""
     code = None
     default_name = None
+    elementwise = False  # compares y and the output column by column (needs equal widths)
 
     def __init__(self, name=None, dtype=None):
         self.name = name or self.default_name
@@ -37,6 +38,7 @@ class Metric:
 
 class BinaryAccuracy(Metric):
     code, default_name = _K["METRIC_BINARY_ACCURACY"], "binary_accuracy"
+    elementwise = True
 
     def __init__(self, name=None, dtype=None, threshold=0.5):
         if threshold != 0.5:
@@ -57,10 +59,12 @@ class SparseCategoricalAccuracy(Metric):
 
 class MeanSquaredError(Metric):
     code, default_name = _K["METRIC_MSE"], "mean_squared_error"
+    elementwise = True
 
 
 class MeanAbsoluteError(Metric):
     code, default_name = _K["METRIC_MAE"], "mean_absolute_error"
+    elementwise = True
 
 
 _BY_NAME = {

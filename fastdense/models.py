@@ -261,8 +261,16 @@ class Sequential:
             raise ValueError(_COMPILE_FIRST)
 
     def _resolve_metrics(self, y_arr):
-        return [metrics_mod.resolve(m, y_arr.shape, self._output_units, self.loss.sparse)
-                for m in self._metric_ids]
+        resolved = [metrics_mod.resolve(m, y_arr.shape, self._output_units, self.loss.sparse)
+                    for m in self._metric_ids]
+        width = 1 if y_arr.ndim < 2 else y_arr.shape[1]
+        for metric in resolved:
+            if metric.elementwise and width != self._output_units:
+                raise ValueError(
+                    f"The metric {metric.name!r} compares targets and outputs element by element, "
+                    f"so `y` needs {self._output_units} columns like the model's output. "
+                    f"Received: y.shape={y_arr.shape}")
+        return resolved
 
     @property
     def metrics_names(self):
@@ -272,27 +280,50 @@ class Sequential:
         return names
 
     # -- data preparation (once per call) --------------------------------------------------------
-    def _prepare_xy(self, x, y, sample_weight=None, class_weight=None, xname="x", yname="y"):
+    def _prepare_xy(self, x, y, sample_weight=None, class_weight=None, xname="x", yname="y",
+                    swname="sample_weight"):
+        was_built = self.built
+        try:
+            return self._prepare_xy_checked(x, y, sample_weight, class_weight, xname, yname, swname)
+        except Exception:
+            if not was_built:
+                self._unbuild()  # a rejected first call must not fix the input shape
+            raise
+
+    def _unbuild(self):
+        self._invalidate()
+        declared = self._input_layer.shape if self._input_layer is not None else \
+            (self._layers[0]._input_shape_arg if self._layers else None)
+        self._feature_shape = declared
+        if self.optimizer is not None:
+            self.optimizer._slots = None  # built together with the model, so undone with it
+        for layer in self._layers:
+            layer.built = False
+            if isinstance(layer, Dense):
+                layer.kernel = layer.bias = None
+
+    def _prepare_xy_checked(self, x, y, sample_weight, class_weight, xname, yname, swname):
         x_arr = _validation.numeric_array(xname, x)
         self._ensure_built(x_arr)
         X = _validation.model_input(xname, x_arr, self._feature_shape, self.dtype)
         if y is None:
             raise ValueError(f"`{yname}` is required to train or evaluate a model. Received: {yname}=None")
         y_arr = _validation.numeric_array(yname, y)
-        Y = self.loss.prepare_targets(y_arr, len(X), self._output_units, self.dtype, name=yname)
+        Y = self.loss.prepare_targets(y_arr, len(X), self._output_units, self.dtype, name=yname,
+                                      xname=xname)
         sw = None
         if sample_weight is not None:
-            sw_arr = _validation.numeric_array("sample_weight", sample_weight)
+            sw_arr = _validation.numeric_array(swname, sample_weight)
             if sw_arr.ndim == 2 and sw_arr.shape[1] == 1:
                 sw_arr = sw_arr.reshape(-1)
             if sw_arr.ndim != 1:
-                raise ValueError("`sample_weight` must be 1-D, one weight per sample. "
-                                 f"Received: sample_weight.shape={sw_arr.shape}")
-            _validation.same_length(len(X), "sample_weight", sw_arr)
-            sw = _validation.as_float_matrix("sample_weight", sw_arr.reshape(-1, 1), np.float64).reshape(-1)
+                raise ValueError(f"`{swname}` must be 1-D, one weight per sample. "
+                                 f"Received: {swname}.shape={sw_arr.shape}")
+            _validation.same_length(len(X), swname, sw_arr, xname)
+            sw = _validation.as_float_matrix(swname, sw_arr.reshape(-1, 1), np.float64).reshape(-1)
             if (sw < 0).any():
-                raise ValueError("`sample_weight` must be non-negative. Received: a weight of "
-                                 f"{sw[sw < 0][0]!r}")
+                raise ValueError(f"`{swname}` must be non-negative. Received: a weight of "
+                                 f"{sw[sw < 0][0].item()!r}")
         if class_weight is not None:
             if sample_weight is not None:
                 raise ValueError("You cannot use `class_weight` and `sample_weight` at the same "
@@ -394,7 +425,8 @@ class Sequential:
                                  f"Received: validation_data of type {type(validation_data).__name__}")
             vx, vy = validation_data[0], validation_data[1]
             vsw = validation_data[2] if len(validation_data) == 3 else None
-            val = self._prepare_xy(vx, vy, vsw, None, xname="x_val", yname="y_val")[:3]
+            val = self._prepare_xy(vx, vy, vsw, None, xname="x_val", yname="y_val",
+                                   swname="val_sample_weight")[:3]
 
         opt = self.optimizer
         opt.build(self._params.size, self.dtype)
@@ -559,9 +591,15 @@ class Sequential:
                 and x.shape[1] == self._feature_shape[0] and _kernels.all_finite(x):
             X = x
         else:
-            x_arr = _validation.numeric_array("x", x)
-            self._ensure_built(x_arr)
-            X = _validation.model_input("x", x_arr, self._feature_shape, self.dtype)
+            was_built = self.built
+            try:
+                x_arr = _validation.numeric_array("x", x)
+                self._ensure_built(x_arr)
+                X = _validation.model_input("x", x_arr, self._feature_shape, self.dtype)
+            except Exception:
+                if not was_built:
+                    self._unbuild()
+                raise
         bs = min(batch_size, len(X), _INFER_ROWS)
         plan = self._plan(bs)
         out = np.empty((len(X), plan.out_width), dtype=self.dtype)

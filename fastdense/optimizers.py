@@ -365,7 +365,11 @@ def get(identifier):
         return _BY_CLASS[identifier["class_name"]].from_config(identifier.get("config") or {})
     if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
         return _BY_NAME[identifier.lower()]()
+    import difflib
+
+    close = difflib.get_close_matches(str(identifier).lower(), list(_BY_NAME), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(
         f"Unknown optimizer: expected one of {sorted(_BY_NAME)} (any case) or a "
-        f"fastdense.optimizers.Optimizer. Received: optimizer={identifier!r}"
+        f"fastdense.optimizers.Optimizer.{hint} Received: optimizer={identifier!r}"
     )

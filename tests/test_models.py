@@ -136,7 +136,8 @@ def test_evaluate_return_types():
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     loss = model.evaluate(x, y, verbose=0)
     assert type(loss) is float
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy", "mse"])
+    y = fastdense.utils.to_categorical(y)
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy", "mse"])
     res = model.evaluate(x, y, verbose=0)
     assert isinstance(res, list) and len(res) == 3 and all(type(v) is float for v in res)
     d = model.evaluate(x, y, verbose=0, return_dict=True)
@@ -440,3 +441,13 @@ def test_thread_governor_measures_both_and_keeps_the_faster():
     gov.observe(2, 16, 16 * 1e-5)           # the load went away: the probe's figure counts
     assert gov.choose() == (2, None)
     assert ThreadGovernor(1).choose() == (1, None)
+
+
+def test_elementwise_metric_with_narrower_labels_is_refused():
+    """mse/mae/binary_accuracy compare column by column: (n,) labels against 3 outputs is an
+    error (Keras 3 errors too), never a read past the labels."""
+    x, y = make_blobs()
+    model = small_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["mse"])
+    with pytest.raises(ValueError, match=r"'mse' .* needs 3 columns.*Received: y.shape=\(200,\)"):
+        model.evaluate(x, y, verbose=0)
