@@ -31,10 +31,9 @@ if sys.platform != "win32":
     extra_compile += ["-fno-math-errno", "-Wno-unused-function"]
     if DEBUG:
         extra_compile += ["-O0", "-g"]
-    if sys.platform.startswith("linux"):
-        # two threads for the larger matrix products (cython.parallel); libgomp is everywhere
-        extra_compile.append("-fopenmp")
-        extra_link.append("-fopenmp")
+    # the second thread of split products is a pthread (fastdense/_simd.h)
+    extra_compile.append("-pthread")
+    extra_link.append("-pthread")
     if SANITIZE:
         extra_compile += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
         extra_link += ["-fsanitize=address,undefined"]

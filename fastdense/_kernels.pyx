@@ -28,7 +28,6 @@ from libc.math cimport (exp, expf, log, logf, log1p, log1pf, expm1, expm1f, tanh
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uint64_t
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_GetName
-from cython.parallel cimport parallel, threadid
 
 # BLAS comes from SciPy's `cython_blas` capsules. They are read from the extension module loaded
 # by file, so `import fastdense` does not pay for importing all of `scipy.linalg` (~0.3 s).
@@ -81,20 +80,21 @@ cdef extern from "_simd.h" nogil:
     void fd_sgemm_nt(int n, int m, int k, const float* A, Py_ssize_t lda, const float* B,
                      Py_ssize_t ldb, float* C, Py_ssize_t ldc)
     void fd_sigmoid_avx2(float* z, Py_ssize_t size)
+    void fd_sgemm2(int n, int k, int m, float alpha, const float* A, Py_ssize_t a_rs,
+                   Py_ssize_t a_cs, const float* B, Py_ssize_t ldb, float beta, float* C,
+                   Py_ssize_t ldc)
+    void fd_sgemm_nt2(int n, int m, int k, const float* A, Py_ssize_t lda, const float* B,
+                      Py_ssize_t ldb, float* C, Py_ssize_t ldc)
 
 # float32 products whose batch dimension is at most this many rows use fastdense's own AVX2/FMA
 # micro-kernels (when the CPU has them); larger ones go to BLAS, which packs and threads.
 cdef int _own_gemm_rows = 256
 # Products of at least this many multiply-adds are split by output columns over two threads
-# (OpenMP): each thread owns whole 16-column blocks, so every output element is computed by the
-# same instructions in the same order whatever the thread count -- results are bit-identical.
+# (fd_run2 in _simd.h): each thread owns whole 16-column blocks, so every output element is
+# computed by the same instructions in the same order whatever the thread count -- results are
+# bit-identical.
 cdef int _n_threads = 1
 cdef long long _split_min = 1 << 19
-
-
-cdef inline int _split_point(int cols) noexcept nogil:
-    cdef int blocks = (cols + 15) // 16
-    return ((blocks + 1) // 2) * 16
 
 
 cdef inline bint _split(int n, int k, int m) noexcept nogil:
@@ -254,16 +254,10 @@ cdef inline void _gemm(char ta, char tb, int m, int n, int k, floating alpha, co
 cdef inline void _mm(int n, int k, int m, const floating* A, const floating* B, floating* C,
                      floating beta) noexcept nogil:
     """C(n,m) := A(n,k) @ B(k,m) + beta*C."""
-    cdef int s
     if floating is float:
         if n <= _own_gemm_rows and fd_have_avx2_fma():
             if _split(n, k, m):
-                s = _split_point(m)
-                with parallel(num_threads=2):
-                    if threadid() == 0:
-                        fd_sgemm(n, k, s, 1.0, A, k, 1, B, m, beta, C, m)
-                    else:
-                        fd_sgemm(n, k, m - s, 1.0, A, k, 1, B + s, m, beta, C + s, m)
+                fd_sgemm2(n, k, m, 1.0, A, k, 1, B, m, beta, C, m)
                 return
             fd_sgemm(n, k, m, 1.0, A, k, 1, B, m, beta, C, m)
             return
@@ -273,16 +267,10 @@ cdef inline void _mm(int n, int k, int m, const floating* A, const floating* B, 
 cdef inline void _mm_tn(int n, int k, int m, const floating* A, const floating* B, floating* C,
                         floating alpha, floating beta) noexcept nogil:
     """C(k,m) := alpha * A(n,k)^T @ B(n,m) + beta*C."""
-    cdef int s
     if floating is float:
         if n <= _own_gemm_rows and fd_have_avx2_fma():
             if _split(k, n, m):
-                s = _split_point(m)
-                with parallel(num_threads=2):
-                    if threadid() == 0:
-                        fd_sgemm(k, n, s, alpha, A, 1, k, B, m, beta, C, m)
-                    else:
-                        fd_sgemm(k, n, m - s, alpha, A, 1, k, B + s, m, beta, C + s, m)
+                fd_sgemm2(k, n, m, alpha, A, 1, k, B, m, beta, C, m)
                 return
             fd_sgemm(k, n, m, alpha, A, 1, k, B, m, beta, C, m)
             return
@@ -292,16 +280,10 @@ cdef inline void _mm_tn(int n, int k, int m, const floating* A, const floating* 
 cdef inline void _mm_nt(int n, int m, int k, const floating* A, const floating* B,
                         floating* C) noexcept nogil:
     """C(n,k) := A(n,m) @ B(k,m)^T."""
-    cdef int s
     if floating is float:
         if n <= _own_gemm_rows and fd_have_avx2_fma():
             if _split(n, m, k):
-                s = _split_point(k)
-                with parallel(num_threads=2):
-                    if threadid() == 0:
-                        fd_sgemm_nt(n, m, s, A, m, B, m, C, k)
-                    else:
-                        fd_sgemm_nt(n, m, k - s, A, m, B + <Py_ssize_t>s * m, m, C + s, k)
+                fd_sgemm_nt2(n, m, k, A, m, B, m, C, k)
                 return
             fd_sgemm_nt(n, m, k, A, m, B, m, C, k)
             return

@@ -321,4 +321,195 @@ static void fd_sigmoid_avx2(float *z, ptrdiff_t size) { (void)z; (void)size; }
 
 #endif /* FD_X86 */
 
+/* ------------------------------------------------------------------------------------------------
+ * A second thread for split products.
+ *
+ * One worker thread, started on first use. After each job it spins for up to FD_SPIN_SECONDS
+ * waiting for the next one (a training step issues a job every few tens of microseconds, far
+ * less than a futex wake-up would cost), then sleeps on a condition variable, so an idle process
+ * does not keep a core busy. One job at a time: a caller that finds the worker busy (another
+ * Python thread training) runs both halves itself. After fork() the child starts a new worker.
+ * ------------------------------------------------------------------------------------------------ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <sched.h>
+
+#define FD_SPIN_SECONDS 2e-3
+
+typedef void (*fd_task_fn)(void *arg, int part);
+
+static pthread_mutex_t fd_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t fd_pool_sleep_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fd_pool_wake = PTHREAD_COND_INITIALIZER;
+static atomic_uint fd_pool_seq;
+static atomic_uint fd_pool_done;
+static atomic_int fd_pool_sleeping;
+static fd_task_fn fd_pool_fn;
+static void *fd_pool_arg;
+static int fd_pool_started;
+static int fd_pool_atfork_registered;
+
+static inline void fd_cpu_relax(void)
+{
+#if FD_X86
+    _mm_pause();
+#endif
+}
+
+static double fd_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void *fd_pool_worker(void *unused)
+{
+    /* Jobs finished so far: equal to the job count when the worker is created (no job can be
+     * pending then), so a job posted before this thread first runs is not missed. */
+    unsigned seen = atomic_load(&fd_pool_done);
+    (void)unused;
+    for (;;) {
+        double t0 = fd_now();
+        int k = 0;
+        while (atomic_load_explicit(&fd_pool_seq, memory_order_acquire) == seen) {
+            fd_cpu_relax();
+            if (++k == 256) {
+                k = 0;
+                if (fd_now() - t0 > FD_SPIN_SECONDS)
+                    break;
+            }
+        }
+        if (atomic_load_explicit(&fd_pool_seq, memory_order_acquire) == seen) {
+            pthread_mutex_lock(&fd_pool_sleep_lock);
+            atomic_store(&fd_pool_sleeping, 1);
+            while (atomic_load(&fd_pool_seq) == seen)
+                pthread_cond_wait(&fd_pool_wake, &fd_pool_sleep_lock);
+            atomic_store(&fd_pool_sleeping, 0);
+            pthread_mutex_unlock(&fd_pool_sleep_lock);
+        }
+        seen = atomic_load_explicit(&fd_pool_seq, memory_order_acquire);
+        fd_pool_fn(fd_pool_arg, 1);
+        atomic_store_explicit(&fd_pool_done, seen, memory_order_release);
+    }
+    return NULL;
+}
+
+static void fd_pool_after_fork_child(void)
+{
+    /* The worker did not survive the fork; the locks may have been held by another thread. */
+    pthread_mutex_init(&fd_pool_lock, NULL);
+    pthread_mutex_init(&fd_pool_sleep_lock, NULL);
+    pthread_cond_init(&fd_pool_wake, NULL);
+    atomic_store(&fd_pool_seq, 0);
+    atomic_store(&fd_pool_done, 0);
+    atomic_store(&fd_pool_sleeping, 0);
+    fd_pool_started = 0;
+}
+
+/* Runs fn(arg, 0) on the calling thread and fn(arg, 1) on the worker; returns when both are done.
+ * Runs both parts here when the worker is busy or cannot be started. */
+static void fd_run2(fd_task_fn fn, void *arg)
+{
+    unsigned s;
+    int spins = 0;
+    if (pthread_mutex_trylock(&fd_pool_lock) != 0) {
+        fn(arg, 0);
+        fn(arg, 1);
+        return;
+    }
+    if (!fd_pool_started) {
+        pthread_t tid;
+        pthread_attr_t attr;
+        if (!fd_pool_atfork_registered) {
+            pthread_atfork(NULL, NULL, fd_pool_after_fork_child);
+            fd_pool_atfork_registered = 1;
+        }
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&tid, &attr, fd_pool_worker, NULL) != 0) {
+            pthread_attr_destroy(&attr);
+            pthread_mutex_unlock(&fd_pool_lock);
+            fn(arg, 0);
+            fn(arg, 1);
+            return;
+        }
+        pthread_attr_destroy(&attr);
+        fd_pool_started = 1;
+    }
+    fd_pool_fn = fn;
+    fd_pool_arg = arg;
+    s = atomic_fetch_add(&fd_pool_seq, 1) + 1;
+    /* Checked under the worker's sleep lock: the worker tests `seq` under the same lock before
+     * it waits, so either it sees the new job or we see it asleep and wake it (no lost wake-up). */
+    pthread_mutex_lock(&fd_pool_sleep_lock);
+    if (atomic_load(&fd_pool_sleeping))
+        pthread_cond_signal(&fd_pool_wake);
+    pthread_mutex_unlock(&fd_pool_sleep_lock);
+    fn(arg, 0);
+    while (atomic_load_explicit(&fd_pool_done, memory_order_acquire) != s) {
+        fd_cpu_relax();
+        if (++spins == 4096) {  /* the worker lost its core: let it run */
+            spins = 0;
+            sched_yield();
+        }
+    }
+    pthread_mutex_unlock(&fd_pool_lock);
+}
+
+/* Split products: part 0 computes output columns [0, split), part 1 the rest. Each output
+ * element is computed by the same instructions as in the unsplit call (split is a multiple of
+ * FD_NR, so the tiles are the same): the results are bit-identical. */
+typedef struct {
+    int n, k, m, split;
+    float alpha, beta;
+    const float *A, *B;
+    ptrdiff_t a_rs, a_cs, ldb, ldc;
+    float *C;
+    int nt;  /* 0: fd_sgemm, 1: fd_sgemm_nt (then k is B's row count = output columns) */
+} fd_split_job;
+
+static void fd_split_part(void *p, int part)
+{
+    const fd_split_job *j = (const fd_split_job *)p;
+    const int c0 = part ? j->split : 0;
+    const int cols = part ? j->m - j->split : j->split;
+    if (cols <= 0)
+        return;
+    if (j->nt)
+        fd_sgemm_nt(j->n, j->k, cols, j->A, j->a_rs, j->B + (ptrdiff_t)c0 * j->ldb, j->ldb,
+                    j->C + c0, j->ldc);
+    else
+        fd_sgemm(j->n, j->k, cols, j->alpha, j->A, j->a_rs, j->a_cs, j->B + c0, j->ldb, j->beta,
+                 j->C + c0, j->ldc);
+}
+
+static int fd_split_point(int cols)
+{
+    const int blocks = (cols + FD_NR - 1) / FD_NR;
+    return ((blocks + 1) / 2) * FD_NR;
+}
+
+/* fd_sgemm over two threads (split by output columns). */
+static void fd_sgemm2(int n, int k, int m, float alpha, const float *A, ptrdiff_t a_rs,
+                      ptrdiff_t a_cs, const float *B, ptrdiff_t ldb, float beta, float *C,
+                      ptrdiff_t ldc)
+{
+    fd_split_job j;
+    j.n = n; j.k = k; j.m = m; j.split = fd_split_point(m); j.alpha = alpha; j.beta = beta;
+    j.A = A; j.B = B; j.a_rs = a_rs; j.a_cs = a_cs; j.ldb = ldb; j.ldc = ldc; j.C = C; j.nt = 0;
+    fd_run2(fd_split_part, &j);
+}
+
+/* fd_sgemm_nt over two threads: C(n x k) := A(n x m) @ B(k x m)^T split by C's columns. */
+static void fd_sgemm_nt2(int n, int m, int k, const float *A, ptrdiff_t lda, const float *B,
+                         ptrdiff_t ldb, float *C, ptrdiff_t ldc)
+{
+    fd_split_job j;
+    j.n = n; j.k = m; j.m = k; j.split = fd_split_point(k); j.alpha = 1.0f; j.beta = 0.0f;
+    j.A = A; j.B = B; j.a_rs = lda; j.a_cs = 1; j.ldb = ldb; j.ldc = ldc; j.C = C; j.nt = 1;
+    fd_run2(fd_split_part, &j);
+}
+
 #endif /* FASTDENSE_SIMD_H */

@@ -778,7 +778,7 @@ def test_hdf5_fuzzing_never_crashes(source, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", FUZZ_CHILD, str(src), str(tmp_path / "f.weights.h5"), "h5", "11",
          "240"], capture_output=True, text=True, timeout=120,
-        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), cwd=str(REPO_ROOT))
     assert proc.returncode == 0, f"child died (rc={proc.returncode}): {proc.stderr[-3000:]}"
     assert "ValueError" in proc.stdout
 
@@ -913,7 +913,7 @@ def test_sigkill_during_saves_leaves_a_whole_file(tmp_path):
     while rounds < 6 and time.monotonic() < deadline:
         proc = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(path)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+                                env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), cwd=str(REPO_ROOT))
         try:
             line = proc.stdout.readline()
             assert line.strip() == "ready", proc.stderr.read()

@@ -1,0 +1,71 @@
+"""The second thread of split products (fastdense/_simd.h fd_run2): wake-ups are never lost, fork
+children get a fresh worker, and results do not depend on the split."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastdense
+from fastdense import _kernels
+
+# The child must import the same fastdense as this process (the installed one in CI), not a
+# source checkout that happens to be the working directory.
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastdense.__file__)))
+
+SCRIPT = textwrap.dedent("""
+    import sys, time, os
+    import numpy as np
+    from fastdense import _kernels as K
+    r = np.random.default_rng(0)
+    X = r.random((32, 784), dtype=np.float32); W = r.random((784, 100), dtype=np.float32)
+    b = np.zeros(100, np.float32); Z = np.empty((32, 100), np.float32)
+    K._set_num_threads(1); K.dense_forward(X, W, b, 0, Z); expected = Z.copy()
+    K._set_num_threads(2)
+    # gaps around the worker's 2 ms spin window, so jobs land while it spins, while it is going
+    # to sleep and while it sleeps
+    gaps = [0, 0.0005, 0.0019, 0.002, 0.0021, 0.003, 0.01]
+    for i in range(700):
+        K.dense_forward(X, W, b, 0, Z)
+        assert np.array_equal(Z, expected)
+        time.sleep(gaps[i % len(gaps)])
+    if hasattr(os, "fork"):
+        pid = os.fork()
+        if pid == 0:  # the child needs its own worker thread
+            K.dense_forward(X, W, b, 0, Z)
+            os._exit(0 if np.array_equal(Z, expected) else 3)
+        assert os.waitpid(pid, 0)[1] == 0
+    print("ok")
+""")
+
+
+def test_split_products_survive_sleep_wake_cycles_and_fork():
+    # A lost wake-up would hang: run in a child with a deadline instead of hanging the suite.
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                          timeout=120, cwd=PACKAGE_PARENT,
+                          env=dict(os.environ, PYTHONPATH=PACKAGE_PARENT))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("n, k, m", [(32, 784, 100), (64, 300, 48), (7, 50, 200), (1, 784, 100)])
+def test_split_products_are_bit_identical(n, k, m):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(n, k)).astype(np.float32)
+    W = rng.normal(size=(k, m)).astype(np.float32)
+    dS = rng.normal(size=(n, m)).astype(np.float32)
+    out = []
+    try:
+        for threads in (1, 2):
+            _kernels._set_num_threads(threads)
+            Z = np.empty((n, m), np.float32)
+            dW, db, dX = np.empty_like(W), np.empty(m, np.float32), np.empty_like(X)
+            _kernels.dense_forward(X, W, np.zeros(m, np.float32), 0, Z)
+            _kernels.dense_backward(X, W, dS, dW, db, dX)
+            out.append((Z, dW, dX))
+    finally:
+        _kernels._set_num_threads(1)
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)
