@@ -181,3 +181,21 @@ class ThreadGovernor:
         # smooth it.
         self.per_batch[threads] = per if (old is None or self.probing) else 0.5 * old + 0.5 * per
         self.since_probe += seconds
+
+
+def run_chunked(steps, every, run, on_begin=None, on_end=None):
+    """Runs `steps` batches through `run(first_batch, count) -> batches done`, in chunks of about
+    50 ms (one batch each when `every`), calling `on_begin(batch)` before each batch when `every`
+    and `on_end(last_batch_done, first_batch, count)` after each chunk."""
+    chunker = ChunkTimer(fixed=1 if every else None)
+    batch = 0
+    while batch < steps:
+        k = chunker.next(steps - batch)
+        if every and on_begin is not None:
+            on_begin(batch)
+        t0 = time.perf_counter()
+        done = run(batch, k)
+        chunker.observe(done, time.perf_counter() - t0)
+        if on_end is not None:
+            on_end(batch + done - 1, batch, done)
+        batch += done

@@ -539,23 +539,21 @@ class Sequential:
             _kernels.evaluate_steps(self._params, plan.plan, plan.reg, work, X, Y, sw, 0, n,
                                     bs, loss_code, fused, codes, stats)
             return _engine.stats_logs(stats, "loss", names)
-        steps = -(-n // bs)
-        chunker = _engine.ChunkTimer(fixed=1 if every else None)
-        cbs.on_test_begin()
-        batch = 0
-        while batch < steps:
-            k = chunker.next(steps - batch)
-            if every:
-                cbs.on_test_batch_begin(batch)
-            t0 = _engine.time.perf_counter()
+
+        def run(batch, k):
             start = batch * bs
-            stop = min(n, start + k * bs)
-            done = _kernels.evaluate_steps(self._params, plan.plan, plan.reg, work, X, Y, sw,
-                                           start, stop, bs, loss_code, fused, codes, stats)
-            chunker.observe(done, _engine.time.perf_counter() - t0)
-            batch += done
+            return _kernels.evaluate_steps(self._params, plan.plan, plan.reg, work, X, Y, sw,
+                                           start, min(n, start + k * bs), bs, loss_code, fused,
+                                           codes, stats)
+
+        def on_end(last, first, done):
+            # reported in the user's batch units
+            stop = min(n, (last + 1) * bs)
             cbs.on_test_batch_end(-(-stop // batch_size) - 1,
                                   _engine.stats_logs(stats, "loss", names))
+
+        cbs.on_test_begin()
+        _engine.run_chunked(-(-n // bs), every, run, cbs.on_test_batch_begin, on_end)
         logs = _engine.stats_logs(stats, "loss", names)
         cbs.on_test_end(logs)
         return logs
@@ -625,20 +623,19 @@ class Sequential:
         plan = self._plan(bs)
         work = plan.workspace(self.dtype)
         out = np.empty((n, plan.out_width), dtype=self.dtype)
-        every = cbs.needs_every_predict_batch
-        chunker = _engine.ChunkTimer(fixed=1 if every else None)
-        cbs.on_predict_begin()
-        batch = 0
-        while batch < steps_n:
-            k = chunker.next(steps_n - batch)
-            if every:
-                cbs.on_predict_batch_begin(batch)
+
+        def run(batch, k):
             start, stop = batch * batch_size, min(n, (batch + k) * batch_size)
-            t0 = _engine.time.perf_counter()
             _kernels.forward(self._params, plan.plan, work, X[start:stop], out[start:stop], bs)
-            chunker.observe(k, _engine.time.perf_counter() - t0)
-            batch += k
-            cbs.on_predict_batch_end(batch - 1, {"outputs": out[start:stop]})
+            return k
+
+        def on_end(last, first, done):
+            start, stop = first * batch_size, min(n, (last + 1) * batch_size)
+            cbs.on_predict_batch_end(last, {"outputs": out[start:stop]})
+
+        cbs.on_predict_begin()
+        _engine.run_chunked(steps_n, cbs.needs_every_predict_batch, run,
+                            cbs.on_predict_batch_begin, on_end)
         cbs.on_predict_end()
         return out
 
