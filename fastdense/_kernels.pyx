@@ -852,14 +852,15 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
     cdef const floating* Ll
     cdef const Py_ssize_t* ordp = &order[0] if order.shape[0] > 0 else NULL
     cdef Py_ssize_t pos_i
-    cdef double loss, reg_total
+    cdef double loss
     cdef bint has_sw = sw.shape[0] > 0
     cdef floating* Gl
     # Plain SGD with nothing that needs the whole gradient first (clipping, decay, penalties):
     # fold the update into the weight-gradient products and skip the separate pass.
+    cdef bint penalized = _has_penalty(plan, reg), bad = False
     cdef bint fuse_sgd = (opt_code == OPT_SGD and hp[HP_WEIGHT_DECAY] == 0
                           and hp[HP_CLIPVALUE] == 0 and hp[HP_GLOBAL_CLIPNORM] == 0
-                          and not _has_penalty(plan, reg))
+                          and not penalized)
     with nogil:
         pos = start
         while pos < stop:
@@ -873,14 +874,11 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
             # compile() metrics are not sample-weighted in Keras 3 (only weighted_metrics are)
             _metrics(&metrics[0] if n_metrics > 0 else NULL, n_metrics, Zl, Yb, NULL, n, out_w,
                      y_w, &stats[3])
-            reg_total = _reg_loss_grad(plan, reg, P, G, False)
-            loss += reg_total
-            if not isfinite(loss):
-                stats[stats.shape[0] - 1] = 1
-                stats[0] += loss * n
-                stats[1] += n
-                stats[2] += 1
-                done += 1
+            # Without penalties the loss is complete here; check it before the backward pass,
+            # which applies a fused SGD update. With penalties (never fused) the one penalty pass
+            # below adds both the loss term and the gradient, and is checked before the update.
+            if not penalized and not isfinite(loss):
+                bad = True
                 break
             # Backward: D holds dLoss/d(output of op l) -- or of its pre-activation if fused.
             for l in range(last, -1, -1):
@@ -910,7 +908,11 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                         for pos_i in range(<Py_ssize_t>n * n_out):
                             D[pos_i] *= W[plan[l, PLAN_MASK] + pos_i]
             if not fuse_sgd:
-                _reg_loss_grad(plan, reg, P, G, True)
+                if penalized:
+                    loss += _reg_loss_grad(plan, reg, P, G, True)
+                    if not isfinite(loss):
+                        bad = True
+                        break
                 _opt_step(opt_code, &hp[0], lrs[done], step + done, P, G, st, n_params)
             D = W + layout[LAY_D0]
             D2 = W + layout[LAY_D1]
@@ -919,6 +921,13 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
             stats[2] += 1
             done += 1
             pos += n
+        if bad:
+            # the failing batch is counted (its loss is reported) but its update is not applied
+            stats[stats.shape[0] - 1] = 1
+            stats[0] += loss * n
+            stats[1] += n
+            stats[2] += 1
+            done += 1
     return done
 
 
