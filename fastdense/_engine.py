@@ -74,6 +74,10 @@ class Plan:
             rows.append(row)
             reg.append(r)
             widths.append(width)
+        # One scratch region for the second half of any cut forward product (fd_half in _simd.h).
+        part = take(B * max(widths))
+        for row in rows:
+            row[_K["PLAN_PART"]] = part
         # The forward pass of swish/gelu does not need S at inference; the backward pass does.
         layout = np.zeros(_K["N_LAY"], dtype=np.intp)
         if training:
@@ -140,9 +144,12 @@ class ThreadGovernor:
     another process holds a core, every parallel region waits for a scheduler slice and two
     threads become many times slower. The governor measures seconds per batch with each setting,
     uses the faster one, and re-measures the other with a short probe chunk about once a second.
+    The first chunk on two threads wakes the worker and warms its caches: it trains but is not
+    taken as a measurement. A model keeps its governor across fit() calls (see
+    Sequential._governor), so repeated short fits do not start from scratch.
     """
 
-    PROBE_BATCHES = 16
+    PROBE_BATCHES = 32
     PROBE_EVERY = 1.0  # seconds of training between probes
 
     def __init__(self, max_threads):
@@ -150,11 +157,15 @@ class ThreadGovernor:
         self.per_batch = {}
         self.since_probe = 0.0
         self.probing = False
+        self.warm = self.max == 1
 
     def choose(self):
         """(threads, batch cap) for the next chunk."""
         if self.max == 1:
             return 1, None
+        if not self.warm:
+            self.probing = True
+            return 2, self.PROBE_BATCHES
         for threads in (2, 1):
             if threads not in self.per_batch:
                 self.probing = True
@@ -175,12 +186,15 @@ class ThreadGovernor:
     def observe(self, threads, batches, seconds):
         if batches <= 0:
             return
+        self.since_probe += seconds
+        if not self.warm:
+            self.warm = True
+            return
         per = seconds / batches
         old = self.per_batch.get(threads)
         # A probe replaces the old figure (the load may have changed since); regular chunks
         # smooth it.
         self.per_batch[threads] = per if (old is None or self.probing) else 0.5 * old + 0.5 * per
-        self.since_probe += seconds
 
 
 def run_chunked(steps, every, run, on_begin=None, on_end=None):

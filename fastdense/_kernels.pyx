@@ -26,7 +26,8 @@ from cython cimport floating
 from libc.math cimport (exp, expf, log, logf, log1p, log1pf, expm1, expm1f, tanh, tanhf,
                         erf, erff, sqrt, sqrtf, fabs, fabsf, pow, isfinite)
 from libc.string cimport memcpy, memset
-from libc.stdint cimport uint64_t
+from libc.stdlib cimport malloc, free
+from libc.stdint cimport uint32_t, uint64_t
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_GetName
 
 # BLAS comes from SciPy's `cython_blas` capsules. They are read from the extension module loaded
@@ -74,31 +75,33 @@ dgemm = <dgemm_t>_capsule_pointer(_blas_module.__pyx_capi__["dgemm"])
 cdef extern from "_simd.h" nogil:
     int fd_have_avx2_fma()
     void fd_set_simd(int enabled)
-    void fd_sgemm(int n, int k, int m, float alpha, const float* A, Py_ssize_t a_rs,
-                  Py_ssize_t a_cs, const float* B, Py_ssize_t ldb, float beta, float* C,
-                  Py_ssize_t ldc)
-    void fd_sgemm_nt(int n, int m, int k, const float* A, Py_ssize_t lda, const float* B,
-                     Py_ssize_t ldb, float* C, Py_ssize_t ldc)
     void fd_sigmoid_avx2(float* z, Py_ssize_t size)
-    void fd_sgemm2(int n, int k, int m, float alpha, const float* A, Py_ssize_t a_rs,
-                   Py_ssize_t a_cs, const float* B, Py_ssize_t ldb, float beta, float* C,
-                   Py_ssize_t ldc)
-    void fd_sgemm_nt2(int n, int m, int k, const float* A, Py_ssize_t lda, const float* B,
-                      Py_ssize_t ldb, float* C, Py_ssize_t ldc)
+    enum: FD_MAX_ROWS
+    void fd_forward(int n, int k, int m, const float* const* rows, const float* A,
+                    const float* W, float* Z, float* part, int threads)
+    void fd_weight_grad(int n, int k, int m, float alpha, float beta, const float* const* rows,
+                        const float* A, const float* dS, float* dW, const float* const* next,
+                        int n_next, int threads)
+    void fd_input_grad(int n, int m, int k, const float* dS, const float* W, float* dX,
+                       int threads)
 
-# float32 products whose batch dimension is at most this many rows use fastdense's own AVX2/FMA
-# micro-kernels (when the CPU has them); larger ones go to BLAS, which packs and threads.
-cdef int _own_gemm_rows = 256
-# Products of at least this many multiply-adds are split by output columns over two threads
-# (fd_run2 in _simd.h): each thread owns whole 16-column blocks, so every output element is
-# computed by the same instructions in the same order whatever the thread count -- results are
-# bit-identical.
+# float32 products whose batch dimension is at most this many rows (<= FD_MAX_ROWS) use
+# fastdense's own AVX2/FMA micro-kernels (when the CPU has them); larger ones go to BLAS, which
+# packs and threads.
+cdef int _own_gemm_rows = FD_MAX_ROWS
+# A dense layer's products of at least this many multiply-adds run on two threads, each owning
+# one half of the layer's inputs (fd_forward and friends in _simd.h). The halves are computed the
+# same way with one thread, so results are bit-identical whatever the thread count.
 cdef int _n_threads = 1
 cdef long long _split_min = 1 << 19
 
 
-cdef inline bint _split(int n, int k, int m) noexcept nogil:
-    return _n_threads > 1 and m >= 32 and n > 1 and <long long>n * k * m >= _split_min
+cdef inline bint _own(int n) noexcept nogil:
+    return n <= _own_gemm_rows and fd_have_avx2_fma()
+
+
+cdef inline int _threads(int n, int k, int m) noexcept nogil:
+    return 2 if _n_threads > 1 and n > 1 and <long long>n * k * m >= _split_min else 1
 
 # ---------------------------------------------------------------------------------------------
 # Codes shared with Python (fastdense/activations.py, losses.py, metrics.py, optimizers.py).
@@ -131,7 +134,9 @@ cdef enum:
     OP_DENSE, OP_ACTIVATION, OP_DROPOUT
 
 cdef enum:
-    PLAN_KIND, PLAN_N_IN, PLAN_N_OUT, PLAN_ACT, PLAN_W, PLAN_B, PLAN_Z, PLAN_S, PLAN_MASK, N_PLAN
+    # PLAN_PART: scratch (batch x widest layer) for the second half of a cut forward product
+    PLAN_KIND, PLAN_N_IN, PLAN_N_OUT, PLAN_ACT, PLAN_W, PLAN_B, PLAN_Z, PLAN_S, PLAN_MASK,
+    PLAN_PART, N_PLAN
 
 cdef enum:
     # workspace layout of `train_steps`: gathered x, y, sample weights; the two delta buffers
@@ -163,9 +168,9 @@ CODES = {
     "OP_DENSE": OP_DENSE, "OP_ACTIVATION": OP_ACTIVATION, "OP_DROPOUT": OP_DROPOUT,
     "PLAN_KIND": PLAN_KIND, "PLAN_N_IN": PLAN_N_IN, "PLAN_N_OUT": PLAN_N_OUT,
     "PLAN_ACT": PLAN_ACT, "PLAN_W": PLAN_W, "PLAN_B": PLAN_B, "PLAN_Z": PLAN_Z,
-    "PLAN_S": PLAN_S, "PLAN_MASK": PLAN_MASK, "N_PLAN": N_PLAN,
+    "PLAN_S": PLAN_S, "PLAN_MASK": PLAN_MASK, "PLAN_PART": PLAN_PART, "N_PLAN": N_PLAN,
     "LAY_X": LAY_X, "LAY_Y": LAY_Y, "LAY_SW": LAY_SW, "LAY_D0": LAY_D0, "LAY_D1": LAY_D1,
-    "N_LAY": N_LAY,
+    "N_LAY": N_LAY, "MAX_OWN_ROWS": FD_MAX_ROWS,
 }
 # Activations whose derivative needs the pre-activation, not only the output.
 ACT_NEEDS_PRE = (ACT_SWISH, ACT_GELU)
@@ -249,45 +254,6 @@ cdef inline void _gemm(char ta, char tb, int m, int n, int k, floating alpha, co
         sgemm(&ta, &tb, &m, &n, &k, &alpha, <float*>A, &lda, <float*>B, &ldb, &beta, C, &ldc)
     else:
         dgemm(&ta, &tb, &m, &n, &k, &alpha, <double*>A, &lda, <double*>B, &ldb, &beta, C, &ldc)
-
-
-cdef inline void _mm(int n, int k, int m, const floating* A, const floating* B, floating* C,
-                     floating beta) noexcept nogil:
-    """C(n,m) := A(n,k) @ B(k,m) + beta*C."""
-    if floating is float:
-        if n <= _own_gemm_rows and fd_have_avx2_fma():
-            if _split(n, k, m):
-                fd_sgemm2(n, k, m, 1.0, A, k, 1, B, m, beta, C, m)
-                return
-            fd_sgemm(n, k, m, 1.0, A, k, 1, B, m, beta, C, m)
-            return
-    _gemm(c'N', c'N', m, n, k, <floating>1, B, m, A, k, beta, C, m)
-
-
-cdef inline void _mm_tn(int n, int k, int m, const floating* A, const floating* B, floating* C,
-                        floating alpha, floating beta) noexcept nogil:
-    """C(k,m) := alpha * A(n,k)^T @ B(n,m) + beta*C."""
-    if floating is float:
-        if n <= _own_gemm_rows and fd_have_avx2_fma():
-            if _split(k, n, m):
-                fd_sgemm2(k, n, m, alpha, A, 1, k, B, m, beta, C, m)
-                return
-            fd_sgemm(k, n, m, alpha, A, 1, k, B, m, beta, C, m)
-            return
-    _gemm(c'N', c'T', m, k, n, alpha, B, m, A, k, beta, C, m)
-
-
-cdef inline void _mm_nt(int n, int m, int k, const floating* A, const floating* B,
-                        floating* C) noexcept nogil:
-    """C(n,k) := A(n,m) @ B(k,m)^T."""
-    if floating is float:
-        if n <= _own_gemm_rows and fd_have_avx2_fma():
-            if _split(n, m, k):
-                fd_sgemm_nt2(n, m, k, A, m, B, m, C, k)
-                return
-            fd_sgemm_nt(n, m, k, A, m, B, m, C, k)
-            return
-    _gemm(c'T', c'N', k, n, m, <floating>1, B, m, A, m, <floating>0, C, k)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,13 +397,21 @@ cdef void _act_backward(int act, const floating* S, const floating* Z, const flo
 # ---------------------------------------------------------------------------------------------
 # Dense layer.
 # ---------------------------------------------------------------------------------------------
-cdef inline void _dense_forward(const floating* X, const floating* W, const floating* b, int act,
-                                floating* Z, floating* S, int n, int n_in,
-                                int n_out) noexcept nogil:
-    """Z := act(X @ W + b); S := X @ W + b when S is not NULL. b may be NULL (no bias)."""
+cdef inline void _dense_forward(const floating** rows, const floating* X, const floating* W,
+                                const floating* b, int act, floating* Z, floating* S,
+                                floating* part, int n, int n_in, int n_out) noexcept nogil:
+    """Z := act(X @ W + b); S := X @ W + b when S is not NULL. b may be NULL (no bias).
+
+    X (n, n_in) is given by its row pointers `rows` or, when rows is NULL, contiguous at X; the
+    BLAS path (float64, batches over _own_gemm_rows, no AVX2) needs X. part: n x n_out scratch.
+    """
     cdef Py_ssize_t i, j
     cdef floating* row
-    _mm(n, n_in, n_out, X, W, Z, <floating>0)
+    if floating is float and _own(n):
+        fd_forward(n, n_in, n_out, <const float**>rows, X, W, Z, part,
+                   _threads(n, n_in, n_out))
+    else:
+        _gemm(c'N', c'N', n_out, n, n_in, <floating>1, W, n_out, X, n_in, <floating>0, Z, n_out)
     if b != NULL:
         for i in range(n):
             row = Z + i * n_out
@@ -448,23 +422,31 @@ cdef inline void _dense_forward(const floating* X, const floating* W, const floa
     _act_forward(act, Z, n, n_out)
 
 
-cdef inline void _dense_backward(const floating* X, floating* W, const floating* dS,
-                                 floating* dW, floating* db, floating* dX, int n, int n_in,
-                                 int n_out, floating sgd_lr) noexcept nogil:
+cdef inline void _dense_backward(const floating** rows, const floating* X, floating* W,
+                                 const floating* dS, floating* dW, floating* db, floating* dX,
+                                 int n, int n_in, int n_out, floating sgd_lr,
+                                 const floating** next, int n_next) noexcept nogil:
     """dX := dS @ W^T (if dX); then dW := X^T @ dS and db := column sums of dS (if db).
 
     With sgd_lr > 0 the SGD update is folded into the weight-gradient product instead:
     W -= sgd_lr * X^T @ dS and b -= sgd_lr * sums (dW, db point at W, b). dX is computed first,
-    from the weights before the update.
+    from the weights before the update. X as in _dense_forward; `next` (n_next rows, may be NULL)
+    are the next batch's rows, prefetched after the weight gradient on the own kernels.
     """
     cdef Py_ssize_t i, j
     cdef floating s
-    if dX != NULL:
-        _mm_nt(n, n_out, n_in, dS, W, dX)
-    if sgd_lr > 0:
-        _mm_tn(n, n_in, n_out, X, dS, dW, -sgd_lr, <floating>1)
+    cdef floating alpha = -sgd_lr if sgd_lr > 0 else <floating>1
+    cdef floating beta = <floating>1 if sgd_lr > 0 else <floating>0
+    if floating is float and _own(n):
+        if dX != NULL:
+            fd_input_grad(n, n_out, n_in, dS, W, dX, _threads(n, n_out, n_in))
+        fd_weight_grad(n, n_in, n_out, alpha, beta, <const float**>rows, X, dS, dW,
+                       <const float**>next, n_next, _threads(n, n_in, n_out))
     else:
-        _mm_tn(n, n_in, n_out, X, dS, dW, <floating>1, <floating>0)
+        if dX != NULL:
+            _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, n_out, dS, n_out, <floating>0, dX,
+                  n_in)
+        _gemm(c'N', c'T', n_out, n_in, n, alpha, dS, n_out, X, n_in, beta, dW, n_out)
     if db != NULL:
         for j in range(n_out):
             s = 0
@@ -713,9 +695,14 @@ cdef inline uint64_t _splitmix64(uint64_t* state) noexcept nogil:
 # The network: forward pass, training steps, evaluation.
 # ---------------------------------------------------------------------------------------------
 cdef const floating* _net_forward(const Py_ssize_t[:, ::1] plan, const floating* P,
-                                  const floating* A, floating* work, int n, bint training,
-                                  uint64_t* rng, const double[:, ::1] reg) noexcept nogil:
-    """Runs every op on the batch A (n rows); returns a pointer to the last op's output."""
+                                  const floating** rows, const floating* A, floating* work, int n,
+                                  bint training, uint64_t* rng,
+                                  const double[:, ::1] reg) noexcept nogil:
+    """Runs every op on the batch (n rows); returns a pointer to the last op's output.
+
+    The batch is contiguous at A, or given by its row pointers `rows` (then A is NULL and the
+    first op is dense on the own kernels: see train_steps).
+    """
     cdef Py_ssize_t l, i, size
     cdef int n_in, n_out, kind
     cdef floating* Z
@@ -730,9 +717,10 @@ cdef const floating* _net_forward(const Py_ssize_t[:, ::1] plan, const floating*
         Z = work + plan[l, PLAN_Z]
         S = NULL if plan[l, PLAN_S] < 0 else work + plan[l, PLAN_S]
         if kind == OP_DENSE:
-            _dense_forward(A, P + plan[l, PLAN_W],
+            _dense_forward(rows if l == 0 else NULL, A, P + plan[l, PLAN_W],
                            NULL if plan[l, PLAN_B] < 0 else P + plan[l, PLAN_B],
-                           <int>plan[l, PLAN_ACT], Z, S, n, n_in, n_out)
+                           <int>plan[l, PLAN_ACT], Z, S, work + plan[l, PLAN_PART], n, n_in,
+                           n_out)
         elif kind == OP_ACTIVATION:
             size = <Py_ssize_t>n * n_out
             memcpy(Z, A, size * sizeof(floating))
@@ -808,6 +796,19 @@ cdef inline const floating* _rows(const floating* src, Py_ssize_t width, const P
     return buf
 
 
+cdef inline int _row_ptrs(const floating* src, Py_ssize_t width, const Py_ssize_t* order,
+                         Py_ssize_t start, Py_ssize_t stop, int batch_size,
+                         const floating** out) noexcept nogil:
+    """Pointers to the rows of the batch starting at `start` (through `order` when given);
+    returns its row count (0 past stop)."""
+    cdef int i, n = <int>(batch_size if stop - start > batch_size else stop - start)
+    if n < 0:
+        n = 0
+    for i in range(n):
+        out[i] = src + (order[start + i] if order != NULL else start + i) * width
+    return n
+
+
 def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                 const Py_ssize_t[:, ::1] plan, const double[:, ::1] reg,
                 const Py_ssize_t[::1] layout, floating[::1] work,
@@ -861,14 +862,34 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
     cdef bint fuse_sgd = (opt_code == OPT_SGD and hp[HP_WEIGHT_DECAY] == 0
                           and hp[HP_CLIPVALUE] == 0 and hp[HP_GLOBAL_CLIPNORM] == 0
                           and not penalized)
+    # On the own kernels the first dense layer reads the batch's rows where they are (through
+    # `order`), with no gathered copy, and the next batch's rows are prefetched while the
+    # current one finishes. BLAS (and a first op that is not dense) needs the gathered copy.
+    cdef bint in_place = (floating is float and batch_size <= _own_gemm_rows
+                          and fd_have_avx2_fma() and plan[0, PLAN_KIND] == OP_DENSE)
+    cdef const floating* rows_a[FD_MAX_ROWS]
+    cdef const floating* rows_b[FD_MAX_ROWS]
+    cdef const floating** rows0 = rows_a
+    cdef const floating** rows1 = rows_b
+    cdef const floating** rtmp
+    cdef int n_next = 0
     with nogil:
         pos = start
+        if in_place:
+            n_next = _row_ptrs(&X[0, 0], n_in0, ordp, pos, stop, batch_size, rows1)
         while pos < stop:
             n = <int>(batch_size if stop - pos > batch_size else stop - pos)
-            A0 = _rows(&X[0, 0], n_in0, ordp, pos, n, W + layout[LAY_X])
+            if in_place:
+                rtmp = rows0
+                rows0 = rows1
+                rows1 = rtmp
+                n_next = _row_ptrs(&X[0, 0], n_in0, ordp, pos + n, stop, batch_size, rows1)
+                A0 = NULL
+            else:
+                A0 = _rows(&X[0, 0], n_in0, ordp, pos, n, W + layout[LAY_X])
             Yb = _rows(&Y[0, 0], y_w, ordp, pos, n, W + layout[LAY_Y])
             swb = _rows(&sw[0], 1, ordp, pos, n, W + layout[LAY_SW]) if has_sw else NULL
-            Zl = _net_forward(plan, P, A0, W, n, True, &rng[0], reg)
+            Zl = _net_forward(plan, P, rows0 if in_place else NULL, A0, W, n, True, &rng[0], reg)
             Ll = W + plan[last, PLAN_S] if fused_logits else Zl
             loss = _loss_grad(loss_code, Ll, Yb, swb, D, n, out_w, 1.0 / n) / n
             # compile() metrics are not sample-weighted in Keras 3 (only weighted_metrics are)
@@ -892,10 +913,12 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                         _act_backward(act, W + plan[l, PLAN_S] if plan[l, PLAN_S] >= 0 else NULL,
                                       W + plan[l, PLAN_Z], D, D, n, n_out)
                     Gl = P if fuse_sgd else G
-                    _dense_backward(Ain, P + plan[l, PLAN_W], D, Gl + plan[l, PLAN_W],
+                    _dense_backward(rows0 if l == 0 and in_place else NULL, Ain,
+                                    P + plan[l, PLAN_W], D, Gl + plan[l, PLAN_W],
                                     NULL if plan[l, PLAN_B] < 0 else Gl + plan[l, PLAN_B],
                                     NULL if l == 0 else D2, n, n_in, n_out,
-                                    <floating>lrs[done] if fuse_sgd else <floating>0)
+                                    <floating>lrs[done] if fuse_sgd else <floating>0,
+                                    rows1 if l == 0 and in_place else NULL, n_next)
                     if l > 0:
                         tmp = D
                         D = D2
@@ -945,7 +968,8 @@ def forward(floating[::1] params, const Py_ssize_t[:, ::1] plan, floating[::1] w
     with nogil:
         while pos < n_total:
             n = <int>(batch_size if n_total - pos > batch_size else n_total - pos)
-            Zl = _net_forward(plan, &params[0], &X[pos, 0], &work[0], n, False, NULL, noreg)
+            Zl = _net_forward(plan, &params[0], NULL, &X[pos, 0], &work[0], n, False, NULL,
+                              noreg)
             memcpy(&out[pos, 0], Zl, <Py_ssize_t>n * out_w * sizeof(floating))
             pos += n
 
@@ -970,7 +994,7 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
         reg_total = _reg_loss_grad(plan, reg, &params[0], <floating*>NULL, False)
         while pos < stop:
             n = <int>(batch_size if stop - pos > batch_size else stop - pos)
-            Zl = _net_forward(plan, &params[0], &X[pos, 0], &work[0], n, False, NULL, reg)
+            Zl = _net_forward(plan, &params[0], NULL, &X[pos, 0], &work[0], n, False, NULL, reg)
             Ll = &work[0] + plan[last, PLAN_S] if fused_logits else Zl
             loss = _loss_grad(loss_code, Ll, &Y[pos, 0], &sw[pos] if has_sw else NULL,
                               <floating*>NULL, n, out_w, 1.0) / n + reg_total
@@ -996,9 +1020,15 @@ def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floa
     # IN X (n, n_in), W (n_in, n_out), b (n_out,) or (0,)   # OUT Z (n, n_out), S (n, n_out)
     """
     cdef int n = <int>X.shape[0], n_in = <int>X.shape[1], n_out = <int>W.shape[1]
-    with nogil:
-        _dense_forward(&X[0, 0], &W[0, 0], &b[0] if b.shape[0] > 0 else NULL, act, &Z[0, 0],
-                       &S[0, 0] if S is not None else NULL, n, n_in, n_out)
+    cdef floating* part = <floating*>malloc(max(<size_t>n * n_out, 1) * sizeof(floating))
+    if part == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            _dense_forward(NULL, &X[0, 0], &W[0, 0], &b[0] if b.shape[0] > 0 else NULL, act,
+                           &Z[0, 0], &S[0, 0] if S is not None else NULL, part, n, n_in, n_out)
+    finally:
+        free(part)
 
 
 def activation_backward(int act, const floating[:, ::1] S, const floating[:, ::1] Z,
@@ -1016,9 +1046,10 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W, const flo
     """
     cdef int n = <int>X.shape[0], n_in = <int>X.shape[1], n_out = <int>W.shape[1]
     with nogil:
-        _dense_backward(&X[0, 0], <floating*>&W[0, 0], &dS[0, 0], &dW[0, 0],
+        _dense_backward(NULL, &X[0, 0], <floating*>&W[0, 0], &dS[0, 0], &dW[0, 0],
                         &db[0] if db.shape[0] > 0 else NULL,
-                        &dX[0, 0] if dX is not None else NULL, n, n_in, n_out, <floating>0)
+                        &dX[0, 0] if dX is not None else NULL, n, n_in, n_out, <floating>0,
+                        NULL, 0)
 
 
 def loss_grad(int code, const floating[:, ::1] L, const floating[:, ::1] Y,
@@ -1075,7 +1106,7 @@ def _simd_enabled():
 def _set_own_gemm_rows(int rows):
     """Products with at most `rows` batch rows use the own micro-kernels (0: always BLAS)."""
     global _own_gemm_rows
-    _own_gemm_rows = rows
+    _own_gemm_rows = max(0, min(rows, FD_MAX_ROWS))
 
 
 def _set_num_threads(int n):
@@ -1089,14 +1120,25 @@ def _get_num_threads():
 
 
 def all_finite(const floating[:, ::1] X):
-    """True when no element of X is NaN or +-Inf (one pass, no temporary arrays)."""
+    """True when no element of X is NaN or +-Inf: one vectorisable pass over the bits, no
+    temporary arrays (NumPy's isfinite(X).all() writes a boolean array as large as X)."""
     cdef Py_ssize_t i, size = X.shape[0] * X.shape[1]
-    cdef const floating* p = &X[0, 0]
-    cdef floating acc = 0
+    cdef const uint32_t* u32
+    cdef const uint64_t* u64
+    cdef uint32_t bad32 = 0
+    cdef uint64_t bad64 = 0
     if size == 0:
         return True
     with nogil:
-        # x * 0 is 0 for finite x and NaN for NaN or Inf: one NaN test at the end, vectorisable.
-        for i in range(size):
-            acc += p[i] * 0
-    return acc == acc
+        # An all-ones exponent (Inf or NaN) plus one exponent unit carries into the sign bit.
+        if floating is float:
+            u32 = <const uint32_t*>&X[0, 0]
+            for i in range(size):
+                bad32 |= (u32[i] & 0x7F800000u) + 0x00800000u
+            bad32 &= 0x80000000u
+        else:
+            u64 = <const uint64_t*>&X[0, 0]
+            for i in range(size):
+                bad64 |= (u64[i] & 0x7FF0000000000000u) + 0x0010000000000000u
+            bad64 &= 0x8000000000000000u
+    return bad32 == 0 and bad64 == 0

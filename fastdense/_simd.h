@@ -9,8 +9,10 @@
  *
  * All matrices are row-major. The tile routine computes, for an MR x NR block,
  *     C := alpha * sum_p A(i, p) * B(p, j) + beta * C
- * where A(i, p) = A[i * a_rs + p * a_cs] (any strides: it is broadcast element by element) and
- * B(p, j) = B[p * ldb + j] (rows contiguous: loaded 8 floats at a time).
+ * where A is read through row pointers (broadcast element by element, so a batch can be read in
+ * place from the caller's array, in any row order) and B(p, j) = B[p * ldb + j] (rows contiguous:
+ * loaded 8 floats at a time). At the end: the layer-level products, cut in two along the layer's
+ * inputs so that two threads can share them (see fd_half).
  */
 #ifndef FASTDENSE_SIMD_H
 #define FASTDENSE_SIMD_H
@@ -28,6 +30,7 @@
 #define FD_MR 6    /* rows of a register tile */
 #define FD_NR 16   /* columns of a register tile: two 8-float vectors */
 #define FD_KC 256  /* depth of a B panel kept in L1: 256 x 16 floats = 16 KiB */
+#define FD_MC 66   /* rows of A kept in L2 while the panels of B pass (a multiple of FD_MR) */
 
 static int fd_cpu_flag = -1;
 
@@ -62,9 +65,21 @@ static inline __m256i fd_tail_mask(int n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
 }
 
-/* One MR x NR tile (MR <= 6, NR <= 16) over a depth of kc. */
+/* How a tile reads A: FD_A_ROWS: A(i, p) = rows[i][p] (a batch given by its row pointers: the
+ * forward product and dS @ W^T); FD_A_COLS: A(i, p) = rows[p][i] (the same batch transposed: the
+ * weight gradient X^T @ dS). Row pointers let the first layer read a shuffled batch straight from
+ * the caller's array, with no gathered copy. */
+#define FD_A_ROWS 0
+#define FD_A_COLS 1
+#define FD_MAX_ROWS 256  /* largest batch the own kernels take (pointer arrays on the stack) */
+
+/* One MR x NR tile (MR <= 6, NR <= 16) over a depth of kc:
+ *   C(r, j) := alpha * sum_{p < kc} A(r, p) * B(p, j) + beta * C(r, j)
+ * with A(r, p) = rp[r][off + p] (FD_A_ROWS) or rp[p][off + r] (FD_A_COLS). Every element is one
+ * chain of FMAs over p from zero, then alpha and beta: the same arithmetic whatever the tile's
+ * shape or position, which is what keeps results independent of batch size and thread count. */
 __attribute__((target("avx2,fma")))
-static void fd_tile(int mr, int nr, int kc, const float *A, ptrdiff_t a_rs, ptrdiff_t a_cs,
+static void fd_tile(int mr, int nr, int kc, const float *const *rp, int mode, ptrdiff_t off,
                     const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
                     float beta)
 {
@@ -77,40 +92,89 @@ static void fd_tile(int mr, int nr, int kc, const float *A, ptrdiff_t a_rs, ptrd
     const __m256i m0 = fd_tail_mask(nr >= 8 ? 8 : nr);
     const __m256i m1 = fd_tail_mask(nr >= 16 ? 8 : (nr > 8 ? nr - 8 : 0));
     const int full = (nr == FD_NR);
+    const float *a0 = NULL, *a1 = NULL, *a2 = NULL, *a3 = NULL, *a4 = NULL, *a5 = NULL;
     int p;
 
-#define FD_ROW(r, c0, c1)                                                      \
+    if (mode == FD_A_ROWS) {
+        a0 = rp[0] + off;
+        a1 = mr > 1 ? rp[1] + off : a0;
+        a2 = mr > 2 ? rp[2] + off : a0;
+        a3 = mr > 3 ? rp[3] + off : a0;
+        a4 = mr > 4 ? rp[4] + off : a0;
+        a5 = mr > 5 ? rp[5] + off : a0;
+    }
+
+#define FD_ROW(src, c0, c1)                                                    \
     {                                                                          \
-        const __m256 a = _mm256_broadcast_ss(A + (r) * a_rs + p * a_cs);       \
+        const __m256 a = _mm256_broadcast_ss(src);                             \
         c0 = _mm256_fmadd_ps(a, b0, c0);                                       \
         c1 = _mm256_fmadd_ps(a, b1, c1);                                       \
     }
-#define FD_LOOP(ROWS)                                                          \
-    for (p = 0; p < kc; p++) {                                                 \
-        const float *bp = B + p * ldb;                                         \
-        __m256 b0, b1;                                                         \
-        if (full) {                                                            \
-            b0 = _mm256_loadu_ps(bp);                                          \
-            b1 = _mm256_loadu_ps(bp + 8);                                      \
-        } else {                                                               \
-            b0 = _mm256_maskload_ps(bp, m0);                                   \
-            b1 = _mm256_maskload_ps(bp + 8, m1);                               \
-        }                                                                      \
-        ROWS                                                                   \
+#define FD_LOAD_B                                                              \
+    const float *bp = B + p * ldb;                                             \
+    __m256 b0, b1;                                                             \
+    if (full) {                                                                \
+        b0 = _mm256_loadu_ps(bp);                                              \
+        b1 = _mm256_loadu_ps(bp + 8);                                          \
+    } else {                                                                   \
+        b0 = _mm256_maskload_ps(bp, m0);                                       \
+        b1 = _mm256_maskload_ps(bp + 8, m1);                                   \
     }
+#define FD_LOOP_R(ROWS) for (p = 0; p < kc; p++) { FD_LOAD_B ROWS }
+#define FD_LOOP_C(ROWS) for (p = 0; p < kc; p++) { const float *q = rp[p] + off; FD_LOAD_B ROWS }
+#define FD_R6 FD_ROW(a0 + p, c00, c01) FD_ROW(a1 + p, c10, c11) FD_ROW(a2 + p, c20, c21) \
+              FD_ROW(a3 + p, c30, c31) FD_ROW(a4 + p, c40, c41) FD_ROW(a5 + p, c50, c51)
+#define FD_R5 FD_ROW(a0 + p, c00, c01) FD_ROW(a1 + p, c10, c11) FD_ROW(a2 + p, c20, c21) \
+              FD_ROW(a3 + p, c30, c31) FD_ROW(a4 + p, c40, c41)
+#define FD_R4 FD_ROW(a0 + p, c00, c01) FD_ROW(a1 + p, c10, c11) FD_ROW(a2 + p, c20, c21) \
+              FD_ROW(a3 + p, c30, c31)
+#define FD_R3 FD_ROW(a0 + p, c00, c01) FD_ROW(a1 + p, c10, c11) FD_ROW(a2 + p, c20, c21)
+#define FD_R2 FD_ROW(a0 + p, c00, c01) FD_ROW(a1 + p, c10, c11)
+#define FD_R1 FD_ROW(a0 + p, c00, c01)
+#define FD_C6 FD_ROW(q, c00, c01) FD_ROW(q + 1, c10, c11) FD_ROW(q + 2, c20, c21) \
+              FD_ROW(q + 3, c30, c31) FD_ROW(q + 4, c40, c41) FD_ROW(q + 5, c50, c51)
+#define FD_C5 FD_ROW(q, c00, c01) FD_ROW(q + 1, c10, c11) FD_ROW(q + 2, c20, c21) \
+              FD_ROW(q + 3, c30, c31) FD_ROW(q + 4, c40, c41)
+#define FD_C4 FD_ROW(q, c00, c01) FD_ROW(q + 1, c10, c11) FD_ROW(q + 2, c20, c21) \
+              FD_ROW(q + 3, c30, c31)
+#define FD_C3 FD_ROW(q, c00, c01) FD_ROW(q + 1, c10, c11) FD_ROW(q + 2, c20, c21)
+#define FD_C2 FD_ROW(q, c00, c01) FD_ROW(q + 1, c10, c11)
+#define FD_C1 FD_ROW(q, c00, c01)
 
-    switch (mr) {
-    case 6: FD_LOOP(FD_ROW(0, c00, c01) FD_ROW(1, c10, c11) FD_ROW(2, c20, c21)
-                    FD_ROW(3, c30, c31) FD_ROW(4, c40, c41) FD_ROW(5, c50, c51)) break;
-    case 5: FD_LOOP(FD_ROW(0, c00, c01) FD_ROW(1, c10, c11) FD_ROW(2, c20, c21)
-                    FD_ROW(3, c30, c31) FD_ROW(4, c40, c41)) break;
-    case 4: FD_LOOP(FD_ROW(0, c00, c01) FD_ROW(1, c10, c11) FD_ROW(2, c20, c21)
-                    FD_ROW(3, c30, c31)) break;
-    case 3: FD_LOOP(FD_ROW(0, c00, c01) FD_ROW(1, c10, c11) FD_ROW(2, c20, c21)) break;
-    case 2: FD_LOOP(FD_ROW(0, c00, c01) FD_ROW(1, c10, c11)) break;
-    default: FD_LOOP(FD_ROW(0, c00, c01)) break;
+    if (mode == FD_A_ROWS) {
+        switch (mr) {
+        case 6: FD_LOOP_R(FD_R6) break;
+        case 5: FD_LOOP_R(FD_R5) break;
+        case 4: FD_LOOP_R(FD_R4) break;
+        case 3: FD_LOOP_R(FD_R3) break;
+        case 2: FD_LOOP_R(FD_R2) break;
+        default: FD_LOOP_R(FD_R1) break;
+        }
+    } else {
+        switch (mr) {
+        case 6: FD_LOOP_C(FD_C6) break;
+        case 5: FD_LOOP_C(FD_C5) break;
+        case 4: FD_LOOP_C(FD_C4) break;
+        case 3: FD_LOOP_C(FD_C3) break;
+        case 2: FD_LOOP_C(FD_C2) break;
+        default: FD_LOOP_C(FD_C1) break;
+        }
     }
-#undef FD_LOOP
+#undef FD_R6
+#undef FD_R5
+#undef FD_R4
+#undef FD_R3
+#undef FD_R2
+#undef FD_R1
+#undef FD_C6
+#undef FD_C5
+#undef FD_C4
+#undef FD_C3
+#undef FD_C2
+#undef FD_C1
+#undef FD_LOOP_R
+#undef FD_LOOP_C
+#undef FD_LOAD_B
 #undef FD_ROW
 
     {
@@ -142,14 +206,14 @@ static void fd_tile(int mr, int nr, int kc, const float *A, ptrdiff_t a_rs, ptrd
     }
 }
 
-/* One row: c(1 x m) := alpha * a(1 x k) @ B(k x m) + beta * c, 64 columns at a time so that
- * eight independent accumulators hide the FMA latency (a 16-wide tile would wait on two). */
+/* One row: c(1 x m) := alpha * a[k0:k1] @ B[k0:k1, :] + beta * c, 64 columns at a time so that
+ * eight independent accumulators hide the FMA latency (a 16-wide tile would wait on two). Same
+ * depth chunks (FD_KC from k0) and the same final arithmetic as fd_tile, so a row computed here
+ * is bit-identical to the same row computed inside a larger batch. */
 __attribute__((target("avx2,fma")))
-static void fd_sgemv_row(int k, int m, float alpha, const float *a, ptrdiff_t a_cs,
-                         const float *B, ptrdiff_t ldb, float beta, float *c)
+static void fd_sgemv_row(int k0, int k1, int m, float alpha, const float *a, const float *B,
+                         ptrdiff_t ldb, float beta, float *c)
 {
-    /* Same depth chunks (FD_KC) and the same final arithmetic as fd_tile, so a row computed
-     * here is bit-identical to the same row computed inside a larger batch. */
     int jc, pc, p, v;
     for (jc = 0; jc < m; jc += 64) {
         const int nr = (m - jc < 64) ? m - jc : 64;
@@ -159,22 +223,22 @@ static void fd_sgemv_row(int k, int m, float alpha, const float *a, ptrdiff_t a_
             const int left = nr - 8 * v;
             mask[v] = fd_tail_mask(left >= 8 ? 8 : (left > 0 ? left : 0));
         }
-        for (pc = 0; pc < k; pc += FD_KC) {
-            const int kc = (k - pc < FD_KC) ? k - pc : FD_KC;
-            const float b = (pc == 0) ? beta : 1.0f;
+        for (pc = k0; pc < k1; pc += FD_KC) {
+            const int kc = (k1 - pc < FD_KC) ? k1 - pc : FD_KC;
+            const float b = (pc == k0) ? beta : 1.0f;
             __m256 acc[8];
             for (v = 0; v < 8; v++)
                 acc[v] = _mm256_setzero_ps();
             if (nr == 64) {
                 for (p = pc; p < pc + kc; p++) {
-                    const __m256 x = _mm256_broadcast_ss(a + p * a_cs);
+                    const __m256 x = _mm256_broadcast_ss(a + p);
                     const float *bp = B + p * ldb + jc;
                     for (v = 0; v < 8; v++)
                         acc[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + 8 * v), acc[v]);
                 }
             } else {
                 for (p = pc; p < pc + kc; p++) {
-                    const __m256 x = _mm256_broadcast_ss(a + p * a_cs);
+                    const __m256 x = _mm256_broadcast_ss(a + p);
                     const float *bp = B + p * ldb + jc;
                     for (v = 0; v < nv; v++)
                         acc[v] = _mm256_fmadd_ps(x, _mm256_maskload_ps(bp + 8 * v, mask[v]), acc[v]);
@@ -190,41 +254,66 @@ static void fd_sgemv_row(int k, int m, float alpha, const float *a, ptrdiff_t a_
     }
 }
 
-/* C(n x m) := alpha * A(n x k) @ B(k x m) + beta * C with A(i, p) = A[i*a_rs + p*a_cs]. */
+/* C(n x m) := alpha * A[:, k0:k1] @ B[k0:k1, :] + beta * C, A(i, p) = rows[i][p]. */
 __attribute__((target("avx2,fma")))
-static void fd_sgemm(int n, int k, int m, float alpha, const float *A, ptrdiff_t a_rs,
-                     ptrdiff_t a_cs, const float *B, ptrdiff_t ldb, float beta, float *C,
-                     ptrdiff_t ldc)
+static void fd_gemm_rows(int n, int k0, int k1, int m, float alpha, const float *const *rows,
+                         const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc)
 {
-    int jc, pc, ic;
+    int ib, jc, pc, ic;
     if (n == 1) {
-        fd_sgemv_row(k, m, alpha, A, a_cs, B, ldb, beta, C);
+        fd_sgemv_row(k0, k1, m, alpha, rows[0], B, ldb, beta, C);
         return;
     }
-    for (jc = 0; jc < m; jc += FD_NR) {
-        const int nr = (m - jc < FD_NR) ? m - jc : FD_NR;
-        for (pc = 0; pc < k; pc += FD_KC) {
-            const int kc = (k - pc < FD_KC) ? k - pc : FD_KC;
-            const float b = (pc == 0) ? beta : 1.0f;
-            for (ic = 0; ic < n; ic += FD_MR) {
-                const int mr = (n - ic < FD_MR) ? n - ic : FD_MR;
-                fd_tile(mr, nr, kc, A + ic * a_rs + pc * a_cs, a_rs, a_cs, B + pc * ldb + jc,
-                        ldb, C + ic * ldc + jc, ldc, alpha, b);
+    /* Blocks of FD_MC rows, so that a block's inputs stay in L2 while every column panel of B
+     * passes over them (a large batch would otherwise be re-read from memory once per panel). */
+    for (ib = 0; ib < n; ib += FD_MC) {
+        const int ie = (n - ib < FD_MC) ? n : ib + FD_MC;
+        for (jc = 0; jc < m; jc += FD_NR) {
+            const int nr = (m - jc < FD_NR) ? m - jc : FD_NR;
+            for (pc = k0; pc < k1; pc += FD_KC) {
+                const int kc = (k1 - pc < FD_KC) ? k1 - pc : FD_KC;
+                const float b = (pc == k0) ? beta : 1.0f;
+                for (ic = ib; ic < ie; ic += FD_MR) {
+                    const int mr = (ie - ic < FD_MR) ? ie - ic : FD_MR;
+                    fd_tile(mr, nr, kc, rows + ic, FD_A_ROWS, pc, B + pc * ldb + jc, ldb,
+                            C + ic * ldc + jc, ldc, alpha, b);
+                }
             }
         }
     }
 }
 
-/* C(n x k) := A(n x m) @ B(k x m)^T. B's columns are packed 16 at a time into a contiguous
- * panel (the transposition a BLAS would do in its packing step). */
+/* Rows r0..r1 of C(k x m) := alpha * A^T @ B + beta * C with A (n x k) given by its rows:
+ * C(i, j) = alpha * sum_{p < n} rows[p][i] * B(p, j) + beta * C(i, j). The weight gradient. */
 __attribute__((target("avx2,fma")))
-static void fd_sgemm_nt(int n, int m, int k, const float *A, ptrdiff_t lda, const float *B,
-                        ptrdiff_t ldb, float *C, ptrdiff_t ldc)
+static void fd_gemm_cols(int r0, int r1, int n, int m, float alpha, const float *const *rows,
+                         const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc)
+{
+    int jc, pc, ic;
+    for (jc = 0; jc < m; jc += FD_NR) {
+        const int nr = (m - jc < FD_NR) ? m - jc : FD_NR;
+        for (pc = 0; pc < n; pc += FD_KC) {
+            const int kc = (n - pc < FD_KC) ? n - pc : FD_KC;
+            const float b = (pc == 0) ? beta : 1.0f;
+            for (ic = r0; ic < r1; ic += FD_MR) {
+                const int mr = (r1 - ic < FD_MR) ? r1 - ic : FD_MR;
+                fd_tile(mr, nr, kc, rows + pc, FD_A_COLS, ic, B + pc * ldb + jc, ldb,
+                        C + ic * ldc + jc, ldc, alpha, b);
+            }
+        }
+    }
+}
+
+/* Columns c0..c1 of C(n x k) := A(n x m) @ B(k x m)^T, A(i, p) = rows[i][p]. B's rows are packed
+ * 16 at a time into a contiguous panel (the transposition a BLAS would do in its packing step). */
+__attribute__((target("avx2,fma")))
+static void fd_gemm_nt(int n, int m, int c0, int c1, const float *const *rows, const float *B,
+                       ptrdiff_t ldb, float *C, ptrdiff_t ldc)
 {
     float panel[FD_KC * FD_NR] __attribute__((aligned(32)));
     int jc, pc, ic, p, j;
-    for (jc = 0; jc < k; jc += FD_NR) {
-        const int nr = (k - jc < FD_NR) ? k - jc : FD_NR;
+    for (jc = c0; jc < c1; jc += FD_NR) {
+        const int nr = (c1 - jc < FD_NR) ? c1 - jc : FD_NR;
         for (pc = 0; pc < m; pc += FD_KC) {
             const int kc = (m - pc < FD_KC) ? m - pc : FD_KC;
             for (j = 0; j < nr; j++) {
@@ -237,7 +326,7 @@ static void fd_sgemm_nt(int n, int m, int k, const float *A, ptrdiff_t lda, cons
                     panel[p * FD_NR + j] = 0.0f;
             for (ic = 0; ic < n; ic += FD_MR) {
                 const int mr = (n - ic < FD_MR) ? n - ic : FD_MR;
-                fd_tile(mr, nr, kc, A + ic * lda + pc, lda, 1, panel, FD_NR,
+                fd_tile(mr, nr, kc, rows + ic, FD_A_ROWS, pc, panel, FD_NR,
                         C + ic * ldc + jc, ldc, 1.0f, pc == 0 ? 0.0f : 1.0f);
             }
         }
@@ -305,18 +394,6 @@ static void fd_sigmoid_avx2(float *z, ptrdiff_t size)
 
 #else  /* no x86 SIMD: never called, since fd_have_avx2_fma() is 0 */
 
-static void fd_sgemm(int n, int k, int m, float alpha, const float *A, ptrdiff_t a_rs,
-                     ptrdiff_t a_cs, const float *B, ptrdiff_t ldb, float beta, float *C,
-                     ptrdiff_t ldc)
-{
-    (void)n; (void)k; (void)m; (void)alpha; (void)A; (void)a_rs; (void)a_cs; (void)B;
-    (void)ldb; (void)beta; (void)C; (void)ldc;
-}
-static void fd_sgemm_nt(int n, int m, int k, const float *A, ptrdiff_t lda, const float *B,
-                        ptrdiff_t ldb, float *C, ptrdiff_t ldc)
-{
-    (void)n; (void)m; (void)k; (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc;
-}
 static void fd_sigmoid_avx2(float *z, ptrdiff_t size) { (void)z; (void)size; }
 
 #endif /* FD_X86 */
@@ -458,58 +535,136 @@ static void fd_run2(fd_task_fn fn, void *arg)
     pthread_mutex_unlock(&fd_pool_lock);
 }
 
-/* Split products: part 0 computes output columns [0, split), part 1 the rest. Each output
- * element is computed by the same instructions as in the unsplit call (split is a multiple of
- * FD_NR, so the tiles are the same): the results are bit-identical. */
-typedef struct {
-    int n, k, m, split;
-    float alpha, beta;
-    const float *A, *B;
-    ptrdiff_t a_rs, a_cs, ldb, ldc;
-    float *C;
-    int nt;  /* 0: fd_sgemm, 1: fd_sgemm_nt (then k is B's row count = output columns) */
-} fd_split_job;
-
-static void fd_split_part(void *p, int part)
-{
-    const fd_split_job *j = (const fd_split_job *)p;
-    const int c0 = part ? j->split : 0;
-    const int cols = part ? j->m - j->split : j->split;
-    if (cols <= 0)
-        return;
-    if (j->nt)
-        fd_sgemm_nt(j->n, j->k, cols, j->A, j->a_rs, j->B + (ptrdiff_t)c0 * j->ldb, j->ldb,
-                    j->C + c0, j->ldc);
-    else
-        fd_sgemm(j->n, j->k, cols, j->alpha, j->A, j->a_rs, j->a_cs, j->B + c0, j->ldb, j->beta,
-                 j->C + c0, j->ldc);
-}
-
 static int fd_split_point(int cols)
 {
     const int blocks = (cols + FD_NR - 1) / FD_NR;
     return ((blocks + 1) / 2) * FD_NR;
 }
 
-/* fd_sgemm over two threads (split by output columns). */
-static void fd_sgemm2(int n, int k, int m, float alpha, const float *A, ptrdiff_t a_rs,
-                      ptrdiff_t a_cs, const float *B, ptrdiff_t ldb, float beta, float *C,
-                      ptrdiff_t ldc)
+/* ------------------------------------------------------------------------------------------------
+ * The products of a dense layer, cut in two along its input features.
+ *
+ * A layer with k inputs is cut at s = fd_half(k): the forward product is computed as two partial
+ * sums over the depth ranges [0, s) and [s, k), added at the end; the weight gradient and the
+ * input gradient are cut at the same s (rows of W, columns of dX). With two threads each one owns
+ * one half of the weights for the whole step: it reads only its half of the batch's columns and
+ * writes only its rows of W, so neither the batch nor the weights move between cores; only the
+ * small partial output and dS cross (n x m each). With one thread the same two halves are computed
+ * one after the other: every result is bit-identical whatever the thread count.
+ * ------------------------------------------------------------------------------------------------ */
+#define FD_HALF_MIN 64   /* narrower inputs are not cut */
+
+static int fd_half(int k)
 {
-    fd_split_job j;
-    j.n = n; j.k = k; j.m = m; j.split = fd_split_point(m); j.alpha = alpha; j.beta = beta;
-    j.A = A; j.B = B; j.a_rs = a_rs; j.a_cs = a_cs; j.ldb = ldb; j.ldc = ldc; j.C = C; j.nt = 0;
-    fd_run2(fd_split_part, &j);
+    return k < FD_HALF_MIN ? k : fd_split_point(k);
 }
 
-/* fd_sgemm_nt over two threads: C(n x k) := A(n x m) @ B(k x m)^T split by C's columns. */
-static void fd_sgemm_nt2(int n, int m, int k, const float *A, ptrdiff_t lda, const float *B,
-                         ptrdiff_t ldb, float *C, ptrdiff_t ldc)
+enum { FD_OP_FWD, FD_OP_DW, FD_OP_DX };
+
+typedef struct {
+    int op, n, k, m, s;
+    float alpha, beta;
+    const float *const *rows;  /* FWD, DW: the layer's input rows (n); DX: dS's rows (n) */
+    const float *W;            /* FWD, DX: the weights (k x m) */
+    const float *dS;           /* DW: (n x m) */
+    float *C, *C1;             /* FWD: partial sums of halves 0 and 1 (n x m); DW: dW (k x m);
+                                  DX: dX (n x k) */
+    const float *const *next;  /* DW: rows of the next batch, prefetched by the half's owner */
+    int n_next;
+} fd_job;
+
+static void fd_job_part(void *arg, int part)
 {
-    fd_split_job j;
-    j.n = n; j.k = m; j.m = k; j.split = fd_split_point(k); j.alpha = 1.0f; j.beta = 0.0f;
-    j.A = A; j.B = B; j.a_rs = lda; j.a_cs = 1; j.ldb = ldb; j.ldc = ldc; j.C = C; j.nt = 1;
-    fd_run2(fd_split_part, &j);
+    const fd_job *j = (const fd_job *)arg;
+    const int lo = part ? j->s : 0, hi = part ? j->k : j->s;
+    int i, p;
+    if (lo >= hi)
+        return;
+#if FD_X86
+    switch (j->op) {
+    case FD_OP_FWD:
+        fd_gemm_rows(j->n, lo, hi, j->m, 1.0f, j->rows, j->W, j->m, 0.0f, part ? j->C1 : j->C,
+                     j->m);
+        break;
+    case FD_OP_DW:
+        fd_gemm_cols(lo, hi, j->n, j->m, j->alpha, j->rows, j->dS, j->m, j->beta, j->C, j->m);
+        /* the next batch's rows come from memory: ask for this half of them now, into L2 */
+        for (i = 0; i < j->n_next; i++)
+            for (p = lo; p < hi; p += 16)
+                __builtin_prefetch(j->next[i] + p, 0, 2);
+        break;
+    default:
+        fd_gemm_nt(j->n, j->m, lo, hi, j->rows, j->W, j->m, j->C, j->k);
+        break;
+    }
+#else
+    (void)i; (void)p;
+#endif
+}
+
+static void fd_run_job(fd_job *j, int threads)
+{
+    if (threads > 1 && j->s < j->k)
+        fd_run2(fd_job_part, j);
+    else {
+        fd_job_part(j, 0);
+        fd_job_part(j, 1);
+    }
+}
+
+/* Row pointers of a contiguous (n x ld) matrix, or `rows` itself when given. */
+static const float *const *fd_row_ptrs(const float *const *rows, const float *A, ptrdiff_t ld,
+                                       int n, const float **buf)
+{
+    int i;
+    if (rows != NULL)
+        return rows;
+    for (i = 0; i < n; i++)
+        buf[i] = A + i * ld;
+    return buf;
+}
+
+/* Z(n x m) := A(n x k) @ W(k x m), A given by `rows` or, when rows is NULL, contiguous at A.
+ * part: scratch of n x m floats, used when k is cut. n <= FD_MAX_ROWS. */
+static void fd_forward(int n, int k, int m, const float *const *rows, const float *A,
+                       const float *W, float *Z, float *part, int threads)
+{
+    const float *buf[FD_MAX_ROWS];
+    fd_job j;
+    ptrdiff_t i, size = (ptrdiff_t)n * m;
+    j.op = FD_OP_FWD; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = 1.0f; j.beta = 0.0f;
+    j.rows = fd_row_ptrs(rows, A, k, n, buf); j.W = W; j.dS = NULL; j.C = Z; j.C1 = part;
+    j.next = NULL; j.n_next = 0;
+    fd_run_job(&j, threads);
+    if (j.s < k)
+        for (i = 0; i < size; i++)
+            Z[i] += part[i];
+}
+
+/* dW(k x m) := alpha * A^T @ dS + beta * dW, A (n x k) given by rows or contiguous at A; then the
+ * rows of the next batch (if any) are prefetched. */
+static void fd_weight_grad(int n, int k, int m, float alpha, float beta,
+                           const float *const *rows, const float *A, const float *dS, float *dW,
+                           const float *const *next, int n_next, int threads)
+{
+    const float *buf[FD_MAX_ROWS];
+    fd_job j;
+    j.op = FD_OP_DW; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = alpha; j.beta = beta;
+    j.rows = fd_row_ptrs(rows, A, k, n, buf); j.W = NULL; j.dS = dS; j.C = dW; j.C1 = NULL;
+    j.next = next; j.n_next = next != NULL ? n_next : 0;
+    fd_run_job(&j, threads);
+}
+
+/* dX(n x k) := dS(n x m) @ W(k x m)^T. */
+static void fd_input_grad(int n, int m, int k, const float *dS, const float *W, float *dX,
+                          int threads)
+{
+    const float *buf[FD_MAX_ROWS];
+    fd_job j;
+    j.op = FD_OP_DX; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = 1.0f; j.beta = 0.0f;
+    j.rows = fd_row_ptrs(NULL, dS, m, n, buf); j.W = W; j.dS = NULL; j.C = dX; j.C1 = NULL;
+    j.next = NULL; j.n_next = 0;
+    fd_run_job(&j, threads);
 }
 
 #endif /* FASTDENSE_SIMD_H */

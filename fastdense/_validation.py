@@ -10,6 +10,8 @@ import numbers
 
 import numpy as np
 
+from . import _kernels
+
 _INT_MAX = 2**31 - 1  # BLAS takes C int sizes
 
 
@@ -73,6 +75,12 @@ def numeric_array(name, value):
     return arr
 
 
+def _finite(out):
+    if out.ndim == 2 and out.dtype in (np.float32, np.float64) and out.dtype.isnative:
+        return _kernels.all_finite(out)
+    return bool(np.isfinite(out).all())
+
+
 def as_float_matrix(name, arr, dtype):
     """2-D C-contiguous native `dtype` array, finite; a copy only when needed."""
     # Sizes first: refusing a (2**31, 1) broadcast view must not allocate 8 GB on the way.
@@ -84,7 +92,7 @@ def as_float_matrix(name, arr, dtype):
     # RuntimeWarning from inside NumPy's cast.
     with np.errstate(over="ignore", invalid="ignore"):
         out = np.ascontiguousarray(arr, dtype=target)
-    if out.dtype.kind == "f" and arr.dtype.kind == "f" and not np.isfinite(out).all():
+    if out.dtype.kind == "f" and arr.dtype.kind == "f" and not _finite(out):
         if np.isnan(out).any():
             bad = "NaN"
         elif not np.isfinite(arr).all():

@@ -448,7 +448,7 @@ class Sequential:
         chunker = _engine.ChunkTimer(fixed=1 if every_batch else None)
         from . import config
 
-        governor = _engine.ThreadGovernor(config.num_threads())
+        governor = self._governor(config.num_threads(), batch_size)
         try:
             return self._epochs(cbs, chunker, governor, every_batch, initial_epoch, epochs, n,
                                 steps, shuffle, batch_size, metrics, metric_names, opt, plan,
@@ -456,6 +456,15 @@ class Sequential:
                                 rng_state, val, val_batch, validation_freq)
         finally:
             _kernels._set_num_threads(1)  # inference and the public kernels stay single-threaded
+
+    def _governor(self, max_threads, batch_size):
+        """The thread governor of this model for (max_threads, batch_size), kept across fits."""
+        key = (max_threads, batch_size)
+        cached = getattr(self, "_governor_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, _engine.ThreadGovernor(max_threads))
+            self._governor_cache = cached
+        return cached[1]
 
     def _epochs(self, cbs, chunker, governor, every_batch, initial_epoch, epochs, n, steps,
                 shuffle, batch_size, metrics, metric_names, opt, plan, work, grads, X, Y, sw,

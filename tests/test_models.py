@@ -429,6 +429,9 @@ def test_thread_governor_measures_both_and_keeps_the_faster():
     from fastdense._engine import ThreadGovernor
 
     gov = ThreadGovernor(2)
+    assert gov.choose() == (2, ThreadGovernor.PROBE_BATCHES)
+    gov.observe(2, 16, 16 * 1e-3)           # the warm-up chunk (worker start): not a measurement
+    assert 2 not in gov.per_batch
     t, cap = gov.choose()
     assert (t, cap) == (2, ThreadGovernor.PROBE_BATCHES)
     gov.observe(2, 16, 16 * 5e-3)           # two threads: 5 ms a batch (a loaded machine)
