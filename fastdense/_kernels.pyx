@@ -78,10 +78,9 @@ cdef extern from "_simd.h" nogil:
     void fd_sigmoid_avx2(float* z, Py_ssize_t size)
     enum: FD_MAX_ROWS
     void fd_forward(int n, int k, int m, const float* const* rows, const float* A,
-                    const float* W, float* Z, float* part, int threads)
+                    const float* W, const float* b, float* Z, float* part, int threads)
     void fd_weight_grad(int n, int k, int m, float alpha, float beta, const float* const* rows,
-                        const float* A, const float* dS, float* dW, const float* const* next,
-                        int n_next, int threads)
+                        const float* A, const float* dS, float* dW, int threads)
     void fd_input_grad(int n, int m, int k, const float* dS, const float* W, float* dX,
                        int threads)
 
@@ -408,15 +407,15 @@ cdef inline void _dense_forward(const floating** rows, const floating* X, const 
     cdef Py_ssize_t i, j
     cdef floating* row
     if floating is float and _own(n):
-        fd_forward(n, n_in, n_out, <const float**>rows, X, W, Z, part,
+        fd_forward(n, n_in, n_out, <const float**>rows, X, W, b, Z, part,
                    _threads(n, n_in, n_out))
     else:
         _gemm(c'N', c'N', n_out, n, n_in, <floating>1, W, n_out, X, n_in, <floating>0, Z, n_out)
-    if b != NULL:
-        for i in range(n):
-            row = Z + i * n_out
-            for j in range(n_out):
-                row[j] += b[j]
+        if b != NULL:
+            for i in range(n):
+                row = Z + i * n_out
+                for j in range(n_out):
+                    row[j] += b[j]
     if S != NULL:
         memcpy(S, Z, n * n_out * sizeof(floating))
     _act_forward(act, Z, n, n_out)
@@ -424,14 +423,12 @@ cdef inline void _dense_forward(const floating** rows, const floating* X, const 
 
 cdef inline void _dense_backward(const floating** rows, const floating* X, floating* W,
                                  const floating* dS, floating* dW, floating* db, floating* dX,
-                                 int n, int n_in, int n_out, floating sgd_lr,
-                                 const floating** next, int n_next) noexcept nogil:
+                                 int n, int n_in, int n_out, floating sgd_lr) noexcept nogil:
     """dX := dS @ W^T (if dX); then dW := X^T @ dS and db := column sums of dS (if db).
 
     With sgd_lr > 0 the SGD update is folded into the weight-gradient product instead:
     W -= sgd_lr * X^T @ dS and b -= sgd_lr * sums (dW, db point at W, b). dX is computed first,
-    from the weights before the update. X as in _dense_forward; `next` (n_next rows, may be NULL)
-    are the next batch's rows, prefetched after the weight gradient on the own kernels.
+    from the weights before the update. X as in _dense_forward.
     """
     cdef Py_ssize_t i, j
     cdef floating s
@@ -441,7 +438,7 @@ cdef inline void _dense_backward(const floating** rows, const floating* X, float
         if dX != NULL:
             fd_input_grad(n, n_out, n_in, dS, W, dX, _threads(n, n_out, n_in))
         fd_weight_grad(n, n_in, n_out, alpha, beta, <const float**>rows, X, dS, dW,
-                       <const float**>next, n_next, _threads(n, n_in, n_out))
+                       _threads(n, n_in, n_out))
     else:
         if dX != NULL:
             _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, n_out, dS, n_out, <floating>0, dX,
@@ -469,7 +466,8 @@ cdef double _loss_grad(int code, const floating* L, const floating* Y, const flo
     arrive as class indices stored in Y's float type, one per row (Y is (n, 1)).
     """
     cdef Py_ssize_t i, j, c = 0
-    cdef double total = 0, li, w, mx, se, lse, sy, p, yv, d, s, o, eps = CLIP_EPS
+    cdef double total = 0, li, w, mx, se, lse, sy, p, yv, d, s, o, e, eps = CLIP_EPS
+    cdef double ebuf[64]
     cdef const floating* row
     cdef const floating* yrow
     cdef floating* drow
@@ -498,7 +496,10 @@ cdef double _loss_grad(int code, const floating* L, const floating* Y, const flo
                     mx = row[j]
             se = 0
             for j in range(m):
-                se += exp(<double>row[j] - mx)
+                e = exp(<double>row[j] - mx)
+                if j < 64:
+                    ebuf[j] = e  # reused for the gradient below
+                se += e
             lse = mx + log(se)
             if code == LOSS_CCE_LOGITS:
                 yrow = Y + i * m
@@ -509,7 +510,7 @@ cdef double _loss_grad(int code, const floating* L, const floating* Y, const flo
                 li = lse - <double>row[c]
             if drow != NULL:
                 for j in range(m):
-                    p = exp(<double>row[j] - lse)
+                    p = ebuf[j] / se if j < 64 else exp(<double>row[j] - lse)
                     if code == LOSS_CCE_LOGITS:
                         yv = Y[i * m + j]
                     else:
@@ -796,17 +797,12 @@ cdef inline const floating* _rows(const floating* src, Py_ssize_t width, const P
     return buf
 
 
-cdef inline int _row_ptrs(const floating* src, Py_ssize_t width, const Py_ssize_t* order,
-                         Py_ssize_t start, Py_ssize_t stop, int batch_size,
-                         const floating** out) noexcept nogil:
-    """Pointers to the rows of the batch starting at `start` (through `order` when given);
-    returns its row count (0 past stop)."""
-    cdef int i, n = <int>(batch_size if stop - start > batch_size else stop - start)
-    if n < 0:
-        n = 0
+cdef inline void _row_ptrs(const floating* src, Py_ssize_t width, const Py_ssize_t* order,
+                          Py_ssize_t start, int n, const floating** out) noexcept nogil:
+    """Pointers to rows start..start+n of src, through `order` when given."""
+    cdef int i
     for i in range(n):
         out[i] = src + (order[start + i] if order != NULL else start + i) * width
-    return n
 
 
 def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
@@ -863,27 +859,16 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                           and hp[HP_CLIPVALUE] == 0 and hp[HP_GLOBAL_CLIPNORM] == 0
                           and not penalized)
     # On the own kernels the first dense layer reads the batch's rows where they are (through
-    # `order`), with no gathered copy, and the next batch's rows are prefetched while the
-    # current one finishes. BLAS (and a first op that is not dense) needs the gathered copy.
+    # `order`), with no gathered copy. BLAS (and a first op that is not dense) needs the copy.
     cdef bint in_place = (floating is float and batch_size <= _own_gemm_rows
                           and fd_have_avx2_fma() and plan[0, PLAN_KIND] == OP_DENSE)
-    cdef const floating* rows_a[FD_MAX_ROWS]
-    cdef const floating* rows_b[FD_MAX_ROWS]
-    cdef const floating** rows0 = rows_a
-    cdef const floating** rows1 = rows_b
-    cdef const floating** rtmp
-    cdef int n_next = 0
+    cdef const floating* rows0[FD_MAX_ROWS]
     with nogil:
         pos = start
-        if in_place:
-            n_next = _row_ptrs(&X[0, 0], n_in0, ordp, pos, stop, batch_size, rows1)
         while pos < stop:
             n = <int>(batch_size if stop - pos > batch_size else stop - pos)
             if in_place:
-                rtmp = rows0
-                rows0 = rows1
-                rows1 = rtmp
-                n_next = _row_ptrs(&X[0, 0], n_in0, ordp, pos + n, stop, batch_size, rows1)
+                _row_ptrs(&X[0, 0], n_in0, ordp, pos, n, rows0)
                 A0 = NULL
             else:
                 A0 = _rows(&X[0, 0], n_in0, ordp, pos, n, W + layout[LAY_X])
@@ -917,8 +902,7 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                                     P + plan[l, PLAN_W], D, Gl + plan[l, PLAN_W],
                                     NULL if plan[l, PLAN_B] < 0 else Gl + plan[l, PLAN_B],
                                     NULL if l == 0 else D2, n, n_in, n_out,
-                                    <floating>lrs[done] if fuse_sgd else <floating>0,
-                                    rows1 if l == 0 and in_place else NULL, n_next)
+                                    <floating>lrs[done] if fuse_sgd else <floating>0)
                     if l > 0:
                         tmp = D
                         D = D2
@@ -1048,8 +1032,7 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W, const flo
     with nogil:
         _dense_backward(NULL, &X[0, 0], <floating*>&W[0, 0], &dS[0, 0], &dW[0, 0],
                         &db[0] if db.shape[0] > 0 else NULL,
-                        &dX[0, 0] if dX is not None else NULL, n, n_in, n_out, <floating>0,
-                        NULL, 0)
+                        &dX[0, 0] if dX is not None else NULL, n, n_in, n_out, <floating>0)
 
 
 def loss_grad(int code, const floating[:, ::1] L, const floating[:, ::1] Y,

@@ -569,15 +569,12 @@ typedef struct {
     const float *dS;           /* DW: (n x m) */
     float *C, *C1;             /* FWD: partial sums of halves 0 and 1 (n x m); DW: dW (k x m);
                                   DX: dX (n x k) */
-    const float *const *next;  /* DW: rows of the next batch, prefetched by the half's owner */
-    int n_next;
 } fd_job;
 
 static void fd_job_part(void *arg, int part)
 {
     const fd_job *j = (const fd_job *)arg;
     const int lo = part ? j->s : 0, hi = part ? j->k : j->s;
-    int i, p;
     if (lo >= hi)
         return;
 #if FD_X86
@@ -588,17 +585,11 @@ static void fd_job_part(void *arg, int part)
         break;
     case FD_OP_DW:
         fd_gemm_cols(lo, hi, j->n, j->m, j->alpha, j->rows, j->dS, j->m, j->beta, j->C, j->m);
-        /* the next batch's rows come from memory: ask for this half of them now, into L2 */
-        for (i = 0; i < j->n_next; i++)
-            for (p = lo; p < hi; p += 16)
-                __builtin_prefetch(j->next[i] + p, 0, 2);
         break;
     default:
         fd_gemm_nt(j->n, j->m, lo, hi, j->rows, j->W, j->m, j->C, j->k);
         break;
     }
-#else
-    (void)i; (void)p;
 #endif
 }
 
@@ -624,34 +615,42 @@ static const float *const *fd_row_ptrs(const float *const *rows, const float *A,
     return buf;
 }
 
-/* Z(n x m) := A(n x k) @ W(k x m), A given by `rows` or, when rows is NULL, contiguous at A.
- * part: scratch of n x m floats, used when k is cut. n <= FD_MAX_ROWS. */
+/* Z(n x m) := A(n x k) @ W(k x m) + b, A given by `rows` or, when rows is NULL, contiguous at A;
+ * b may be NULL. part: scratch of n x m floats, used when k is cut: then Z = (Z0 + Z1) + b.
+ * n <= FD_MAX_ROWS. */
 static void fd_forward(int n, int k, int m, const float *const *rows, const float *A,
-                       const float *W, float *Z, float *part, int threads)
+                       const float *W, const float *b, float *Z, float *part, int threads)
 {
     const float *buf[FD_MAX_ROWS];
     fd_job j;
-    ptrdiff_t i, size = (ptrdiff_t)n * m;
+    int i, c;
     j.op = FD_OP_FWD; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = 1.0f; j.beta = 0.0f;
     j.rows = fd_row_ptrs(rows, A, k, n, buf); j.W = W; j.dS = NULL; j.C = Z; j.C1 = part;
-    j.next = NULL; j.n_next = 0;
     fd_run_job(&j, threads);
-    if (j.s < k)
-        for (i = 0; i < size; i++)
-            Z[i] += part[i];
+    for (i = 0; i < n; i++) {
+        float *z = Z + (ptrdiff_t)i * m;
+        const float *q = part + (ptrdiff_t)i * m;
+        if (j.s < k && b != NULL)
+            for (c = 0; c < m; c++)
+                z[c] = (z[c] + q[c]) + b[c];
+        else if (j.s < k)
+            for (c = 0; c < m; c++)
+                z[c] += q[c];
+        else if (b != NULL)
+            for (c = 0; c < m; c++)
+                z[c] += b[c];
+    }
 }
 
-/* dW(k x m) := alpha * A^T @ dS + beta * dW, A (n x k) given by rows or contiguous at A; then the
- * rows of the next batch (if any) are prefetched. */
+/* dW(k x m) := alpha * A^T @ dS + beta * dW, A (n x k) given by rows or contiguous at A. */
 static void fd_weight_grad(int n, int k, int m, float alpha, float beta,
                            const float *const *rows, const float *A, const float *dS, float *dW,
-                           const float *const *next, int n_next, int threads)
+                           int threads)
 {
     const float *buf[FD_MAX_ROWS];
     fd_job j;
     j.op = FD_OP_DW; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = alpha; j.beta = beta;
     j.rows = fd_row_ptrs(rows, A, k, n, buf); j.W = NULL; j.dS = dS; j.C = dW; j.C1 = NULL;
-    j.next = next; j.n_next = next != NULL ? n_next : 0;
     fd_run_job(&j, threads);
 }
 
@@ -663,7 +662,6 @@ static void fd_input_grad(int n, int m, int k, const float *dS, const float *W, 
     fd_job j;
     j.op = FD_OP_DX; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = 1.0f; j.beta = 0.0f;
     j.rows = fd_row_ptrs(NULL, dS, m, n, buf); j.W = W; j.dS = NULL; j.C = dX; j.C1 = NULL;
-    j.next = NULL; j.n_next = 0;
     fd_run_job(&j, threads);
 }
 
