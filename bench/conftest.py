@@ -51,9 +51,13 @@ def pytest_terminal_summary(terminalreporter, config):
     groups = {}
     for group, benches in (getattr(session, "groups", None) or []):
         for bench in benches:
-            median = bench["median"] if isinstance(bench, dict) else bench.stats.median
-            name = (bench["name"] if isinstance(bench, dict) else bench.name).split("[")[0]
+            as_dict = isinstance(bench, dict)
+            median = bench["median"] if as_dict else bench.stats.median
+            name = (bench["name"] if as_dict else bench.name).split("[")[0]
+            extra = (bench.get("extra_info") if as_dict else getattr(bench, "extra_info", None)) or {}
             groups.setdefault(group, {})[name] = median
+            if "reference_median_s" in extra:  # run interleaved with fastdense's rounds
+                groups[group][extra["reference"] + " (interleaved)"] = extra["reference_median_s"]
     if not groups:
         return
     terminalreporter.write_sep("-", "fastdense speed-up (median time of the other / fastdense's)")
@@ -61,6 +65,7 @@ def pytest_terminal_summary(terminalreporter, config):
         ours = {k: v for k, v in times.items() if "fastdense" in k}
         others = {k: v for k, v in times.items() if "fastdense" not in k}
         for name, t in sorted(ours.items()):
-            parts = [f"{o.replace('test_', '')}: {v / t:.2f}x" for o, v in sorted(others.items())]
+            parts = [f"{o.replace('test_', '')}: {v * 1e3:.3f} ms, {v / t:.2f}x"
+                     for o, v in sorted(others.items())]
             terminalreporter.write_line(f"{group}: {name.replace('test_', '')} {t * 1e3:.3f} ms; "
                                         + ("; ".join(parts) or "no reference"))

@@ -143,19 +143,24 @@ class ThreadGovernor:
     and that depends on the machine's load: on an idle 2-core machine two threads win, but when
     another process holds a core, every parallel region waits for a scheduler slice and two
     threads become many times slower. The governor measures seconds per batch with each setting,
-    uses the faster one, and re-measures the other with a short probe chunk about once a second.
+    uses the faster one, and re-measures the other with a short probe chunk. Loads come and go
+    (another library's BLAS threads spin for a while after their last call, for instance), so the
+    first re-measurement comes soon and the interval doubles each time a probe confirms the choice,
+    up to about once a second; a probe that changes the choice starts the short intervals again.
     The first chunk on two threads wakes the worker and warms its caches: it trains but is not
     taken as a measurement. A model keeps its governor across fit() calls (see
     Sequential._governor), so repeated short fits do not start from scratch.
     """
 
     PROBE_BATCHES = 32
-    PROBE_EVERY = 1.0  # seconds of training between probes
+    PROBE_FIRST = 0.02  # seconds of training before the first re-measurement
+    PROBE_EVERY = 1.0   # the longest interval between probes
 
     def __init__(self, max_threads):
         self.max = max(1, min(2, int(max_threads)))
         self.per_batch = {}
         self.since_probe = 0.0
+        self.interval = self.PROBE_FIRST
         self.probing = False
         self.warm = self.max == 1
 
@@ -171,9 +176,10 @@ class ThreadGovernor:
                 self.probing = True
                 return threads, self.PROBE_BATCHES
         best = self.best()
-        if self.since_probe >= self.PROBE_EVERY:
+        if self.since_probe >= self.interval:
             self.since_probe = 0.0
             self.probing = True
+            self.before = best
             return 3 - best, self.PROBE_BATCHES
         self.probing = False
         return best, None
@@ -186,7 +192,7 @@ class ThreadGovernor:
     def observe(self, threads, batches, seconds):
         if batches <= 0:
             return
-        self.since_probe += seconds
+        self.since_probe = 0.0 if self.probing else self.since_probe + seconds
         if not self.warm:
             self.warm = True
             return
@@ -195,6 +201,10 @@ class ThreadGovernor:
         # A probe replaces the old figure (the load may have changed since); regular chunks
         # smooth it.
         self.per_batch[threads] = per if (old is None or self.probing) else 0.5 * old + 0.5 * per
+        if self.probing and len(self.per_batch) == 2 and getattr(self, "before", None):
+            same = self.best() == self.before
+            self.interval = min(2 * self.interval, self.PROBE_EVERY) if same else self.PROBE_FIRST
+            self.before = None
 
 
 def run_chunked(steps, every, run, on_begin=None, on_end=None):

@@ -446,6 +446,35 @@ def test_thread_governor_measures_both_and_keeps_the_faster():
     assert ThreadGovernor(1).choose() == (1, None)
 
 
+def test_thread_governor_probes_soon_after_a_change_then_less_often():
+    from fastdense._engine import ThreadGovernor
+
+    gov = ThreadGovernor(2)
+    gov.choose(); gov.observe(2, 16, 16e-4)             # warm-up
+    gov.choose(); gov.observe(2, 32, 32e-4)             # two threads: 0.1 ms a batch
+    gov.choose(); gov.observe(1, 32, 32e-3)             # one thread: 1 ms a batch
+    assert gov.choose() == (2, None)
+    intervals = []
+    for _ in range(8):                                  # probes that keep confirming two threads
+        trained = 0.0
+        while True:
+            t, cap = gov.choose()
+            if cap is not None:
+                break
+            gov.observe(2, 10, 1e-3)
+            trained += 1e-3
+        assert t == 1
+        gov.observe(1, 32, 32e-3)
+        intervals.append(trained)
+    assert intervals[0] < 0.05 and intervals[1] > intervals[0]    # soon, then doubling
+    assert 0.9 < intervals[-1] < 1.2                              # capped near once a second
+    gov.choose(); gov.observe(2, 10, 1e-3)
+    while gov.choose()[1] is None:
+        gov.observe(2, 10, 1e-3)
+    gov.observe(1, 32, 32e-6)                           # the probe finds one thread faster now
+    assert gov.best() == 1 and gov.interval == ThreadGovernor.PROBE_FIRST
+
+
 def test_elementwise_metric_with_narrower_labels_is_refused():
     """mse/mae/binary_accuracy compare column by column: (n,) labels against 3 outputs is an
     error (Keras 3 errors too), never a read past the labels."""
