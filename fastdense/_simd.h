@@ -561,6 +561,14 @@ static int fd_half(int k)
 
 enum { FD_OP_FWD, FD_OP_DW, FD_OP_DX };
 
+#define FD_DW_ROWS 48  /* rows of W per unit of a weight-gradient job (a multiple of FD_MR) */
+
+/* A job is cut into units: blocks of 16 output columns of each half (FWD, DX) or blocks of
+ * FD_DW_ROWS rows of W (DW). Each unit's arithmetic is fixed, so which thread runs it does not
+ * change any result. A thread first takes the units of its own half (its half of W stays in its
+ * cache), then helps with the other half's: the two cores of a shared machine are seldom equally
+ * fast (here one often runs 30% slower while its sibling serves another guest), and a fixed
+ * 50/50 split would make the faster one wait. */
 typedef struct {
     int op, n, k, m, s;
     float alpha, beta;
@@ -569,38 +577,72 @@ typedef struct {
     const float *dS;           /* DW: (n x m) */
     float *C, *C1;             /* FWD: partial sums of halves 0 and 1 (n x m); DW: dW (k x m);
                                   DX: dX (n x k) */
+    int units[2];              /* units in each half */
+    int width;                 /* FWD, DX: output columns per unit */
+    struct { atomic_int next; char pad[60]; } half[2];  /* next unit to take, one line each */
 } fd_job;
+
+static void fd_job_unit(const fd_job *j, int h, int u)
+{
+    const int lo = h ? j->s : 0, hi = h ? j->k : j->s;
+#if FD_X86
+    switch (j->op) {
+    case FD_OP_FWD: {
+        const int c0 = u * j->width, nc = (j->m - c0 < j->width) ? j->m - c0 : j->width;
+        fd_gemm_rows(j->n, lo, hi, nc, 1.0f, j->rows, j->W + c0, j->m, 0.0f,
+                     (h ? j->C1 : j->C) + c0, j->m);
+        break;
+    }
+    case FD_OP_DW: {
+        const int r0 = lo + u * FD_DW_ROWS, r1 = (hi - r0 < FD_DW_ROWS) ? hi : r0 + FD_DW_ROWS;
+        fd_gemm_cols(r0, r1, j->n, j->m, j->alpha, j->rows, j->dS, j->m, j->beta, j->C, j->m);
+        break;
+    }
+    default: {
+        const int c0 = lo + u * j->width, c1 = (hi - c0 < j->width) ? hi : c0 + j->width;
+        fd_gemm_nt(j->n, j->m, c0, c1, j->rows, j->W, j->m, j->C, j->k);
+        break;
+    }
+    }
+#else
+    (void)j; (void)h; (void)u; (void)lo; (void)hi;
+#endif
+}
 
 static void fd_job_part(void *arg, int part)
 {
-    const fd_job *j = (const fd_job *)arg;
-    const int lo = part ? j->s : 0, hi = part ? j->k : j->s;
-    if (lo >= hi)
-        return;
-#if FD_X86
-    switch (j->op) {
-    case FD_OP_FWD:
-        fd_gemm_rows(j->n, lo, hi, j->m, 1.0f, j->rows, j->W, j->m, 0.0f, part ? j->C1 : j->C,
-                     j->m);
-        break;
-    case FD_OP_DW:
-        fd_gemm_cols(lo, hi, j->n, j->m, j->alpha, j->rows, j->dS, j->m, j->beta, j->C, j->m);
-        break;
-    default:
-        fd_gemm_nt(j->n, j->m, lo, hi, j->rows, j->W, j->m, j->C, j->k);
-        break;
+    fd_job *j = (fd_job *)arg;
+    int t, h, u;
+    for (t = 0; t < 2; t++) {
+        h = t ? 1 - part : part;
+        while ((u = atomic_fetch_add_explicit(&j->half[h].next, 1, memory_order_relaxed))
+               < j->units[h])
+            fd_job_unit(j, h, u);
     }
-#endif
 }
 
 static void fd_run_job(fd_job *j, int threads)
 {
-    if (threads > 1 && j->s < j->k)
-        fd_run2(fd_job_part, j);
-    else {
-        fd_job_part(j, 0);
-        fd_job_part(j, 1);
+    int h;
+    /* 16-column units; a few rows are not worth cutting that finely (the one-row kernel works
+     * on 64 columns at a time) */
+    j->width = (j->n >= 8) ? FD_NR : 1 << 30;
+    for (h = 0; h < 2; h++) {
+        const int lo = h ? j->s : 0, hi = h ? j->k : j->s;
+        if (lo >= hi)
+            j->units[h] = 0;
+        else if (j->op == FD_OP_FWD)
+            j->units[h] = j->n >= 8 ? (j->m + FD_NR - 1) / FD_NR : 1;
+        else if (j->op == FD_OP_DW)
+            j->units[h] = (hi - lo + FD_DW_ROWS - 1) / FD_DW_ROWS;
+        else
+            j->units[h] = j->n >= 8 ? (hi - lo + FD_NR - 1) / FD_NR : 1;
+        atomic_init(&j->half[h].next, 0);
     }
+    if (threads > 1 && j->units[1] > 0)
+        fd_run2(fd_job_part, j);
+    else
+        fd_job_part(j, 0);
 }
 
 /* Row pointers of a contiguous (n x ld) matrix, or `rows` itself when given. */
