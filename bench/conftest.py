@@ -56,8 +56,8 @@ def pytest_terminal_summary(terminalreporter, config):
             name = (bench["name"] if as_dict else bench.name).split("[")[0]
             extra = (bench.get("extra_info") if as_dict else getattr(bench, "extra_info", None)) or {}
             groups.setdefault(group, {})[name] = median
-            if "reference_median_s" in extra:  # run interleaved with fastdense's rounds
-                groups[group][extra["reference"] + " (interleaved)"] = extra["reference_median_s"]
+            for ref, info in extra.get("references", {}).items():  # interleaved with ours
+                groups[group][ref + " (interleaved)"] = info["median_s"]
     if not groups:
         return
     terminalreporter.write_sep("-", "fastdense speed-up (median time of the other / fastdense's)")

@@ -51,38 +51,54 @@ def numpy_epoch(params, x, y, xv, yv, rng, lr=0.01, batch=32):
     return loss_sum, correct
 
 
-def interleaved(benchmark, ours, reference, name, rounds):
-    """Times `ours` through pytest-benchmark and, untimed by it, one run of `reference` before
-    every round: the two alternate, so both see the same state of a shared, drifting machine
-    (back-to-back runs of the same epoch differ by up to 30% here). The reference's times go to
-    extra_info, where conftest.py's summary reads them for the ratio."""
-    times = []
+SETTLE = 0.25  # seconds between runs: OpenBLAS's threads spin for ~0.1 s after their last call
+
+
+def interleaved(benchmark, ours, references, rounds):
+    """Times `ours` through pytest-benchmark and, untimed by it, one run of each of `references`
+    (name -> function) before every round: they alternate, so all see the same state of a
+    shared, drifting machine (back-to-back runs of the same epoch differ by up to 30% here).
+    Each run starts after a pause of SETTLE seconds, so that no run inherits the previous one's
+    spinning BLAS threads. The references' times go to extra_info, where conftest.py's summary
+    reads them for the ratios."""
+    times = {name: [] for name in references}
 
     def setup():
-        t0 = time.perf_counter()
-        reference()
-        times.append(time.perf_counter() - t0)
+        for name, reference in references.items():
+            time.sleep(SETTLE)
+            t0 = time.perf_counter()
+            reference()
+            times[name].append(time.perf_counter() - t0)
+        time.sleep(SETTLE)
 
     result = benchmark.pedantic(ours, setup=setup, rounds=rounds, iterations=1, warmup_rounds=1)
-    times = times[-rounds:]  # the warm-up round's reference run is not counted
-    benchmark.extra_info["reference"] = name
-    benchmark.extra_info["reference_times_s"] = times
-    benchmark.extra_info["reference_median_s"] = float(np.median(times))
+    benchmark.extra_info["references"] = {
+        name: {"times_s": t[-rounds:], "median_s": float(np.median(t[-rounds:]))}
+        for name, t in times.items()}  # the warm-up round's reference runs are not counted
     return result
 
 
 @pytest.mark.benchmark(group="epoch (784-100-10, batch 32, with validation)")
 def test_fastdense_epoch(benchmark, fashion):
     """One fit() call of one epoch (so per-call costs such as input checks are included),
-    interleaved with one epoch of the same training in plain NumPy."""
+    interleaved with one epoch of the same training in plain NumPy, run both with NumPy's default
+    BLAS threads and with one BLAS thread (faster on this 2-core machine at these shapes)."""
+    from threadpoolctl import threadpool_limits
+
     x, y, xv, yv = fashion
     model = reference_model()
     params = [w.copy() for w in reference_model().get_weights()]
     rng = np.random.default_rng(0)
     losses = []
+
+    def numpy_one_thread():
+        with threadpool_limits(1):
+            losses.append(numpy_epoch(params, x, y, xv, yv, rng)[0])
+
     hist = interleaved(
         benchmark, lambda: model.fit(x, y, epochs=1, validation_data=(xv, yv), verbose=0),
-        lambda: losses.append(numpy_epoch(params, x, y, xv, yv, rng)[0]), "numpy_epoch", rounds=7)
+        {"numpy_epoch": lambda: losses.append(numpy_epoch(params, x, y, xv, yv, rng)[0]),
+         "numpy_epoch_1_blas_thread": numpy_one_thread}, rounds=7)
     assert np.isfinite(hist.history["loss"][0]) and np.isfinite(losses[-1])
 
 
@@ -166,6 +182,7 @@ def test_fastdense_epoch_verbose1(benchmark, fashion, capsys):
     loud, silent = reference_model(), reference_model()
     interleaved(benchmark,
                 lambda: loud.fit(x, y, epochs=1, validation_data=(xv, yv), verbose=1),
-                lambda: silent.fit(x, y, epochs=1, validation_data=(xv, yv), verbose=0),
-                "silent_epoch_verbose0", rounds=7)
+                {"silent_epoch_verbose0":
+                 lambda: silent.fit(x, y, epochs=1, validation_data=(xv, yv), verbose=0)},
+                rounds=7)
     assert "1500/1500" in capsys.readouterr().out

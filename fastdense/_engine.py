@@ -153,6 +153,7 @@ class ThreadGovernor:
     """
 
     PROBE_BATCHES = 32
+    MARGIN = 0.85       # a probe must beat the current choice by 15% to replace it
     PROBE_FIRST = 0.02  # seconds of training before the first re-measurement
     PROBE_EVERY = 1.0   # the longest interval between probes
 
@@ -187,7 +188,16 @@ class ThreadGovernor:
     def best(self):
         if self.max == 1 or len(self.per_batch) < 2:
             return self.max if not self.per_batch else min(self.per_batch, key=self.per_batch.get)
-        return min(self.per_batch, key=self.per_batch.get)
+        current = getattr(self, "current", None)
+        if current is None:
+            current = min(self.per_batch, key=self.per_batch.get)
+        other = 3 - current
+        # Run-to-run noise here is +-20%: a single short probe only wins by a clear margin
+        # (a core lost to another process makes two threads several times slower, not 15%).
+        if self.per_batch[other] < self.MARGIN * self.per_batch[current]:
+            current = other
+        self.current = current
+        return current
 
     def observe(self, threads, batches, seconds):
         if batches <= 0:

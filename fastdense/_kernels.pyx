@@ -27,7 +27,7 @@ from libc.math cimport (exp, expf, log, logf, log1p, log1pf, expm1, expm1f, tanh
                         erf, erff, sqrt, sqrtf, fabs, fabsf, pow, isfinite)
 from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, free
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint64_t
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_GetName
 
 # BLAS comes from SciPy's `cython_blas` capsules. They are read from the extension module loaded
@@ -83,6 +83,7 @@ cdef extern from "_simd.h" nogil:
                         const float* A, const float* dS, float* dW, int threads)
     void fd_input_grad(int n, int m, int k, const float* dS, const float* W, float* dX,
                        int threads)
+    int fd_all_finite(const void* p, size_t n, int wide, int threads)
 
 # float32 products whose batch dimension is at most this many rows (<= FD_MAX_ROWS) use
 # fastdense's own AVX2/FMA micro-kernels (when the CPU has them); larger ones go to BLAS, which
@@ -1102,26 +1103,15 @@ def _get_num_threads():
     return _n_threads
 
 
-def all_finite(const floating[:, ::1] X):
+def all_finite(const floating[:, ::1] X, int threads=1):
     """True when no element of X is NaN or +-Inf: one vectorisable pass over the bits, no
-    temporary arrays (NumPy's isfinite(X).all() writes a boolean array as large as X)."""
-    cdef Py_ssize_t i, size = X.shape[0] * X.shape[1]
-    cdef const uint32_t* u32
-    cdef const uint64_t* u64
-    cdef uint32_t bad32 = 0
-    cdef uint64_t bad64 = 0
+    temporary arrays (NumPy's isfinite(X).all() writes a boolean array as large as X); on two
+    threads when `threads` > 1 and X is large."""
+    cdef Py_ssize_t size = X.shape[0] * X.shape[1]
+    cdef int ok
     if size == 0:
         return True
     with nogil:
-        # An all-ones exponent (Inf or NaN) plus one exponent unit carries into the sign bit.
-        if floating is float:
-            u32 = <const uint32_t*>&X[0, 0]
-            for i in range(size):
-                bad32 |= (u32[i] & 0x7F800000u) + 0x00800000u
-            bad32 &= 0x80000000u
-        else:
-            u64 = <const uint64_t*>&X[0, 0]
-            for i in range(size):
-                bad64 |= (u64[i] & 0x7FF0000000000000u) + 0x0010000000000000u
-            bad64 &= 0x8000000000000000u
-    return bad32 == 0 and bad64 == 0
+        ok = fd_all_finite(<const void*>&X[0, 0], <size_t>size, 0 if floating is float else 1,
+                           threads)
+    return ok != 0

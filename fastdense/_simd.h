@@ -563,8 +563,8 @@ enum { FD_OP_FWD, FD_OP_DW, FD_OP_DX };
 
 #define FD_DW_ROWS 48  /* rows of W per unit of a weight-gradient job (a multiple of FD_MR) */
 
-/* A job is cut into units: blocks of 16 output columns of each half (FWD, DX) or blocks of
- * FD_DW_ROWS rows of W (DW). Each unit's arithmetic is fixed, so which thread runs it does not
+/* A job is cut into units: blocks of 16 output columns of each half (FWD, DX; FD_MC rows for a
+ * forward product of a larger batch) or blocks of FD_DW_ROWS rows of W (DW). Each unit's arithmetic is fixed, so which thread runs it does not
  * change any result. A thread first takes the units of its own half (its half of W stays in its
  * cache), then helps with the other half's: the two cores of a shared machine are seldom equally
  * fast (here one often runs 30% slower while its sibling serves another guest), and a fixed
@@ -587,12 +587,18 @@ static void fd_job_unit(const fd_job *j, int h, int u)
     const int lo = h ? j->s : 0, hi = h ? j->k : j->s;
 #if FD_X86
     switch (j->op) {
-    case FD_OP_FWD: {
-        const int c0 = u * j->width, nc = (j->m - c0 < j->width) ? j->m - c0 : j->width;
-        fd_gemm_rows(j->n, lo, hi, nc, 1.0f, j->rows, j->W + c0, j->m, 0.0f,
-                     (h ? j->C1 : j->C) + c0, j->m);
+    case FD_OP_FWD:
+        if (j->n > FD_MC) {
+            /* a large batch: blocks of rows, each kept in L2 while all of W's panels pass */
+            const int r0 = u * FD_MC, nr = (j->n - r0 < FD_MC) ? j->n - r0 : FD_MC;
+            fd_gemm_rows(nr, lo, hi, j->m, 1.0f, j->rows + r0, j->W, j->m, 0.0f,
+                         (h ? j->C1 : j->C) + (ptrdiff_t)r0 * j->m, j->m);
+        } else {
+            const int c0 = u * j->width, nc = (j->m - c0 < j->width) ? j->m - c0 : j->width;
+            fd_gemm_rows(j->n, lo, hi, nc, 1.0f, j->rows, j->W + c0, j->m, 0.0f,
+                         (h ? j->C1 : j->C) + c0, j->m);
+        }
         break;
-    }
     case FD_OP_DW: {
         const int r0 = lo + u * FD_DW_ROWS, r1 = (hi - r0 < FD_DW_ROWS) ? hi : r0 + FD_DW_ROWS;
         fd_gemm_cols(r0, r1, j->n, j->m, j->alpha, j->rows, j->dS, j->m, j->beta, j->C, j->m);
@@ -631,6 +637,8 @@ static void fd_run_job(fd_job *j, int threads)
         const int lo = h ? j->s : 0, hi = h ? j->k : j->s;
         if (lo >= hi)
             j->units[h] = 0;
+        else if (j->op == FD_OP_FWD && j->n > FD_MC)
+            j->units[h] = (j->n + FD_MC - 1) / FD_MC;
         else if (j->op == FD_OP_FWD)
             j->units[h] = j->n >= 8 ? (j->m + FD_NR - 1) / FD_NR : 1;
         else if (j->op == FD_OP_DW)
@@ -705,6 +713,54 @@ static void fd_input_grad(int n, int m, int k, const float *dS, const float *W, 
     j.op = FD_OP_DX; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = 1.0f; j.beta = 0.0f;
     j.rows = fd_row_ptrs(NULL, dS, m, n, buf); j.W = W; j.dS = NULL; j.C = dX; j.C1 = NULL;
     fd_run_job(&j, threads);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Finiteness of an input array, one pass over the bits, split over two threads when large: the
+ * check reads every byte of x once per fit() call and is bound by memory bandwidth, which two
+ * cores share better than one uses.
+ * ------------------------------------------------------------------------------------------------ */
+#include <stdint.h>
+
+typedef struct {
+    const void *p;
+    size_t n;
+    int wide;            /* 1: float64, 0: float32 */
+    uint64_t bad[2];
+} fd_finite_job;
+
+static void fd_finite_part(void *arg, int part)
+{
+    fd_finite_job *j = (fd_finite_job *)arg;
+    const size_t half = j->n / 2, lo = part ? half : 0, hi = part ? j->n : half;
+    size_t i;
+    /* An all-ones exponent (Inf or NaN) plus one exponent unit carries into the sign bit. */
+    if (j->wide) {
+        const uint64_t *u = (const uint64_t *)j->p;
+        uint64_t b = 0;
+        for (i = lo; i < hi; i++)
+            b |= (u[i] & 0x7FF0000000000000ull) + 0x0010000000000000ull;
+        j->bad[part] = b & 0x8000000000000000ull;
+    } else {
+        const uint32_t *u = (const uint32_t *)j->p;
+        uint32_t b = 0;
+        for (i = lo; i < hi; i++)
+            b |= (u[i] & 0x7F800000u) + 0x00800000u;
+        j->bad[part] = b & 0x80000000u;
+    }
+}
+
+static int fd_all_finite(const void *p, size_t n, int wide, int threads)
+{
+    fd_finite_job j;
+    j.p = p; j.n = n; j.wide = wide; j.bad[0] = j.bad[1] = 0;
+    if (threads > 1 && n >= ((size_t)1 << 20))
+        fd_run2(fd_finite_part, &j);
+    else {
+        fd_finite_part(&j, 0);
+        fd_finite_part(&j, 1);
+    }
+    return j.bad[0] == 0 && j.bad[1] == 0;
 }
 
 #endif /* FASTDENSE_SIMD_H */

@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, config
 
 _INT_MAX = 2**31 - 1  # BLAS takes C int sizes
 
@@ -77,7 +77,7 @@ def numeric_array(name, value):
 
 def _finite(out):
     if out.ndim == 2 and out.dtype in (np.float32, np.float64) and out.dtype.isnative:
-        return _kernels.all_finite(out)
+        return _kernels.all_finite(out, config.num_threads())
     return bool(np.isfinite(out).all())
 
 

@@ -483,3 +483,18 @@ def test_elementwise_metric_with_narrower_labels_is_refused():
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["mse"])
     with pytest.raises(ValueError, match=r"'mse' .* needs 3 columns.*Received: y.shape=\(200,\)"):
         model.evaluate(x, y, verbose=0)
+
+
+def test_thread_governor_needs_a_clear_margin_to_switch():
+    """A noisy probe 10% faster does not flip the choice; one 25% faster does."""
+    from fastdense._engine import ThreadGovernor
+
+    gov = ThreadGovernor(2)
+    gov.choose(); gov.observe(2, 16, 16e-3)             # warm-up
+    gov.choose(); gov.observe(2, 32, 32 * 100e-6)       # two threads: 100 us a batch
+    gov.choose(); gov.observe(1, 32, 32 * 200e-6)       # one thread: 200 us
+    assert gov.best() == 2
+    gov.per_batch[1] = 90e-6                            # a probe 10% faster than two threads
+    assert gov.best() == 2
+    gov.per_batch[1] = 75e-6                            # 25% faster: a real change
+    assert gov.best() == 1
