@@ -453,6 +453,6 @@ def evaluate_steps(params, plan, reg, work, X, Y, sw, start, stop, batch_size, l
     return done
 
 
-def all_finite(X):
-    """True when no element of X is NaN or +-Inf."""
+def all_finite(X, threads=1):
+    """True when no element of X is NaN or +-Inf (`threads` only changes the compiled speed)."""
     return bool(np.isfinite(X).all())
