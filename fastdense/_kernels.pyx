@@ -433,6 +433,7 @@ cdef inline void _dense_backward(const floating** rows, const floating* X, float
     """
     cdef Py_ssize_t i, j
     cdef floating s
+    cdef floating colsum[1024]
     cdef floating alpha = -sgd_lr if sgd_lr > 0 else <floating>1
     cdef floating beta = <floating>1 if sgd_lr > 0 else <floating>0
     if floating is float and _own(n):
@@ -446,14 +447,28 @@ cdef inline void _dense_backward(const floating** rows, const floating* X, float
                   n_in)
         _gemm(c'N', c'T', n_out, n_in, n, alpha, dS, n_out, X, n_in, beta, dW, n_out)
     if db != NULL:
-        for j in range(n_out):
-            s = 0
+        if n_out <= 1024:
+            # column sums row by row: the same order per column (i = 0, 1, ...) as the loop
+            # below, but the inner loop runs along contiguous memory and vectorises
+            for j in range(n_out):
+                colsum[j] = 0
             for i in range(n):
-                s += dS[i * n_out + j]
-            if sgd_lr > 0:
-                db[j] -= sgd_lr * s
-            else:
-                db[j] = s
+                for j in range(n_out):
+                    colsum[j] += dS[i * n_out + j]
+            for j in range(n_out):
+                if sgd_lr > 0:
+                    db[j] -= sgd_lr * colsum[j]
+                else:
+                    db[j] = colsum[j]
+        else:
+            for j in range(n_out):
+                s = 0
+                for i in range(n):
+                    s += dS[i * n_out + j]
+                if sgd_lr > 0:
+                    db[j] -= sgd_lr * s
+                else:
+                    db[j] = s
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,7 +512,7 @@ cdef double _loss_grad(int code, const floating* L, const floating* Y, const flo
                     mx = row[j]
             se = 0
             for j in range(m):
-                e = exp(<double>row[j] - mx)
+                e = _exp(row[j] - <floating>mx)  # in the model's float type, as Keras does
                 if j < 64:
                     ebuf[j] = e  # reused for the gradient below
                 se += e

@@ -206,6 +206,69 @@ static void fd_tile(int mr, int nr, int kc, const float *const *rp, int mode, pt
     }
 }
 
+/* The narrow tile for a last column block of at most 8 columns (m = 100 leaves 4): up to 8 rows
+ * by one 8-float vector, so the masked lanes waste half as much as in the 16-wide tile. Same
+ * per-element arithmetic as fd_tile. */
+#define FD_MR8 8
+__attribute__((target("avx2,fma")))
+static void fd_tile8(int mr, int nr, int kc, const float *const *rp, int mode, ptrdiff_t off,
+                     const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
+                     float beta)
+{
+    __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps(), c2 = _mm256_setzero_ps();
+    __m256 c3 = _mm256_setzero_ps(), c4 = _mm256_setzero_ps(), c5 = _mm256_setzero_ps();
+    __m256 c6 = _mm256_setzero_ps(), c7 = _mm256_setzero_ps();
+    const __m256i mk = fd_tail_mask(nr);
+    int p;
+#define FD_F(src, c) c = _mm256_fmadd_ps(_mm256_broadcast_ss(src), b, c);
+    if (mode == FD_A_ROWS && mr == FD_MR8) {
+        const float *a0 = rp[0] + off, *a1 = rp[1] + off, *a2 = rp[2] + off, *a3 = rp[3] + off;
+        const float *a4 = rp[4] + off, *a5 = rp[5] + off, *a6 = rp[6] + off, *a7 = rp[7] + off;
+        for (p = 0; p < kc; p++) {
+            const __m256 b = _mm256_maskload_ps(B + p * ldb, mk);
+            FD_F(a0 + p, c0) FD_F(a1 + p, c1) FD_F(a2 + p, c2) FD_F(a3 + p, c3)
+            FD_F(a4 + p, c4) FD_F(a5 + p, c5) FD_F(a6 + p, c6) FD_F(a7 + p, c7)
+        }
+    } else if (mode == FD_A_COLS && mr == FD_MR8) {
+        for (p = 0; p < kc; p++) {
+            const __m256 b = _mm256_maskload_ps(B + p * ldb, mk);
+            const float *q = rp[p] + off;
+            FD_F(q, c0) FD_F(q + 1, c1) FD_F(q + 2, c2) FD_F(q + 3, c3)
+            FD_F(q + 4, c4) FD_F(q + 5, c5) FD_F(q + 6, c6) FD_F(q + 7, c7)
+        }
+    } else {
+        /* a partial block of rows (the last rows of a batch): one row at a time */
+        __m256 *acc[FD_MR8];
+        int r;
+        acc[0] = &c0; acc[1] = &c1; acc[2] = &c2; acc[3] = &c3;
+        acc[4] = &c4; acc[5] = &c5; acc[6] = &c6; acc[7] = &c7;
+        for (r = 0; r < mr; r++) {
+            __m256 c = _mm256_setzero_ps();
+            for (p = 0; p < kc; p++) {
+                const __m256 b = _mm256_maskload_ps(B + p * ldb, mk);
+                const float *src = (mode == FD_A_ROWS) ? rp[r] + off + p : rp[p] + off + r;
+                FD_F(src, c)
+            }
+            *acc[r] = c;
+        }
+    }
+#undef FD_F
+    {
+        const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+        __m256 acc[FD_MR8];
+        int r;
+        acc[0] = c0; acc[1] = c1; acc[2] = c2; acc[3] = c3;
+        acc[4] = c4; acc[5] = c5; acc[6] = c6; acc[7] = c7;
+        for (r = 0; r < mr; r++) {
+            float *cr = C + r * ldc;
+            __m256 v = _mm256_mul_ps(va, acc[r]);
+            if (beta != 0.0f)
+                v = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr, mk), v);
+            _mm256_maskstore_ps(cr, mk, v);
+        }
+    }
+}
+
 /* One row: c(1 x m) := alpha * a[k0:k1] @ B[k0:k1, :] + beta * c, 64 columns at a time so that
  * eight independent accumulators hide the FMA latency (a 16-wide tile would wait on two). Same
  * depth chunks (FD_KC from k0) and the same final arithmetic as fd_tile, so a row computed here
@@ -273,11 +336,17 @@ static void fd_gemm_rows(int n, int k0, int k1, int m, float alpha, const float 
             for (pc = k0; pc < k1; pc += FD_KC) {
                 const int kc = (k1 - pc < FD_KC) ? k1 - pc : FD_KC;
                 const float b = (pc == k0) ? beta : 1.0f;
-                for (ic = ib; ic < ie; ic += FD_MR) {
-                    const int mr = (ie - ic < FD_MR) ? ie - ic : FD_MR;
-                    fd_tile(mr, nr, kc, rows + ic, FD_A_ROWS, pc, B + pc * ldb + jc, ldb,
-                            C + ic * ldc + jc, ldc, alpha, b);
-                }
+                if (nr <= 8)
+                    for (ic = ib; ic < ie; ic += FD_MR8)
+                        fd_tile8(ie - ic < FD_MR8 ? ie - ic : FD_MR8, nr, kc, rows + ic,
+                                 FD_A_ROWS, pc, B + pc * ldb + jc, ldb, C + ic * ldc + jc, ldc,
+                                 alpha, b);
+                else
+                    for (ic = ib; ic < ie; ic += FD_MR) {
+                        const int mr = (ie - ic < FD_MR) ? ie - ic : FD_MR;
+                        fd_tile(mr, nr, kc, rows + ic, FD_A_ROWS, pc, B + pc * ldb + jc, ldb,
+                                C + ic * ldc + jc, ldc, alpha, b);
+                    }
             }
         }
     }
@@ -295,11 +364,16 @@ static void fd_gemm_cols(int r0, int r1, int n, int m, float alpha, const float 
         for (pc = 0; pc < n; pc += FD_KC) {
             const int kc = (n - pc < FD_KC) ? n - pc : FD_KC;
             const float b = (pc == 0) ? beta : 1.0f;
-            for (ic = r0; ic < r1; ic += FD_MR) {
-                const int mr = (r1 - ic < FD_MR) ? r1 - ic : FD_MR;
-                fd_tile(mr, nr, kc, rows + pc, FD_A_COLS, ic, B + pc * ldb + jc, ldb,
-                        C + ic * ldc + jc, ldc, alpha, b);
-            }
+            if (nr <= 8)
+                for (ic = r0; ic < r1; ic += FD_MR8)
+                    fd_tile8(r1 - ic < FD_MR8 ? r1 - ic : FD_MR8, nr, kc, rows + pc, FD_A_COLS,
+                             ic, B + pc * ldb + jc, ldb, C + ic * ldc + jc, ldc, alpha, b);
+            else
+                for (ic = r0; ic < r1; ic += FD_MR) {
+                    const int mr = (r1 - ic < FD_MR) ? r1 - ic : FD_MR;
+                    fd_tile(mr, nr, kc, rows + pc, FD_A_COLS, ic, B + pc * ldb + jc, ldb,
+                            C + ic * ldc + jc, ldc, alpha, b);
+                }
         }
     }
 }
