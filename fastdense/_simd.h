@@ -32,6 +32,14 @@
 #define FD_KC 256  /* depth of a B panel kept in L1: 256 x 16 floats = 16 KiB */
 #define FD_MC 66   /* rows of A kept in L2 while the panels of B pass (a multiple of FD_MR) */
 
+/* How a tile reads A: FD_A_ROWS: A(i, p) = rows[i][p] (a batch given by its row pointers: the
+ * forward product and dS @ W^T); FD_A_COLS: A(i, p) = rows[p][i] (the same batch transposed: the
+ * weight gradient X^T @ dS). Row pointers let the first layer read a shuffled batch straight from
+ * the caller's array, with no gathered copy. */
+#define FD_A_ROWS 0
+#define FD_A_COLS 1
+#define FD_MAX_ROWS 256  /* largest batch the own kernels take (pointer arrays on the stack) */
+
 static int fd_cpu_flag = -1;
 
 static int fd_have_avx2_fma(void)
@@ -65,13 +73,6 @@ static inline __m256i fd_tail_mask(int n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
 }
 
-/* How a tile reads A: FD_A_ROWS: A(i, p) = rows[i][p] (a batch given by its row pointers: the
- * forward product and dS @ W^T); FD_A_COLS: A(i, p) = rows[p][i] (the same batch transposed: the
- * weight gradient X^T @ dS). Row pointers let the first layer read a shuffled batch straight from
- * the caller's array, with no gathered copy. */
-#define FD_A_ROWS 0
-#define FD_A_COLS 1
-#define FD_MAX_ROWS 256  /* largest batch the own kernels take (pointer arrays on the stack) */
 
 /* One MR x NR tile (MR <= 6, NR <= 16) over a depth of kc:
  *   C(r, j) := alpha * sum_{p < kc} A(r, p) * B(p, j) + beta * C(r, j)
@@ -439,31 +440,38 @@ static inline float fd_sigmoid1(float x)
     }
 }
 
-/* z := sigmoid(z) in place; lanes with |z| > 80 take the exact scalar path (exact 0/1 limits). */
+/* z := sigmoid(z) in place. Every element gets the same formula whatever its position: the vector
+ * one (the last group of fewer than 8 is loaded and stored under a mask), except lanes with
+ * |z| > 80, which take the exact scalar path (exact 0/1 limits, denormals). So a row's values do
+ * not depend on the batch it is computed in, nor on its neighbours. */
 __attribute__((target("avx2,fma")))
 static void fd_sigmoid_avx2(float *z, ptrdiff_t size)
 {
     const __m256 one = _mm256_set1_ps(1.0f), lim = _mm256_set1_ps(80.0f);
     const __m256 sign = _mm256_set1_ps(-0.0f);
-    ptrdiff_t i = 0;
-    for (; i + 8 <= size; i += 8) {
-        const __m256 x = _mm256_loadu_ps(z + i);
+    ptrdiff_t i;
+    for (i = 0; i < size; i += 8) {
+        const int n = (size - i < 8) ? (int)(size - i) : 8;
+        const __m256i mk = fd_tail_mask(n);
+        const __m256 x = _mm256_maskload_ps(z + i, mk);
         const __m256 ax = _mm256_andnot_ps(sign, x);
-        if (_mm256_movemask_ps(_mm256_cmp_ps(ax, lim, _CMP_GT_OQ))) {
+        const int big = _mm256_movemask_ps(_mm256_cmp_ps(ax, lim, _CMP_GT_OQ));
+        /* exp(-|x|) on |x| clamped to 80 (the clamped lanes are replaced below) */
+        const __m256 e = fd_exp8(_mm256_or_ps(_mm256_min_ps(ax, lim), sign));
+        const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
+        const __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
+        __m256 r = _mm256_blendv_ps(s, _mm256_mul_ps(e, s), neg);
+        if (big) {
+            float tmp[8];
             int j;
-            for (j = 0; j < 8; j++)
-                z[i + j] = fd_sigmoid1(z[i + j]);
-            continue;
+            _mm256_storeu_ps(tmp, r);
+            for (j = 0; j < n; j++)
+                if (big & (1 << j))
+                    tmp[j] = fd_sigmoid1(z[i + j]);
+            r = _mm256_loadu_ps(tmp);
         }
-        {
-            const __m256 e = fd_exp8(_mm256_or_ps(ax, sign));   /* exp(-|x|) */
-            const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
-            const __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
-            _mm256_storeu_ps(z + i, _mm256_blendv_ps(s, _mm256_mul_ps(e, s), neg));
-        }
+        _mm256_maskstore_ps(z + i, mk, r);
     }
-    for (; i < size; i++)
-        z[i] = fd_sigmoid1(z[i]);
 }
 
 #else  /* no x86 SIMD: never called, since fd_have_avx2_fma() is 0 */

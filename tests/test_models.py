@@ -498,3 +498,20 @@ def test_thread_governor_needs_a_clear_margin_to_switch():
     assert gov.best() == 2
     gov.per_batch[1] = 75e-6                            # 25% faster: a real change
     assert gov.best() == 1
+
+
+@pytest.mark.parametrize("out_units,out_act", [(1, "sigmoid"), (3, "sigmoid"), (10, "softmax")])
+def test_predict_rows_are_bit_identical_whatever_the_batch(out_units, out_act):
+    """A row's prediction has the same bits alone or in any batch (up to the 256-row own-kernel
+    batches predict uses): every kernel's arithmetic for a row depends on that row only. Sigmoid
+    once broke this (its vector/scalar choice depended on the element's flat position)."""
+    fastdense.utils.set_random_seed(3)
+    model = Sequential([layers.Dense(50, activation="sigmoid", input_shape=(70,)),
+                        layers.Dense(out_units, activation=out_act)])
+    x = np.random.default_rng(3).normal(scale=3.0, size=(300, 70)).astype(np.float32)
+    x[5, :] *= 40                                          # saturating pre-activations (|z| > 80)
+    alone = np.concatenate([model.predict(x[i:i + 1], verbose=0) for i in range(0, 300, 13)])
+    for bs in (1, 2, 7, 13, 32, 64, 100, 256, 300):
+        p = model.predict(x, batch_size=bs, verbose=0)
+        np.testing.assert_array_equal(p[::13], alone, err_msg=f"batch_size={bs}")
+    np.testing.assert_array_equal(model(x)[::13], alone)
