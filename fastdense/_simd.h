@@ -270,49 +270,62 @@ static void fd_tile8(int mr, int nr, int kc, const float *const *rp, int mode, p
     }
 }
 
-/* One row: c(1 x m) := alpha * a[k0:k1] @ B[k0:k1, :] + beta * c, 64 columns at a time so that
- * eight independent accumulators hide the FMA latency (a 16-wide tile would wait on two). Same
- * depth chunks (FD_KC from k0) and the same final arithmetic as fd_tile, so a row computed here
- * is bit-identical to the same row computed inside a larger batch. */
+/* One row: c(1 x m) := alpha * a[k0:k1] @ B[k0:k1, :] + beta * c, up to 104 columns (13 vectors,
+ * 13 accumulators) per pass, so that a layer of up to 104 units reads each row of B once, in
+ * memory order (a one-row product is bound by reading B). Same depth chunks (FD_KC from k0) and
+ * the same final arithmetic as fd_tile, so a row computed here is bit-identical to the same row
+ * computed inside a larger batch. */
+#define FD_RV 13
 __attribute__((target("avx2,fma")))
 static void fd_sgemv_row(int k0, int k1, int m, float alpha, const float *a, const float *B,
                          ptrdiff_t ldb, float beta, float *c)
 {
     int jc, pc, p, v;
-    for (jc = 0; jc < m; jc += 64) {
-        const int nr = (m - jc < 64) ? m - jc : 64;
-        const int nv = (nr + 7) / 8;
-        __m256i mask[8];
-        for (v = 0; v < 8; v++) {
-            const int left = nr - 8 * v;
-            mask[v] = fd_tail_mask(left >= 8 ? 8 : (left > 0 ? left : 0));
-        }
+    for (jc = 0; jc < m; jc += 8 * FD_RV) {
+        const int nr = (m - jc < 8 * FD_RV) ? m - jc : 8 * FD_RV;
+        const int nfull = nr / 8, rem = nr % 8, nv = nfull + (rem > 0);
+        const __m256i mk = fd_tail_mask(rem);
         for (pc = k0; pc < k1; pc += FD_KC) {
             const int kc = (k1 - pc < FD_KC) ? k1 - pc : FD_KC;
             const float b = (pc == k0) ? beta : 1.0f;
-            __m256 acc[8];
-            for (v = 0; v < 8; v++)
+            __m256 acc[FD_RV];
+            for (v = 0; v < FD_RV; v++)
                 acc[v] = _mm256_setzero_ps();
-            if (nr == 64) {
-                for (p = pc; p < pc + kc; p++) {
-                    const __m256 x = _mm256_broadcast_ss(a + p);
-                    const float *bp = B + p * ldb + jc;
-                    for (v = 0; v < 8; v++)
-                        acc[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + 8 * v), acc[v]);
-                }
-            } else {
-                for (p = pc; p < pc + kc; p++) {
-                    const __m256 x = _mm256_broadcast_ss(a + p);
-                    const float *bp = B + p * ldb + jc;
-                    for (v = 0; v < nv; v++)
-                        acc[v] = _mm256_fmadd_ps(x, _mm256_maskload_ps(bp + 8 * v, mask[v]), acc[v]);
-                }
+            /* one case per count of full vectors, so that each loop has a constant trip count
+             * and the accumulators stay in registers */
+#define FD_ROWPASS(NF)                                                                     \
+            for (p = pc; p < pc + kc; p++) {                                               \
+                const __m256 x = _mm256_broadcast_ss(a + p);                               \
+                const float *bp = B + p * ldb + jc;                                        \
+                for (v = 0; v < (NF); v++)                                                 \
+                    acc[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + 8 * v), acc[v]);      \
+                if (rem)                                                                   \
+                    acc[(NF) % FD_RV] = _mm256_fmadd_ps(x, _mm256_maskload_ps(bp + 8 * (NF), mk), \
+                                                        acc[(NF) % FD_RV]);                \
             }
+            switch (nfull) {
+            case 13: FD_ROWPASS(13) break;
+            case 12: FD_ROWPASS(12) break;
+            case 11: FD_ROWPASS(11) break;
+            case 10: FD_ROWPASS(10) break;
+            case 9: FD_ROWPASS(9) break;
+            case 8: FD_ROWPASS(8) break;
+            case 7: FD_ROWPASS(7) break;
+            case 6: FD_ROWPASS(6) break;
+            case 5: FD_ROWPASS(5) break;
+            case 4: FD_ROWPASS(4) break;
+            case 3: FD_ROWPASS(3) break;
+            case 2: FD_ROWPASS(2) break;
+            case 1: FD_ROWPASS(1) break;
+            default: FD_ROWPASS(0) break;
+            }
+#undef FD_ROWPASS
             for (v = 0; v < nv; v++) {
+                const __m256i mv = (v < nfull) ? fd_tail_mask(8) : mk;
                 __m256 r = _mm256_mul_ps(_mm256_set1_ps(alpha), acc[v]);
                 if (b != 0.0f)
-                    r = _mm256_fmadd_ps(_mm256_set1_ps(b), _mm256_maskload_ps(c + jc + 8 * v, mask[v]), r);
-                _mm256_maskstore_ps(c + jc + 8 * v, mask[v], r);
+                    r = _mm256_fmadd_ps(_mm256_set1_ps(b), _mm256_maskload_ps(c + jc + 8 * v, mv), r);
+                _mm256_maskstore_ps(c + jc + 8 * v, mv, r);
             }
         }
     }
