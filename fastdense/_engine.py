@@ -86,6 +86,14 @@ class Plan:
             layout[_K["LAY_SW"]] = take(B)
             layout[_K["LAY_D0"]] = take(B * max(widths))
             layout[_K["LAY_D1"]] = take(B * max(widths))
+            first = rows[0] if rows else None
+            if first is not None and first[_K["PLAN_KIND"]] == _K["OP_DENSE"] \
+                    and widths[1] % 16:
+                # a padded copy of the first layer's weights (train_steps), plus 64 bytes of slack
+                # to align it
+                layout[_K["LAY_W0"]] = take(widths[0] * (-(-widths[1] // 16) * 16) + 16)
+            else:
+                layout[_K["LAY_W0"]] = -1
         self.plan = np.array(rows, dtype=np.intp).reshape(-1, _K["N_PLAN"])
         self.reg = np.array(reg, dtype=np.float64).reshape(-1, 4)
         self.layout = layout

@@ -78,11 +78,12 @@ cdef extern from "_simd.h" nogil:
     void fd_sigmoid_avx2(float* z, Py_ssize_t size)
     enum: FD_MAX_ROWS
     void fd_forward(int n, int k, int m, const float* const* rows, const float* A,
-                    const float* W, const float* b, float* Z, float* part, int threads)
+                    const float* W, Py_ssize_t ldw, const float* b, float* Z, float* part,
+                    int threads)
     void fd_weight_grad(int n, int k, int m, float alpha, float beta, const float* const* rows,
-                        const float* A, const float* dS, float* dW, int threads)
-    void fd_input_grad(int n, int m, int k, const float* dS, const float* W, float* dX,
-                       int threads)
+                        const float* A, const float* dS, float* dW, Py_ssize_t ldw, int threads)
+    void fd_input_grad(int n, int m, int k, const float* dS, const float* W, Py_ssize_t ldw,
+                       float* dX, int threads)
     int fd_all_finite(const void* p, size_t n, int wide, int threads)
 
 # float32 products whose batch dimension is at most this many rows (<= FD_MAX_ROWS) use
@@ -93,6 +94,7 @@ cdef int _own_gemm_rows = FD_MAX_ROWS
 # one half of the layer's inputs (fd_forward and friends in _simd.h). The halves are computed the
 # same way with one thread, so results are bit-identical whatever the thread count.
 cdef int _n_threads = 1
+cdef bint pad_first_layer = True  # train the first layer's weights in a row-padded copy
 cdef long long _split_min = 1 << 19
 
 
@@ -140,7 +142,8 @@ cdef enum:
 
 cdef enum:
     # workspace layout of `train_steps`: gathered x, y, sample weights; the two delta buffers
-    LAY_X, LAY_Y, LAY_SW, LAY_D0, LAY_D1, N_LAY
+    # LAY_W0: room for a copy of the first layer's weights with rows padded to 64 bytes (-1: none)
+    LAY_X, LAY_Y, LAY_SW, LAY_D0, LAY_D1, LAY_W0, N_LAY
 
 # `reg` rows (float64, one per op): kernel l1, kernel l2, bias l1, bias l2 for dense ops;
 # [0] = rate for dropout ops.
@@ -170,6 +173,7 @@ CODES = {
     "PLAN_ACT": PLAN_ACT, "PLAN_W": PLAN_W, "PLAN_B": PLAN_B, "PLAN_Z": PLAN_Z,
     "PLAN_S": PLAN_S, "PLAN_MASK": PLAN_MASK, "PLAN_PART": PLAN_PART, "N_PLAN": N_PLAN,
     "LAY_X": LAY_X, "LAY_Y": LAY_Y, "LAY_SW": LAY_SW, "LAY_D0": LAY_D0, "LAY_D1": LAY_D1,
+    "LAY_W0": LAY_W0,
     "N_LAY": N_LAY, "MAX_OWN_ROWS": FD_MAX_ROWS,
 }
 # Activations whose derivative needs the pre-activation, not only the output.
@@ -398,20 +402,21 @@ cdef void _act_backward(int act, const floating* S, const floating* Z, const flo
 # Dense layer.
 # ---------------------------------------------------------------------------------------------
 cdef inline void _dense_forward(const floating** rows, const floating* X, const floating* W,
-                                const floating* b, int act, floating* Z, floating* S,
+                                int ldw, const floating* b, int act, floating* Z, floating* S,
                                 floating* part, int n, int n_in, int n_out) noexcept nogil:
     """Z := act(X @ W + b); S := X @ W + b when S is not NULL. b may be NULL (no bias).
 
     X (n, n_in) is given by its row pointers `rows` or, when rows is NULL, contiguous at X; the
-    BLAS path (float64, batches over _own_gemm_rows, no AVX2) needs X. part: n x n_out scratch.
+    BLAS path (float64, batches over _own_gemm_rows, no AVX2) needs X. W's rows are ldw apart
+    (n_out, or more for train_steps' padded copy). part: n x n_out scratch.
     """
     cdef Py_ssize_t i, j
     cdef floating* row
     if floating is float and _own(n):
-        fd_forward(n, n_in, n_out, <const float**>rows, X, W, b, Z, part,
+        fd_forward(n, n_in, n_out, <const float**>rows, X, W, ldw, b, Z, part,
                    _threads(n, n_in, n_out))
     else:
-        _gemm(c'N', c'N', n_out, n, n_in, <floating>1, W, n_out, X, n_in, <floating>0, Z, n_out)
+        _gemm(c'N', c'N', n_out, n, n_in, <floating>1, W, ldw, X, n_in, <floating>0, Z, n_out)
         if b != NULL:
             for i in range(n):
                 row = Z + i * n_out
@@ -423,13 +428,14 @@ cdef inline void _dense_forward(const floating** rows, const floating* X, const 
 
 
 cdef inline void _dense_backward(const floating** rows, const floating* X, floating* W,
-                                 const floating* dS, floating* dW, floating* db, floating* dX,
-                                 int n, int n_in, int n_out, floating sgd_lr) noexcept nogil:
+                                 int ldw, const floating* dS, floating* dW, floating* db,
+                                 floating* dX, int n, int n_in, int n_out,
+                                 floating sgd_lr) noexcept nogil:
     """dX := dS @ W^T (if dX); then dW := X^T @ dS and db := column sums of dS (if db).
 
     With sgd_lr > 0 the SGD update is folded into the weight-gradient product instead:
     W -= sgd_lr * X^T @ dS and b -= sgd_lr * sums (dW, db point at W, b). dX is computed first,
-    from the weights before the update. X as in _dense_forward.
+    from the weights before the update. X as in _dense_forward; W and dW rows are ldw apart.
     """
     cdef Py_ssize_t i, j
     cdef floating s
@@ -438,14 +444,14 @@ cdef inline void _dense_backward(const floating** rows, const floating* X, float
     cdef floating beta = <floating>1 if sgd_lr > 0 else <floating>0
     if floating is float and _own(n):
         if dX != NULL:
-            fd_input_grad(n, n_out, n_in, dS, W, dX, _threads(n, n_out, n_in))
-        fd_weight_grad(n, n_in, n_out, alpha, beta, <const float**>rows, X, dS, dW,
+            fd_input_grad(n, n_out, n_in, dS, W, ldw, dX, _threads(n, n_out, n_in))
+        fd_weight_grad(n, n_in, n_out, alpha, beta, <const float**>rows, X, dS, dW, ldw,
                        _threads(n, n_in, n_out))
     else:
         if dX != NULL:
-            _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, n_out, dS, n_out, <floating>0, dX,
+            _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, ldw, dS, n_out, <floating>0, dX,
                   n_in)
-        _gemm(c'N', c'T', n_out, n_in, n, alpha, dS, n_out, X, n_in, beta, dW, n_out)
+        _gemm(c'N', c'T', n_out, n_in, n, alpha, dS, n_out, X, n_in, beta, dW, ldw)
     if db != NULL:
         if n_out <= 1024:
             # column sums row by row: the same order per column (i = 0, 1, ...) as the loop
@@ -714,11 +720,13 @@ cdef inline uint64_t _splitmix64(uint64_t* state) noexcept nogil:
 cdef const floating* _net_forward(const Py_ssize_t[:, ::1] plan, const floating* P,
                                   const floating** rows, const floating* A, floating* work, int n,
                                   bint training, uint64_t* rng,
-                                  const double[:, ::1] reg) noexcept nogil:
+                                  const double[:, ::1] reg, const floating* W0=NULL,
+                                  int ldw0=0) noexcept nogil:
     """Runs every op on the batch (n rows); returns a pointer to the last op's output.
 
     The batch is contiguous at A, or given by its row pointers `rows` (then A is NULL and the
-    first op is dense on the own kernels: see train_steps).
+    first op is dense on the own kernels: see train_steps). W0, when given, replaces the first
+    op's weights (train_steps' padded copy, rows ldw0 apart).
     """
     cdef Py_ssize_t l, i, size
     cdef int n_in, n_out, kind
@@ -734,7 +742,9 @@ cdef const floating* _net_forward(const Py_ssize_t[:, ::1] plan, const floating*
         Z = work + plan[l, PLAN_Z]
         S = NULL if plan[l, PLAN_S] < 0 else work + plan[l, PLAN_S]
         if kind == OP_DENSE:
-            _dense_forward(rows if l == 0 else NULL, A, P + plan[l, PLAN_W],
+            _dense_forward(rows if l == 0 else NULL, A,
+                           W0 if l == 0 and W0 != NULL else P + plan[l, PLAN_W],
+                           ldw0 if l == 0 and W0 != NULL else n_out,
                            NULL if plan[l, PLAN_B] < 0 else P + plan[l, PLAN_B],
                            <int>plan[l, PLAN_ACT], Z, S, work + plan[l, PLAN_PART], n, n_in,
                            n_out)
@@ -879,7 +889,25 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
     cdef bint in_place = (floating is float and batch_size <= _own_gemm_rows
                           and fd_have_avx2_fma() and plan[0, PLAN_KIND] == OP_DENSE)
     cdef const floating* rows0[FD_MAX_ROWS]
+    # The first layer's weights, when its width is not a multiple of 16 floats (64 bytes) and
+    # plain SGD updates them in place: trained in a copy whose rows are padded to 64 bytes, so
+    # that no 16-float load or store of the micro-kernels straddles two cache lines (a 100-unit
+    # layer's 400-byte rows made a third of them do). Copied back before returning. Same
+    # arithmetic for every element: the results are the bits the unpadded weights would get.
+    cdef floating* Wpad = NULL
+    cdef int ldpad = 0, n_out0 = <int>plan[0, PLAN_N_OUT]
+    cdef Py_ssize_t r_i
+    if (in_place and fuse_sgd and layout[LAY_W0] >= 0 and n_out0 % 16 != 0
+            and pad_first_layer):
+        ldpad = (n_out0 + 15) // 16 * 16
+        Wpad = W + layout[LAY_W0]
+        Wpad = Wpad + ((64 - (<size_t>Wpad) % 64) % 64) // sizeof(floating)
     with nogil:
+        if Wpad != NULL:
+            for r_i in range(n_in0):
+                memcpy(Wpad + r_i * ldpad, P + plan[0, PLAN_W] + r_i * n_out0,
+                       n_out0 * sizeof(floating))
+                memset(Wpad + r_i * ldpad + n_out0, 0, (ldpad - n_out0) * sizeof(floating))
         pos = start
         while pos < stop:
             n = <int>(batch_size if stop - pos > batch_size else stop - pos)
@@ -890,7 +918,8 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                 A0 = _rows(&X[0, 0], n_in0, ordp, pos, n, W + layout[LAY_X])
             Yb = _rows(&Y[0, 0], y_w, ordp, pos, n, W + layout[LAY_Y])
             swb = _rows(&sw[0], 1, ordp, pos, n, W + layout[LAY_SW]) if has_sw else NULL
-            Zl = _net_forward(plan, P, rows0 if in_place else NULL, A0, W, n, True, &rng[0], reg)
+            Zl = _net_forward(plan, P, rows0 if in_place else NULL, A0, W, n, True, &rng[0], reg,
+                              Wpad, ldpad)
             Ll = W + plan[last, PLAN_S] if fused_logits else Zl
             loss = _loss_grad(loss_code, Ll, Yb, swb, D, n, out_w, 1.0 / n) / n
             # compile() metrics are not sample-weighted in Keras 3 (only weighted_metrics are)
@@ -915,7 +944,9 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                                       W + plan[l, PLAN_Z], D, D, n, n_out)
                     Gl = P if fuse_sgd else G
                     _dense_backward(rows0 if l == 0 and in_place else NULL, Ain,
-                                    P + plan[l, PLAN_W], D, Gl + plan[l, PLAN_W],
+                                    Wpad if l == 0 and Wpad != NULL else P + plan[l, PLAN_W],
+                                    ldpad if l == 0 and Wpad != NULL else n_out, D,
+                                    Wpad if l == 0 and Wpad != NULL else Gl + plan[l, PLAN_W],
                                     NULL if plan[l, PLAN_B] < 0 else Gl + plan[l, PLAN_B],
                                     NULL if l == 0 else D2, n, n_in, n_out,
                                     <floating>lrs[done] if fuse_sgd else <floating>0)
@@ -951,6 +982,10 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
             stats[1] += n
             stats[2] += 1
             done += 1
+        if Wpad != NULL:
+            for r_i in range(n_in0):
+                memcpy(P + plan[0, PLAN_W] + r_i * n_out0, Wpad + r_i * ldpad,
+                       n_out0 * sizeof(floating))
     return done
 
 
@@ -1025,7 +1060,7 @@ def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floa
         raise MemoryError()
     try:
         with nogil:
-            _dense_forward(NULL, &X[0, 0], &W[0, 0], &b[0] if b.shape[0] > 0 else NULL, act,
+            _dense_forward(NULL, &X[0, 0], &W[0, 0], n_out, &b[0] if b.shape[0] > 0 else NULL, act,
                            &Z[0, 0], &S[0, 0] if S is not None else NULL, part, n, n_in, n_out)
     finally:
         free(part)
@@ -1046,7 +1081,7 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W, const flo
     """
     cdef int n = <int>X.shape[0], n_in = <int>X.shape[1], n_out = <int>W.shape[1]
     with nogil:
-        _dense_backward(NULL, &X[0, 0], <floating*>&W[0, 0], &dS[0, 0], &dW[0, 0],
+        _dense_backward(NULL, &X[0, 0], <floating*>&W[0, 0], n_out, &dS[0, 0], &dW[0, 0],
                         &db[0] if db.shape[0] > 0 else NULL,
                         &dX[0, 0] if dX is not None else NULL, n, n_in, n_out, <floating>0)
 
@@ -1130,3 +1165,8 @@ def all_finite(const floating[:, ::1] X, int threads=1):
         ok = fd_all_finite(<const void*>&X[0, 0], <size_t>size, 0 if floating is float else 1,
                            threads)
     return ok != 0
+
+
+def _set_pad(bint v):
+    global pad_first_layer
+    pad_first_layer = v

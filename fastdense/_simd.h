@@ -668,7 +668,8 @@ typedef struct {
     int op, n, k, m, s;
     float alpha, beta;
     const float *const *rows;  /* FWD, DW: the layer's input rows (n); DX: dS's rows (n) */
-    const float *W;            /* FWD, DX: the weights (k x m) */
+    const float *W;            /* FWD, DX: the weights (k x m, rows ldw apart) */
+    ptrdiff_t ldw;             /* distance between rows of W (FWD, DX) or of dW (DW) */
     const float *dS;           /* DW: (n x m) */
     float *C, *C1;             /* FWD: partial sums of halves 0 and 1 (n x m); DW: dW (k x m);
                                   DX: dX (n x k) */
@@ -686,22 +687,22 @@ static void fd_job_unit(const fd_job *j, int h, int u)
         if (j->n > FD_MC) {
             /* a large batch: blocks of rows, each kept in L2 while all of W's panels pass */
             const int r0 = u * FD_MC, nr = (j->n - r0 < FD_MC) ? j->n - r0 : FD_MC;
-            fd_gemm_rows(nr, lo, hi, j->m, 1.0f, j->rows + r0, j->W, j->m, 0.0f,
+            fd_gemm_rows(nr, lo, hi, j->m, 1.0f, j->rows + r0, j->W, j->ldw, 0.0f,
                          (h ? j->C1 : j->C) + (ptrdiff_t)r0 * j->m, j->m);
         } else {
             const int c0 = u * j->width, nc = (j->m - c0 < j->width) ? j->m - c0 : j->width;
-            fd_gemm_rows(j->n, lo, hi, nc, 1.0f, j->rows, j->W + c0, j->m, 0.0f,
+            fd_gemm_rows(j->n, lo, hi, nc, 1.0f, j->rows, j->W + c0, j->ldw, 0.0f,
                          (h ? j->C1 : j->C) + c0, j->m);
         }
         break;
     case FD_OP_DW: {
         const int r0 = lo + u * FD_DW_ROWS, r1 = (hi - r0 < FD_DW_ROWS) ? hi : r0 + FD_DW_ROWS;
-        fd_gemm_cols(r0, r1, j->n, j->m, j->alpha, j->rows, j->dS, j->m, j->beta, j->C, j->m);
+        fd_gemm_cols(r0, r1, j->n, j->m, j->alpha, j->rows, j->dS, j->m, j->beta, j->C, j->ldw);
         break;
     }
     default: {
         const int c0 = lo + u * j->width, c1 = (hi - c0 < j->width) ? hi : c0 + j->width;
-        fd_gemm_nt(j->n, j->m, c0, c1, j->rows, j->W, j->m, j->C, j->k);
+        fd_gemm_nt(j->n, j->m, c0, c1, j->rows, j->W, j->ldw, j->C, j->k);
         break;
     }
     }
@@ -761,16 +762,18 @@ static const float *const *fd_row_ptrs(const float *const *rows, const float *A,
 }
 
 /* Z(n x m) := A(n x k) @ W(k x m) + b, A given by `rows` or, when rows is NULL, contiguous at A;
- * b may be NULL. part: scratch of n x m floats, used when k is cut: then Z = (Z0 + Z1) + b.
- * n <= FD_MAX_ROWS. */
+ * W's rows are ldw floats apart; b may be NULL. part: scratch of n x m floats, used when k is
+ * cut: then Z = (Z0 + Z1) + b. n <= FD_MAX_ROWS. */
 static void fd_forward(int n, int k, int m, const float *const *rows, const float *A,
-                       const float *W, const float *b, float *Z, float *part, int threads)
+                       const float *W, ptrdiff_t ldw, const float *b, float *Z, float *part,
+                       int threads)
 {
     const float *buf[FD_MAX_ROWS];
     fd_job j;
     int i, c;
     j.op = FD_OP_FWD; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = 1.0f; j.beta = 0.0f;
-    j.rows = fd_row_ptrs(rows, A, k, n, buf); j.W = W; j.dS = NULL; j.C = Z; j.C1 = part;
+    j.rows = fd_row_ptrs(rows, A, k, n, buf); j.W = W; j.ldw = ldw; j.dS = NULL; j.C = Z;
+    j.C1 = part;
     fd_run_job(&j, threads);
     for (i = 0; i < n; i++) {
         float *z = Z + (ptrdiff_t)i * m;
@@ -787,26 +790,29 @@ static void fd_forward(int n, int k, int m, const float *const *rows, const floa
     }
 }
 
-/* dW(k x m) := alpha * A^T @ dS + beta * dW, A (n x k) given by rows or contiguous at A. */
+/* dW(k x m) := alpha * A^T @ dS + beta * dW, A (n x k) given by rows or contiguous at A; dW's
+ * rows are ldw floats apart. */
 static void fd_weight_grad(int n, int k, int m, float alpha, float beta,
                            const float *const *rows, const float *A, const float *dS, float *dW,
-                           int threads)
+                           ptrdiff_t ldw, int threads)
 {
     const float *buf[FD_MAX_ROWS];
     fd_job j;
     j.op = FD_OP_DW; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = alpha; j.beta = beta;
-    j.rows = fd_row_ptrs(rows, A, k, n, buf); j.W = NULL; j.dS = dS; j.C = dW; j.C1 = NULL;
+    j.rows = fd_row_ptrs(rows, A, k, n, buf); j.W = NULL; j.ldw = ldw; j.dS = dS; j.C = dW;
+    j.C1 = NULL;
     fd_run_job(&j, threads);
 }
 
-/* dX(n x k) := dS(n x m) @ W(k x m)^T. */
-static void fd_input_grad(int n, int m, int k, const float *dS, const float *W, float *dX,
-                          int threads)
+/* dX(n x k) := dS(n x m) @ W(k x m)^T, W's rows ldw floats apart. */
+static void fd_input_grad(int n, int m, int k, const float *dS, const float *W, ptrdiff_t ldw,
+                          float *dX, int threads)
 {
     const float *buf[FD_MAX_ROWS];
     fd_job j;
     j.op = FD_OP_DX; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = 1.0f; j.beta = 0.0f;
-    j.rows = fd_row_ptrs(NULL, dS, m, n, buf); j.W = W; j.dS = NULL; j.C = dX; j.C1 = NULL;
+    j.rows = fd_row_ptrs(NULL, dS, m, n, buf); j.W = W; j.ldw = ldw; j.dS = NULL; j.C = dX;
+    j.C1 = NULL;
     fd_run_job(&j, threads);
 }
 

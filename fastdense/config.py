@@ -57,8 +57,9 @@ def set_num_threads(n):
     on machines with two or more cores; `FASTDENSE_NUM_THREADS` sets it at import).
 
     With 2, `fit` times one and two threads on short probe chunks and keeps the faster (on a
-    machine where another process holds a core, one thread is faster). The work is split by
-    output columns, so results are bit-identical either way. Inference uses one thread.
+    machine where another process holds a core, one thread is faster). Each dense layer's work
+    is cut along its inputs, and one thread computes the same two halves in the same order, so
+    results are bit-identical either way. Inference uses one thread.
 
     Args:
         n: a positive integer; values above 2 mean 2.

@@ -515,3 +515,31 @@ def test_predict_rows_are_bit_identical_whatever_the_batch(out_units, out_act):
         p = model.predict(x, batch_size=bs, verbose=0)
         np.testing.assert_array_equal(p[::13], alone, err_msg=f"batch_size={bs}")
     np.testing.assert_array_equal(model(x)[::13], alone)
+
+
+def test_padded_first_layer_copy_gives_the_same_bits():
+    """train_steps trains a 100-unit first layer (400-byte rows) in a copy with 64-byte rows;
+    every element's arithmetic is unchanged, so the weights must be bit-identical to training
+    the weights in place (the copy is off with _set_pad(False)). One and two threads."""
+    from fastdense import _kernels
+
+    x = np.random.default_rng(5).normal(size=(300, 37)).astype(np.float32)
+    y = np.random.default_rng(6).integers(0, 10, 300)
+    results, before = [], fastdense.config.num_threads()
+    for pad in (True, False):
+        for threads in (1, 2):
+            fastdense.utils.set_random_seed(11)
+            model = Sequential([layers.Dense(100, activation="sigmoid", input_shape=(37,)),
+                                layers.Dense(10, activation="softmax")])
+            model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+            _kernels._set_pad(pad)
+            fastdense.config.set_num_threads(threads)
+            try:
+                model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+            finally:
+                _kernels._set_pad(True)
+                fastdense.config.set_num_threads(before)
+            results.append(model.get_weights())
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
