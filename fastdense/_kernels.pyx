@@ -79,7 +79,12 @@ cdef extern from "_simd.h" nogil:
     enum: FD_MAX_ROWS
     void fd_forward(int n, int k, int m, const float* const* rows, const float* A,
                     const float* W, Py_ssize_t ldw, const float* b, float* Z, float* part,
-                    int threads)
+                    int threads, int combine)
+    void fd_combine_rows(float* Z, const float* part, const float* b, int r0, int r1, int m,
+                         int split)
+    int fd_half(int k)
+    ctypedef void (*fd_task_fn)(void* arg, int part) noexcept nogil
+    void fd_run2(fd_task_fn fn, void* arg)
     void fd_weight_grad(int n, int k, int m, float alpha, float beta, const float* const* rows,
                         const float* A, const float* dS, float* dW, Py_ssize_t ldw, int threads)
     void fd_input_grad(int n, int m, int k, const float* dS, const float* W, Py_ssize_t ldw,
@@ -95,6 +100,7 @@ cdef int _own_gemm_rows = FD_MAX_ROWS
 # same way with one thread, so results are bit-identical whatever the thread count.
 cdef int _n_threads = 1
 cdef bint pad_first_layer = True  # train the first layer's weights in a row-padded copy
+cdef bint split_middle = True     # cut the middle of each training step by rows (_middle_part)
 cdef long long _split_min = 1 << 19
 
 
@@ -143,7 +149,8 @@ cdef enum:
 cdef enum:
     # workspace layout of `train_steps`: gathered x, y, sample weights; the two delta buffers
     # LAY_W0: room for a copy of the first layer's weights with rows padded to 64 bytes (-1: none)
-    LAY_X, LAY_Y, LAY_SW, LAY_D0, LAY_D1, LAY_W0, N_LAY
+    # LAY_MID: two halves' partial weight gradients of the layers after the first (-1: none)
+    LAY_X, LAY_Y, LAY_SW, LAY_D0, LAY_D1, LAY_W0, LAY_MID, N_LAY
 
 # `reg` rows (float64, one per op): kernel l1, kernel l2, bias l1, bias l2 for dense ops;
 # [0] = rate for dropout ops.
@@ -173,7 +180,7 @@ CODES = {
     "PLAN_ACT": PLAN_ACT, "PLAN_W": PLAN_W, "PLAN_B": PLAN_B, "PLAN_Z": PLAN_Z,
     "PLAN_S": PLAN_S, "PLAN_MASK": PLAN_MASK, "PLAN_PART": PLAN_PART, "N_PLAN": N_PLAN,
     "LAY_X": LAY_X, "LAY_Y": LAY_Y, "LAY_SW": LAY_SW, "LAY_D0": LAY_D0, "LAY_D1": LAY_D1,
-    "LAY_W0": LAY_W0,
+    "LAY_W0": LAY_W0, "LAY_MID": LAY_MID,
     "N_LAY": N_LAY, "MAX_OWN_ROWS": FD_MAX_ROWS,
 }
 # Activations whose derivative needs the pre-activation, not only the output.
@@ -403,18 +410,23 @@ cdef void _act_backward(int act, const floating* S, const floating* Z, const flo
 # ---------------------------------------------------------------------------------------------
 cdef inline void _dense_forward(const floating** rows, const floating* X, const floating* W,
                                 int ldw, const floating* b, int act, floating* Z, floating* S,
-                                floating* part, int n, int n_in, int n_out) noexcept nogil:
+                                floating* part, int n, int n_in, int n_out,
+                                bint epilogue=True) noexcept nogil:
     """Z := act(X @ W + b); S := X @ W + b when S is not NULL. b may be NULL (no bias).
 
     X (n, n_in) is given by its row pointers `rows` or, when rows is NULL, contiguous at X; the
     BLAS path (float64, batches over _own_gemm_rows, no AVX2) needs X. W's rows are ldw apart
-    (n_out, or more for train_steps' padded copy). part: n x n_out scratch.
+    (n_out, or more for train_steps' padded copy). part: n x n_out scratch. With epilogue False
+    (own kernels only) the two partial sums are left in Z and part, without bias or activation
+    (train_steps finishes them row block by row block: see _middle_part).
     """
     cdef Py_ssize_t i, j
     cdef floating* row
     if floating is float and _own(n):
         fd_forward(n, n_in, n_out, <const float**>rows, X, W, ldw, b, Z, part,
-                   _threads(n, n_in, n_out))
+                   _threads(n, n_in, n_out), 1 if epilogue else 0)
+        if not epilogue:
+            return
     else:
         _gemm(c'N', c'N', n_out, n, n_in, <floating>1, W, ldw, X, n_in, <floating>0, Z, n_out)
         if b != NULL:
@@ -721,12 +733,13 @@ cdef const floating* _net_forward(const Py_ssize_t[:, ::1] plan, const floating*
                                   const floating** rows, const floating* A, floating* work, int n,
                                   bint training, uint64_t* rng,
                                   const double[:, ::1] reg, const floating* W0=NULL,
-                                  int ldw0=0) noexcept nogil:
+                                  int ldw0=0, bint first_only=False) noexcept nogil:
     """Runs every op on the batch (n rows); returns a pointer to the last op's output.
 
     The batch is contiguous at A, or given by its row pointers `rows` (then A is NULL and the
     first op is dense on the own kernels: see train_steps). W0, when given, replaces the first
-    op's weights (train_steps' padded copy, rows ldw0 apart).
+    op's weights (train_steps' padded copy, rows ldw0 apart). first_only: only the first op's
+    product, its two partial sums left unfinished (train_steps' split middle finishes them).
     """
     cdef Py_ssize_t l, i, size
     cdef int n_in, n_out, kind
@@ -747,7 +760,9 @@ cdef const floating* _net_forward(const Py_ssize_t[:, ::1] plan, const floating*
                            ldw0 if l == 0 and W0 != NULL else n_out,
                            NULL if plan[l, PLAN_B] < 0 else P + plan[l, PLAN_B],
                            <int>plan[l, PLAN_ACT], Z, S, work + plan[l, PLAN_PART], n, n_in,
-                           n_out)
+                           n_out, not (first_only and l == 0))
+            if first_only:
+                return Z
         elif kind == OP_ACTIVATION:
             size = <Py_ssize_t>n * n_out
             memcpy(Z, A, size * sizeof(floating))
@@ -821,6 +836,139 @@ cdef inline const floating* _rows(const floating* src, Py_ssize_t width, const P
     for i in range(n):
         memcpy(buf + i * width, src + order[start + i] * width, width * sizeof(floating))
     return buf
+
+
+# ---------------------------------------------------------------------------------------------
+# The middle of a training step, cut by rows.
+#
+# Between the first layer's product and its weight gradient (both cut along the layer's inputs
+# over two threads) lies the rest of the step: the first layer's bias and activation, the later
+# layers forward and back, the loss, the metrics. Done whole it runs on one thread while the other
+# waits; here it is cut into two blocks of rows, each run by one thread (or both, one after the
+# other, by one thread): every row's arithmetic is its own, and the sums over rows (the later
+# layers' weight and bias gradients, the loss, the metrics) are taken per block and added block 0
+# + block 1, so the results do not depend on the thread count.
+# ---------------------------------------------------------------------------------------------
+cdef struct _Mid:
+    const Py_ssize_t* plan      # n_ops x N_PLAN, row-major
+    Py_ssize_t n_ops
+    const float* P
+    float* W                    # workspace
+    const float* Yb
+    const float* swb
+    float* D0                   # delta buffers: block b uses rows from D0 + r0 * maxw on
+    float* D1
+    Py_ssize_t maxw
+    float* Dfin                 # n x (first layer's width): its delta, both blocks' rows
+    int n
+    int h                       # block 0 is rows [0, h), block 1 rows [h, n)
+    int loss_code
+    int fused
+    int split0                  # the first layer's product was cut along its inputs
+    const Py_ssize_t* metrics
+    Py_ssize_t n_metrics
+    Py_ssize_t y_w
+    float* partials             # 2 x psize: per block, the later layers' dW (and db), last first
+    Py_ssize_t psize
+    double* hstats              # 2 x n_stats: per block, [loss sum, metric sums...]
+    Py_ssize_t n_stats
+
+
+cdef void _middle_part(void* arg, int part) noexcept nogil:
+    cdef _Mid* c = <_Mid*>arg
+    cdef int r0 = 0 if part == 0 else c.h
+    cdef int r1 = c.h if part == 0 else c.n
+    cdef int nh = r1 - r0, kind, n_in, n_out, act, out_w
+    cdef Py_ssize_t l, last = c.n_ops - 1, i, off = 0
+    cdef const Py_ssize_t* row
+    cdef const Py_ssize_t* prev
+    cdef float* Z
+    cdef float* S
+    # each block's deltas in its own region of the buffers: the layers' widths differ, so rows of
+    # one layer's delta would overlap another block's rows of the next
+    cdef float* D = c.D0 + r0 * c.maxw
+    cdef float* D2 = c.D1 + r0 * c.maxw
+    cdef float* tmp
+    cdef float* pw = c.partials + part * c.psize
+    cdef double* hs = c.hstats + part * c.n_stats
+    cdef const float* A
+    cdef const float* Ll
+    for i in range(c.n_stats):
+        hs[i] = 0
+    if nh <= 0:
+        memset(pw, 0, c.psize * sizeof(float))
+        return
+    # the first layer: sum of the two partial products, bias, activation
+    row = c.plan
+    n_out = <int>row[PLAN_N_OUT]
+    Z = c.W + row[PLAN_Z]
+    fd_combine_rows(Z, c.W + row[PLAN_PART], c.P + row[PLAN_B] if row[PLAN_B] >= 0 else NULL,
+                    r0, r1, n_out, c.split0)
+    if row[PLAN_S] >= 0:
+        memcpy(c.W + row[PLAN_S] + r0 * n_out, Z + r0 * n_out, nh * n_out * sizeof(float))
+    _act_forward(<int>row[PLAN_ACT], Z + r0 * n_out, nh, n_out)
+    A = Z
+    # the later ops, forward
+    for l in range(1, c.n_ops):
+        row = c.plan + l * N_PLAN
+        kind = <int>row[PLAN_KIND]
+        n_in = <int>row[PLAN_N_IN]
+        n_out = <int>row[PLAN_N_OUT]
+        act = <int>row[PLAN_ACT]
+        Z = c.W + row[PLAN_Z]
+        S = c.W + row[PLAN_S] + r0 * n_out if row[PLAN_S] >= 0 else NULL
+        if kind == OP_DENSE:
+            _dense_forward(<const float**>NULL, A + r0 * n_in, c.P + row[PLAN_W], n_out,
+                           c.P + row[PLAN_B] if row[PLAN_B] >= 0 else NULL, act, Z + r0 * n_out,
+                           S, c.W + row[PLAN_PART] + r0 * n_out, nh, n_in, n_out)
+        else:
+            memcpy(Z + r0 * n_out, A + r0 * n_out, nh * n_out * sizeof(float))
+            if S != NULL:
+                memcpy(S, A + r0 * n_out, nh * n_out * sizeof(float))
+            _act_forward(act, Z + r0 * n_out, nh, n_out)
+        A = Z
+    # loss and metrics of this block (the loss gradient is scaled by the whole batch's size)
+    row = c.plan + last * N_PLAN
+    out_w = <int>row[PLAN_N_OUT]
+    Ll = c.W + row[PLAN_S] if c.fused else A
+    hs[0] = _loss_grad(c.loss_code, Ll + r0 * out_w, c.Yb + r0 * c.y_w,
+                       c.swb + r0 if c.swb != NULL else NULL, D, nh, out_w, 1.0 / c.n)
+    _metrics(c.metrics if c.n_metrics > 0 else NULL, c.n_metrics, A + r0 * out_w,
+             c.Yb + r0 * c.y_w, <const float*>NULL, nh, out_w, c.y_w, hs + 1)
+    # the later ops, backward; weight gradients of this block into its partials
+    for l in range(last, 0, -1):
+        row = c.plan + l * N_PLAN
+        prev = c.plan + (l - 1) * N_PLAN
+        kind = <int>row[PLAN_KIND]
+        n_in = <int>row[PLAN_N_IN]
+        n_out = <int>row[PLAN_N_OUT]
+        act = <int>row[PLAN_ACT]
+        Z = c.W + row[PLAN_Z]
+        S = c.W + row[PLAN_S] + r0 * n_out if row[PLAN_S] >= 0 else NULL
+        A = c.W + prev[PLAN_Z]
+        if kind == OP_DENSE:
+            if not (l == last and c.fused):
+                _act_backward(act, S, Z + r0 * n_out, D, D, nh, n_out)
+            _dense_backward(<const float**>NULL, A + r0 * n_in, <float*>(c.P + row[PLAN_W]),
+                            n_out, D, pw + off,
+                            pw + off + n_in * n_out if row[PLAN_B] >= 0 else NULL,
+                            D2, nh, n_in, n_out, <float>0)
+            off += n_in * n_out + (n_out if row[PLAN_B] >= 0 else 0)
+            tmp = D
+            D = D2
+            D2 = tmp
+        else:
+            if not (l == last and c.fused):
+                _act_backward(act, A + r0 * n_out, Z + r0 * n_out, D, D, nh, n_out)
+    # the first layer's activation, backward, into the shared n x width buffer (its weight
+    # gradient is cut along its inputs and reads all rows)
+    row = c.plan
+    n_out = <int>row[PLAN_N_OUT]
+    memcpy(c.Dfin + r0 * n_out, D, nh * n_out * sizeof(float))
+    _act_backward(<int>row[PLAN_ACT],
+                  c.W + row[PLAN_S] + r0 * n_out if row[PLAN_S] >= 0 else NULL,
+                  c.W + row[PLAN_Z] + r0 * n_out, c.Dfin + r0 * n_out, c.Dfin + r0 * n_out, nh,
+                  n_out)
 
 
 cdef inline void _row_ptrs(const floating* src, Py_ssize_t width, const Py_ssize_t* order,
@@ -902,6 +1050,47 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
         ldpad = (n_out0 + 15) // 16 * 16
         Wpad = W + layout[LAY_W0]
         Wpad = Wpad + ((64 - (<size_t>Wpad) % 64) % 64) // sizeof(floating)
+    # The middle of each step cut by rows (see _middle_part): when the first layer reads the batch
+    # in place and every later op is dense or an activation (dropout masks are drawn in order).
+    cdef bint split_mid = (in_place and n_ops >= 2 and layout[LAY_MID] >= 0 and n_metrics <= 64
+                           and split_middle)
+    cdef _Mid mctx
+    cdef double hst[2 * (1 + 2 * 64)]
+    cdef floating* Wm = NULL
+    cdef floating* p0
+    cdef floating* p1
+    cdef floating lr_f
+    cdef Py_ssize_t moff, msize
+    for l in range(1, n_ops):
+        if plan[l, PLAN_KIND] != OP_DENSE and plan[l, PLAN_KIND] != OP_ACTIVATION:
+            split_mid = False
+    if split_mid:
+        Wm = W + layout[LAY_MID]
+        mctx.plan = &plan[0, 0]
+        mctx.n_ops = n_ops
+        mctx.P = <const float*>P
+        mctx.W = <float*>W
+        mctx.D0 = <float*>D
+        mctx.D1 = <float*>D2
+        mctx.maxw = n_in0
+        for l in range(n_ops):
+            if plan[l, PLAN_N_OUT] > mctx.maxw:
+                mctx.maxw = plan[l, PLAN_N_OUT]
+        mctx.loss_code = loss_code
+        mctx.fused = 1 if fused_logits else 0
+        mctx.split0 = 1 if fd_half(<int>n_in0) < n_in0 else 0
+        mctx.metrics = &metrics[0] if n_metrics > 0 else NULL
+        mctx.n_metrics = n_metrics
+        mctx.y_w = y_w
+        mctx.partials = <float*>Wm
+        mctx.psize = 0
+        for l in range(1, n_ops):
+            if plan[l, PLAN_KIND] == OP_DENSE:
+                mctx.psize += plan[l, PLAN_N_IN] * plan[l, PLAN_N_OUT] + (
+                    plan[l, PLAN_N_OUT] if plan[l, PLAN_B] >= 0 else 0)
+        mctx.hstats = hst
+        mctx.n_stats = 1 + 2 * n_metrics
+        mctx.Dfin = <float*>(Wm + 2 * mctx.psize)
     with nogil:
         if Wpad != NULL:
             for r_i in range(n_in0):
@@ -918,6 +1107,74 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                 A0 = _rows(&X[0, 0], n_in0, ordp, pos, n, W + layout[LAY_X])
             Yb = _rows(&Y[0, 0], y_w, ordp, pos, n, W + layout[LAY_Y])
             swb = _rows(&sw[0], 1, ordp, pos, n, W + layout[LAY_SW]) if has_sw else NULL
+            if split_mid:
+                _net_forward(plan, P, rows0, A0, W, n, True, &rng[0], reg, Wpad, ldpad, True)
+                mctx.Yb = <const float*>Yb
+                mctx.swb = <const float*>swb
+                mctx.n = n
+                mctx.h = n // 2
+                if _n_threads > 1:
+                    fd_run2(_middle_part, &mctx)
+                else:
+                    _middle_part(&mctx, 0)
+                    _middle_part(&mctx, 1)
+                loss = (hst[0] + hst[mctx.n_stats]) / n
+                for r_i in range(2 * n_metrics):
+                    stats[3 + r_i] += hst[1 + r_i] + hst[mctx.n_stats + 1 + r_i]
+                if not penalized and not isfinite(loss):
+                    bad = True
+                    break
+                # the later layers: gradients (or plain SGD updates) from the two blocks' sums
+                moff = 0
+                for l in range(last, 0, -1):
+                    if plan[l, PLAN_KIND] != OP_DENSE:
+                        continue
+                    n_in = <int>plan[l, PLAN_N_IN]
+                    n_out = <int>plan[l, PLAN_N_OUT]
+                    p0 = Wm + moff
+                    p1 = Wm + mctx.psize + moff
+                    msize = <Py_ssize_t>n_in * n_out
+                    if fuse_sgd:
+                        lr_f = <floating>lrs[done]
+                        Gl = P + plan[l, PLAN_W]
+                        for r_i in range(msize):
+                            Gl[r_i] += -lr_f * (p0[r_i] + p1[r_i])
+                        if plan[l, PLAN_B] >= 0:
+                            Gl = P + plan[l, PLAN_B]
+                            for r_i in range(n_out):
+                                Gl[r_i] -= lr_f * (p0[msize + r_i] + p1[msize + r_i])
+                    else:
+                        Gl = G + plan[l, PLAN_W]
+                        for r_i in range(msize):
+                            Gl[r_i] = p0[r_i] + p1[r_i]
+                        if plan[l, PLAN_B] >= 0:
+                            Gl = G + plan[l, PLAN_B]
+                            for r_i in range(n_out):
+                                Gl[r_i] = p0[msize + r_i] + p1[msize + r_i]
+                    moff += msize + (n_out if plan[l, PLAN_B] >= 0 else 0)
+                # the first layer's weight gradient, all rows, cut along its inputs
+                Gl = P if fuse_sgd else G
+                _dense_backward(rows0, A0, Wpad if Wpad != NULL else P + plan[0, PLAN_W],
+                                ldpad if Wpad != NULL else n_out0, <floating*>mctx.Dfin,
+                                Wpad if Wpad != NULL else Gl + plan[0, PLAN_W],
+                                NULL if plan[0, PLAN_B] < 0 else Gl + plan[0, PLAN_B], NULL, n,
+                                <int>n_in0, n_out0,
+                                <floating>lrs[done] if fuse_sgd else <floating>0)
+                if not fuse_sgd:
+                    if penalized:
+                        loss += _reg_loss_grad(plan, reg, P, G, True)
+                        if not isfinite(loss):
+                            bad = True
+                            break
+                    _opt_step(opt_code, &hp[0], lrs[done], step + done, P, G, st, n_params)
+                D = W + layout[LAY_D0]
+                D2 = W + layout[LAY_D1]
+                stats[0] += loss * n
+                stats[1] += n
+                stats[2] += 1
+                done += 1
+                pos += n
+                continue
             Zl = _net_forward(plan, P, rows0 if in_place else NULL, A0, W, n, True, &rng[0], reg,
                               Wpad, ldpad)
             Ll = W + plan[last, PLAN_S] if fused_logits else Zl
@@ -1170,3 +1427,8 @@ def all_finite(const floating[:, ::1] X, int threads=1):
 def _set_pad(bint v):
     global pad_first_layer
     pad_first_layer = v
+
+
+def _set_split_middle(bint v):
+    global split_middle
+    split_middle = v

@@ -764,30 +764,41 @@ static const float *const *fd_row_ptrs(const float *const *rows, const float *A,
 /* Z(n x m) := A(n x k) @ W(k x m) + b, A given by `rows` or, when rows is NULL, contiguous at A;
  * W's rows are ldw floats apart; b may be NULL. part: scratch of n x m floats, used when k is
  * cut: then Z = (Z0 + Z1) + b. n <= FD_MAX_ROWS. */
-static void fd_forward(int n, int k, int m, const float *const *rows, const float *A,
-                       const float *W, ptrdiff_t ldw, const float *b, float *Z, float *part,
-                       int threads)
+/* Rows r0..r1 of the forward product's sum: Z = (Z0 + Z1) + b where the depth was cut (split),
+ * Z = Z0 + b otherwise; b may be NULL. */
+static void fd_combine_rows(float *Z, const float *part, const float *b, int r0, int r1, int m,
+                            int split)
 {
-    const float *buf[FD_MAX_ROWS];
-    fd_job j;
     int i, c;
-    j.op = FD_OP_FWD; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = 1.0f; j.beta = 0.0f;
-    j.rows = fd_row_ptrs(rows, A, k, n, buf); j.W = W; j.ldw = ldw; j.dS = NULL; j.C = Z;
-    j.C1 = part;
-    fd_run_job(&j, threads);
-    for (i = 0; i < n; i++) {
+    for (i = r0; i < r1; i++) {
         float *z = Z + (ptrdiff_t)i * m;
         const float *q = part + (ptrdiff_t)i * m;
-        if (j.s < k && b != NULL)
+        if (split && b != NULL)
             for (c = 0; c < m; c++)
                 z[c] = (z[c] + q[c]) + b[c];
-        else if (j.s < k)
+        else if (split)
             for (c = 0; c < m; c++)
                 z[c] += q[c];
         else if (b != NULL)
             for (c = 0; c < m; c++)
                 z[c] += b[c];
     }
+}
+
+/* combine = 0 leaves the two partial sums in Z and part (the caller combines them with
+ * fd_combine_rows, e.g. row block by row block on two threads). */
+static void fd_forward(int n, int k, int m, const float *const *rows, const float *A,
+                       const float *W, ptrdiff_t ldw, const float *b, float *Z, float *part,
+                       int threads, int combine)
+{
+    const float *buf[FD_MAX_ROWS];
+    fd_job j;
+    j.op = FD_OP_FWD; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = 1.0f; j.beta = 0.0f;
+    j.rows = fd_row_ptrs(rows, A, k, n, buf); j.W = W; j.ldw = ldw; j.dS = NULL; j.C = Z;
+    j.C1 = part;
+    fd_run_job(&j, threads);
+    if (combine)
+        fd_combine_rows(Z, part, b, 0, n, m, j.s < k);
 }
 
 /* dW(k x m) := alpha * A^T @ dS + beta * dW, A (n x k) given by rows or contiguous at A; dW's

@@ -364,9 +364,9 @@ def test_second_concurrent_fit_raises():
 
 
 def test_two_threads_give_bit_identical_training():
-    """Large products are split by output columns over two threads; nothing may change.
-
-    The kernels' thread count is forced here (fit's governor would pick by speed)."""
+    """Large products are cut along each layer's inputs over two threads, and the middle of each
+    step by rows; nothing may change. The kernels' thread count is forced here (fit's governor
+    would pick by speed)."""
     from fastdense import _kernels
 
     rng = np.random.default_rng(0)
@@ -543,3 +543,47 @@ def test_padded_first_layer_copy_gives_the_same_bits():
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("batch_size", [1, 33, 128])
+def test_step_middle_cut_by_rows_is_thread_independent_and_matches_the_whole_batch(optimizer,
+                                                                                    batch_size):
+    """train_steps cuts the middle of each step (later layers, loss, metrics) into two blocks of
+    rows, one per thread. With an Activation op, sample weights and a metric: one and two
+    threads give the same bits, and the result equals the whole-batch computation (switched off
+    with _set_split_middle(False)) up to the rounding of the per-block sums."""
+    from fastdense import _kernels
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(160, 90)).astype(np.float32)
+    y = rng.integers(0, 5, 160)
+    sw = rng.random(160).astype(np.float32) + 0.5
+    results = {}
+    try:
+        for split, threads in ((True, 1), (True, 2), (False, 1)):
+            _kernels._set_split_middle(split)
+            fastdense.utils.set_random_seed(9)
+            model = Sequential([layers.Dense(70, activation="tanh", input_shape=(90,)),
+                                layers.Dense(30), layers.Activation("gelu"),
+                                layers.Dense(5, activation="softmax")])
+            model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                          metrics=["accuracy"])
+            _kernels._set_num_threads(threads)
+            logs = [model.train_on_batch(x[i:i + batch_size], y[i:i + batch_size],
+                                         sample_weight=sw[i:i + batch_size], return_dict=True)
+                    for i in range(0, 160, max(batch_size, 40))]
+            results[(split, threads)] = (model.get_weights(), logs)
+    finally:
+        _kernels._set_split_middle(True)
+        _kernels._set_num_threads(1)
+    (w1, l1), (w2, l2) = results[(True, 1)], results[(True, 2)]
+    assert l1 == l2
+    for a, b in zip(w1, w2):
+        np.testing.assert_array_equal(a, b)
+    w0, l0 = results[(False, 1)]
+    for a, b in zip(w1, w0):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(l1, l0):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["accuracy"] == b["accuracy"]
