@@ -98,8 +98,9 @@ class Plan:
             later = [(row[_K["PLAN_N_IN"]] * row[_K["PLAN_N_OUT"]]
                       + (row[_K["PLAN_N_OUT"]] if row[_K["PLAN_B"]] >= 0 else 0))
                      for row in rows[1:] if row[_K["PLAN_KIND"]] == _K["OP_DENSE"]]
-            # ... and the first layer's delta, all rows
-            layout[_K["LAY_MID"]] = take(2 * sum(later) + B * widths[1]) if len(rows) >= 2 else -1
+            # ... the first layer's delta, all rows, and the later layers' product scratch
+            layout[_K["LAY_MID"]] = take(2 * sum(later) + B * widths[1] + B * max(widths)) \
+                if len(rows) >= 2 else -1
         self.plan = np.array(rows, dtype=np.intp).reshape(-1, _K["N_PLAN"])
         self.reg = np.array(reg, dtype=np.float64).reshape(-1, 4)
         self.layout = layout

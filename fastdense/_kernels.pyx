@@ -860,6 +860,8 @@ cdef struct _Mid:
     float* D1
     Py_ssize_t maxw
     float* Dfin                 # n x (first layer's width): its delta, both blocks' rows
+    float* part2                # scratch of the later layers' cut products, per block from
+                                # r0 * maxw (the plan's PART region holds the first layer's)
     int n
     int h                       # block 0 is rows [0, h), block 1 rows [h, n)
     int loss_code
@@ -920,7 +922,7 @@ cdef void _middle_part(void* arg, int part) noexcept nogil:
         if kind == OP_DENSE:
             _dense_forward(<const float**>NULL, A + r0 * n_in, c.P + row[PLAN_W], n_out,
                            c.P + row[PLAN_B] if row[PLAN_B] >= 0 else NULL, act, Z + r0 * n_out,
-                           S, c.W + row[PLAN_PART] + r0 * n_out, nh, n_in, n_out)
+                           S, c.part2 + r0 * c.maxw, nh, n_in, n_out)
         else:
             memcpy(Z + r0 * n_out, A + r0 * n_out, nh * n_out * sizeof(float))
             if S != NULL:
@@ -1091,6 +1093,7 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
         mctx.hstats = hst
         mctx.n_stats = 1 + 2 * n_metrics
         mctx.Dfin = <float*>(Wm + 2 * mctx.psize)
+        mctx.part2 = mctx.Dfin + <Py_ssize_t>batch_size * n_out0
     with nogil:
         if Wpad != NULL:
             for r_i in range(n_in0):

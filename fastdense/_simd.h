@@ -470,7 +470,8 @@ static void fd_sigmoid_avx2(float *z, ptrdiff_t size)
         const __m256 ax = _mm256_andnot_ps(sign, x);
         const int big = _mm256_movemask_ps(_mm256_cmp_ps(ax, lim, _CMP_GT_OQ));
         /* exp(-|x|) on |x| clamped to 80 (the clamped lanes are replaced below) */
-        const __m256 e = fd_exp8(_mm256_or_ps(_mm256_min_ps(ax, lim), sign));
+        /* (min_ps returns its second operand when one is NaN: a NaN stays NaN) */
+        const __m256 e = fd_exp8(_mm256_or_ps(_mm256_min_ps(lim, ax), sign));
         const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
         const __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
         __m256 r = _mm256_blendv_ps(s, _mm256_mul_ps(e, s), neg);
