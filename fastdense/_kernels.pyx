@@ -6,15 +6,20 @@ Design
 * One call is one unit of arithmetic on buffers the caller hands in: a layer's forward pass, a loss
   and its gradient, an optimizer step, or -- the fast path -- many whole training steps of a network
   (`train_steps`) so that Python is visited once per chunk of batches rather than once per batch.
-* Python allocates and validates (`fastdense/_engine.py`); kernels never allocate, never touch Python
+* Python allocates and validates (`fastdense/_engine.py`); the training and inference kernels never
+  allocate (only the test-facing `dense_forward` takes a scratch buffer), never touch Python
   objects inside `with nogil:`, and assume what validation guarantees: C-contiguous buffers of one
   float type, finite inputs, labels in range, sizes < 2**31.
 * float32 and float64 come from one source through Cython's fused type `floating`.
-* Matrix products go to the BLAS shipped with SciPy (`scipy.linalg.cython_blas`). Our arrays are
-  row-major and BLAS is column-major, so the row-major `C = A @ B` is issued as the column-major
+* float32 products of up to FD_MAX_ROWS rows run on the AVX2/FMA micro-kernels of `_simd.h` (chosen
+  at run time); the rest go to the BLAS shipped with SciPy (`scipy.linalg.cython_blas`). Our arrays
+  are row-major and BLAS is column-major, so the row-major `C = A @ B` is issued as the column-major
   `C^T = B^T @ A^T` by swapping the operands: no copies, no transposes.
-* Threading: every public function releases the GIL for its arithmetic. Nothing here is shared
-  between calls, so concurrent calls on distinct output buffers are safe.
+* Threading: every public function releases the GIL for its arithmetic. During `fit` the products
+  of a layer and the middle of each step are shared with one worker thread (`fd_run2` in
+  `_simd.h`); a call that finds the worker busy (another Python thread training) runs both parts
+  itself. The split never changes a result, so concurrent calls on distinct output buffers are
+  safe and give the bits a lone call would.
 * A network is described by a `plan`, one row per op (see `PLAN_*` below), and a flat parameter
   vector `params` into which every kernel and bias is a view; gradients live in a twin vector, so an
   optimizer step is one pass over one array.
