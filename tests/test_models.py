@@ -556,10 +556,14 @@ MIDDLE_SHAPES = {
     # not overlap the other block's rows or the first layer's unfinished sums
     "widening": lambda: [layers.Dense(64, activation="relu", input_shape=(90,)),
                          layers.Dense(128, activation="sigmoid"), layers.Dense(5, activation="softmax")],
-    "wide_narrow_wide": lambda: [layers.Dense(256, activation="relu", input_shape=(90,)),
+    "wide_narrow_wide": lambda: [layers.Dense(96, activation="relu", input_shape=(90,)),
                                  layers.Dense(64, activation="tanh"),
-                                 layers.Dense(256, activation="relu"),
+                                 layers.Dense(128, activation="relu"),
                                  layers.Dense(5, activation="softmax")],
+    # later layers too big for the row-cut middle (whole-batch path, cut along the inputs)
+    "big_later": lambda: [layers.Dense(64, activation="relu", input_shape=(90,)),
+                          layers.Dense(256, activation="relu"), layers.Dense(200, activation="relu"),
+                          layers.Dense(5, activation="softmax")],
 }
 
 
