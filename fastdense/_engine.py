@@ -179,6 +179,8 @@ class ThreadGovernor:
         self.interval = self.PROBE_FIRST
         self.probing = False
         self.warm = self.max == 1
+        self.current = None  # the setting in use once both are measured
+        self.before = None   # the choice when a scheduled probe started
 
     def choose(self):
         """(threads, batch cap) for the next chunk."""
@@ -203,7 +205,7 @@ class ThreadGovernor:
     def best(self):
         if self.max == 1 or len(self.per_batch) < 2:
             return self.max if not self.per_batch else min(self.per_batch, key=self.per_batch.get)
-        current = getattr(self, "current", None)
+        current = self.current
         if current is None:
             current = min(self.per_batch, key=self.per_batch.get)
         other = 3 - current
@@ -226,7 +228,7 @@ class ThreadGovernor:
         # A probe replaces the old figure (the load may have changed since); regular chunks
         # smooth it.
         self.per_batch[threads] = per if (old is None or self.probing) else 0.5 * old + 0.5 * per
-        if self.probing and len(self.per_batch) == 2 and getattr(self, "before", None):
+        if self.probing and len(self.per_batch) == 2 and self.before is not None:
             same = self.best() == self.before
             self.interval = min(2 * self.interval, self.PROBE_EVERY) if same else self.PROBE_FIRST
             self.before = None

@@ -1179,64 +1179,51 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                                 NULL if plan[0, PLAN_B] < 0 else Gl + plan[0, PLAN_B], NULL, n,
                                 <int>n_in0, n_out0,
                                 <floating>lrs[done] if fuse_sgd else <floating>0)
-                if not fuse_sgd:
-                    if penalized:
-                        loss += _reg_loss_grad(plan, reg, P, G, True)
-                        if not isfinite(loss):
-                            bad = True
-                            break
-                    _opt_step(opt_code, &hp[0], lrs[done], step + done, P, G, st, n_params)
-                D = W + layout[LAY_D0]
-                D2 = W + layout[LAY_D1]
-                stats[0] += loss * n
-                stats[1] += n
-                stats[2] += 1
-                done += 1
-                pos += n
-                continue
-            Zl = _net_forward(plan, P, rows0 if in_place else NULL, A0, W, n, True, &rng[0], reg,
-                              Wpad, ldpad)
-            Ll = W + plan[last, PLAN_S] if fused_logits else Zl
-            loss = _loss_grad(loss_code, Ll, Yb, swb, D, n, out_w, 1.0 / n) / n
-            # compile() metrics are not sample-weighted in Keras 3 (only weighted_metrics are)
-            _metrics(&metrics[0] if n_metrics > 0 else NULL, n_metrics, Zl, Yb, NULL, n, out_w,
-                     y_w, &stats[3])
-            # Without penalties the loss is complete here; check it before the backward pass,
-            # which applies a fused SGD update. With penalties (never fused) the one penalty pass
-            # below adds both the loss term and the gradient, and is checked before the update.
-            if not penalized and not isfinite(loss):
-                bad = True
-                break
-            # Backward: D holds dLoss/d(output of op l) -- or of its pre-activation if fused.
-            for l in range(last, -1, -1):
-                kind = <int>plan[l, PLAN_KIND]
-                n_in = <int>plan[l, PLAN_N_IN]
-                n_out = <int>plan[l, PLAN_N_OUT]
-                act = <int>plan[l, PLAN_ACT]
-                Ain = A0 if l == 0 else W + plan[l - 1, PLAN_Z]
-                if kind == OP_DENSE:
-                    if not (l == last and fused_logits):
-                        _act_backward(act, W + plan[l, PLAN_S] if plan[l, PLAN_S] >= 0 else NULL,
-                                      W + plan[l, PLAN_Z], D, D, n, n_out)
-                    Gl = P if fuse_sgd else G
-                    _dense_backward(rows0 if l == 0 and in_place else NULL, Ain,
-                                    Wpad if l == 0 and Wpad != NULL else P + plan[l, PLAN_W],
-                                    ldpad if l == 0 and Wpad != NULL else n_out, D,
-                                    Wpad if l == 0 and Wpad != NULL else Gl + plan[l, PLAN_W],
-                                    NULL if plan[l, PLAN_B] < 0 else Gl + plan[l, PLAN_B],
-                                    NULL if l == 0 else D2, n, n_in, n_out,
-                                    <floating>lrs[done] if fuse_sgd else <floating>0)
-                    if l > 0:
-                        tmp = D
-                        D = D2
-                        D2 = tmp
-                elif kind == OP_ACTIVATION:
-                    if not (l == last and fused_logits):
-                        _act_backward(act, Ain, W + plan[l, PLAN_Z], D, D, n, n_out)
-                elif kind == OP_DROPOUT:
-                    if reg[l, 0] > 0:
-                        for pos_i in range(<Py_ssize_t>n * n_out):
-                            D[pos_i] *= W[plan[l, PLAN_MASK] + pos_i]
+            else:
+                Zl = _net_forward(plan, P, rows0 if in_place else NULL, A0, W, n, True, &rng[0],
+                                  reg, Wpad, ldpad)
+                Ll = W + plan[last, PLAN_S] if fused_logits else Zl
+                loss = _loss_grad(loss_code, Ll, Yb, swb, D, n, out_w, 1.0 / n) / n
+                # compile() metrics are not sample-weighted in Keras 3 (only weighted_metrics are)
+                _metrics(&metrics[0] if n_metrics > 0 else NULL, n_metrics, Zl, Yb, NULL, n,
+                         out_w, y_w, &stats[3])
+                # Without penalties the loss is complete here; check it before the backward pass,
+                # which applies a fused SGD update. With penalties (never fused) the one penalty
+                # pass below adds both the loss term and the gradient, checked before the update.
+                if not penalized and not isfinite(loss):
+                    bad = True
+                    break
+                # Backward: D holds dLoss/d(output of op l) -- or of its pre-activation if fused.
+                for l in range(last, -1, -1):
+                    kind = <int>plan[l, PLAN_KIND]
+                    n_in = <int>plan[l, PLAN_N_IN]
+                    n_out = <int>plan[l, PLAN_N_OUT]
+                    act = <int>plan[l, PLAN_ACT]
+                    Ain = A0 if l == 0 else W + plan[l - 1, PLAN_Z]
+                    if kind == OP_DENSE:
+                        if not (l == last and fused_logits):
+                            _act_backward(act,
+                                          W + plan[l, PLAN_S] if plan[l, PLAN_S] >= 0 else NULL,
+                                          W + plan[l, PLAN_Z], D, D, n, n_out)
+                        Gl = P if fuse_sgd else G
+                        _dense_backward(rows0 if l == 0 and in_place else NULL, Ain,
+                                        Wpad if l == 0 and Wpad != NULL else P + plan[l, PLAN_W],
+                                        ldpad if l == 0 and Wpad != NULL else n_out, D,
+                                        Wpad if l == 0 and Wpad != NULL else Gl + plan[l, PLAN_W],
+                                        NULL if plan[l, PLAN_B] < 0 else Gl + plan[l, PLAN_B],
+                                        NULL if l == 0 else D2, n, n_in, n_out,
+                                        <floating>lrs[done] if fuse_sgd else <floating>0)
+                        if l > 0:
+                            tmp = D
+                            D = D2
+                            D2 = tmp
+                    elif kind == OP_ACTIVATION:
+                        if not (l == last and fused_logits):
+                            _act_backward(act, Ain, W + plan[l, PLAN_Z], D, D, n, n_out)
+                    elif kind == OP_DROPOUT:
+                        if reg[l, 0] > 0:
+                            for pos_i in range(<Py_ssize_t>n * n_out):
+                                D[pos_i] *= W[plan[l, PLAN_MASK] + pos_i]
             if not fuse_sgd:
                 if penalized:
                     loss += _reg_loss_grad(plan, reg, P, G, True)

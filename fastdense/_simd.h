@@ -270,6 +270,27 @@ static void fd_tile8(int mr, int nr, int kc, const float *const *rp, int mode, p
     }
 }
 
+/* Output rows i0..i1 of one column block (nr columns, depth kc starting at `off` in A's depth):
+ * the 6x16 tile, or the 8x8 one when the block has 8 columns or fewer. A is read as in fd_tile:
+ * FD_A_ROWS from rows[i] + off, FD_A_COLS from rows[off + p] + i. C points at the block's column. */
+__attribute__((target("avx2,fma")))
+static void fd_tiles(int i0, int i1, int nr, int kc, const float *const *rows, int mode, int off,
+                     const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
+                     float beta)
+{
+    const int step = (nr <= 8) ? FD_MR8 : FD_MR;
+    int i;
+    for (i = i0; i < i1; i += step) {
+        const int mr = (i1 - i < step) ? i1 - i : step;
+        const float *const *rp = (mode == FD_A_ROWS) ? rows + i : rows + off;
+        const ptrdiff_t o = (mode == FD_A_ROWS) ? off : i;
+        if (nr <= 8)
+            fd_tile8(mr, nr, kc, rp, mode, o, B, ldb, C + i * ldc, ldc, alpha, beta);
+        else
+            fd_tile(mr, nr, kc, rp, mode, o, B, ldb, C + i * ldc, ldc, alpha, beta);
+    }
+}
+
 /* One row: c(1 x m) := alpha * a[k0:k1] @ B[k0:k1, :] + beta * c, up to 104 columns (13 vectors,
  * 13 accumulators) per pass, so that a layer of up to 104 units reads each row of B once, in
  * memory order (a one-row product is bound by reading B). Same depth chunks (FD_KC from k0) and
@@ -336,7 +357,7 @@ __attribute__((target("avx2,fma")))
 static void fd_gemm_rows(int n, int k0, int k1, int m, float alpha, const float *const *rows,
                          const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc)
 {
-    int ib, jc, pc, ic;
+    int ib, jc, pc;
     if (n == 1) {
         fd_sgemv_row(k0, k1, m, alpha, rows[0], B, ldb, beta, C);
         return;
@@ -350,17 +371,8 @@ static void fd_gemm_rows(int n, int k0, int k1, int m, float alpha, const float 
             for (pc = k0; pc < k1; pc += FD_KC) {
                 const int kc = (k1 - pc < FD_KC) ? k1 - pc : FD_KC;
                 const float b = (pc == k0) ? beta : 1.0f;
-                if (nr <= 8)
-                    for (ic = ib; ic < ie; ic += FD_MR8)
-                        fd_tile8(ie - ic < FD_MR8 ? ie - ic : FD_MR8, nr, kc, rows + ic,
-                                 FD_A_ROWS, pc, B + pc * ldb + jc, ldb, C + ic * ldc + jc, ldc,
-                                 alpha, b);
-                else
-                    for (ic = ib; ic < ie; ic += FD_MR) {
-                        const int mr = (ie - ic < FD_MR) ? ie - ic : FD_MR;
-                        fd_tile(mr, nr, kc, rows + ic, FD_A_ROWS, pc, B + pc * ldb + jc, ldb,
-                                C + ic * ldc + jc, ldc, alpha, b);
-                    }
+                fd_tiles(ib, ie, nr, kc, rows, FD_A_ROWS, pc, B + pc * ldb + jc, ldb, C + jc,
+                         ldc, alpha, b);
             }
         }
     }
@@ -372,22 +384,14 @@ __attribute__((target("avx2,fma")))
 static void fd_gemm_cols(int r0, int r1, int n, int m, float alpha, const float *const *rows,
                          const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc)
 {
-    int jc, pc, ic;
+    int jc, pc;
     for (jc = 0; jc < m; jc += FD_NR) {
         const int nr = (m - jc < FD_NR) ? m - jc : FD_NR;
         for (pc = 0; pc < n; pc += FD_KC) {
             const int kc = (n - pc < FD_KC) ? n - pc : FD_KC;
             const float b = (pc == 0) ? beta : 1.0f;
-            if (nr <= 8)
-                for (ic = r0; ic < r1; ic += FD_MR8)
-                    fd_tile8(r1 - ic < FD_MR8 ? r1 - ic : FD_MR8, nr, kc, rows + pc, FD_A_COLS,
-                             ic, B + pc * ldb + jc, ldb, C + ic * ldc + jc, ldc, alpha, b);
-            else
-                for (ic = r0; ic < r1; ic += FD_MR) {
-                    const int mr = (r1 - ic < FD_MR) ? r1 - ic : FD_MR;
-                    fd_tile(mr, nr, kc, rows + pc, FD_A_COLS, ic, B + pc * ldb + jc, ldb,
-                            C + ic * ldc + jc, ldc, alpha, b);
-                }
+            fd_tiles(r0, r1, nr, kc, rows, FD_A_COLS, pc, B + pc * ldb + jc, ldb, C + jc, ldc,
+                     alpha, b);
         }
     }
 }
@@ -660,8 +664,8 @@ enum { FD_OP_FWD, FD_OP_DW, FD_OP_DX };
 #define FD_DW_ROWS 48  /* rows of W per unit of a weight-gradient job (a multiple of FD_MR) */
 
 /* A job is cut into units: blocks of 16 output columns of each half (FWD, DX; FD_MC rows for a
- * forward product of a larger batch) or blocks of FD_DW_ROWS rows of W (DW). Each unit's arithmetic is fixed, so which thread runs it does not
- * change any result. A thread first takes the units of its own half (its half of W stays in its
+ * forward product of a larger batch) or blocks of FD_DW_ROWS rows of W (DW). Each unit's
+ * arithmetic is fixed, so which thread runs it does not change any result. A thread first takes the units of its own half (its half of W stays in its
  * cache), then helps with the other half's: the two cores of a shared machine are seldom equally
  * fast (here one often runs 30% slower while its sibling serves another guest), and a fixed
  * 50/50 split would make the faster one wait. */

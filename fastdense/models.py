@@ -51,6 +51,7 @@ class Sequential:
         self.stop_training = False
         self.history = None
         self._fit_lock = threading.Lock()
+        self._governor_cache = None  # ((max_threads, batch_size), ThreadGovernor)
         self._invalidate()
         for layer in layers or []:
             self.add(layer)
@@ -466,7 +467,7 @@ class Sequential:
     def _governor(self, max_threads, batch_size):
         """The thread governor of this model for (max_threads, batch_size), kept across fits."""
         key = (max_threads, batch_size)
-        cached = getattr(self, "_governor_cache", None)
+        cached = self._governor_cache
         if cached is None or cached[0] != key:
             cached = (key, _engine.ThreadGovernor(max_threads))
             self._governor_cache = cached

@@ -853,6 +853,21 @@ def _optimizer_from_config(value):
         raise _FormatError(f"the optimizer {cname} has an invalid config: {exc}") from None
 
 
+def _registered_class(value, module, what, kind, registry):
+    """(class name, fastdense class, config dict) of a serialized Keras object of `module`; for a
+    Keras "function" entry, (name, None, the entry's config) for the caller to resolve."""
+    _dict(value, what)
+    _check_keras_module(value, {module}, what)
+    cname = value.get("class_name")
+    if cname == "function":
+        return cname, None, value.get("config")
+    cls = registry.get(cname) if isinstance(cname, str) else None
+    if cls is None:
+        raise _FormatError(f"the {kind} {_short(cname)} is not one fastdense implements "
+                           f"(it has {sorted(registry)})")
+    return cname, cls, dict(_dict(value.get("config") or {}, f"{what}'s config"))
+
+
 def _loss_from_config(value):
     if isinstance(value, str):
         if value not in losses_mod._BY_NAME:
@@ -861,16 +876,10 @@ def _loss_from_config(value):
         return value
     if isinstance(value, (list, tuple)) and len(value) == 1:
         return _loss_from_config(value[0])
-    _dict(value, "The loss")
-    _check_keras_module(value, {"keras.losses"}, "The loss")
-    cname = value.get("class_name")
-    if cname == "function":
-        return _loss_from_config(value.get("config"))
-    cls = losses_mod._BY_CLASS.get(cname) if isinstance(cname, str) else None
-    if cls is None:
-        raise _FormatError(f"the loss {_short(cname)} is not one fastdense implements "
-                           f"(it has {sorted(losses_mod._BY_CLASS)})")
-    cfg = dict(_dict(value.get("config") or {}, "The loss's config"))
+    cname, cls, cfg = _registered_class(value, "keras.losses", "The loss", "loss",
+                                        losses_mod._BY_CLASS)
+    if cls is None:  # a function, stored by name
+        return _loss_from_config(cfg)
     if cfg.get("ignore_class") is not None:
         raise _FormatError(f"the loss sets ignore_class={_short(cfg['ignore_class'])}, which "
                            "fastdense does not support")
@@ -890,16 +899,10 @@ def _metric_from_config(value):
             return metrics_mod.check(value)
         except ValueError as exc:
             raise _FormatError(str(exc)) from None
-    _dict(value, "A metric")
-    _check_keras_module(value, {"keras.metrics"}, "A metric")
-    cname = value.get("class_name")
-    if cname == "function":
-        return _metric_from_config(value.get("config"))
-    cls = metrics_mod._BY_CLASS.get(cname) if isinstance(cname, str) else None
-    if cls is None:
-        raise _FormatError(f"the metric {_short(cname)} is not one fastdense implements "
-                           f"(it has {sorted(metrics_mod._BY_CLASS)})")
-    cfg = dict(_dict(value.get("config") or {}, "A metric's config"))
+    cname, cls, cfg = _registered_class(value, "keras.metrics", "A metric", "metric",
+                                        metrics_mod._BY_CLASS)
+    if cls is None:  # a function, stored by name
+        return _metric_from_config(cfg)
     if not isinstance(cfg.get("dtype"), (str, type(None))):
         cfg.pop("dtype")
     try:
