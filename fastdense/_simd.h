@@ -268,6 +268,78 @@ static void fd_tile8(int mr, int nr, int kc, const float *const *rp, int mode, p
     }
 }
 
+/* The narrow block of a weight gradient (FD_A_COLS, at most 8 columns: the last 4 of a 100-unit
+ * layer), with the vectors along the rows of C instead of its columns: A(i, p) = rp[p][i] is
+ * contiguous in i, so 8 rows of C take one load of A, and each of up to 4 columns of B is one
+ * broadcast. Blocks of 24 rows x 4 columns (12 accumulators), every lane used, where fd_tile8
+ * left half of its lanes idle on 4 columns. Each element is the same chain of FMAs over p as in
+ * fd_tile (fma(A, B, c) from zero, then alpha and beta, rounded alike): bit-identical results. */
+__attribute__((target("avx2,fma")))
+static void fd_tiles_cols_narrow(int i0, int i1, int nr, int kc, const float *const *rp,
+                                 const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
+                                 float alpha, float beta)
+{
+    int i, j0, p, j, r;
+    for (j0 = 0; j0 < nr; j0 += 4) {
+        const int nc = (nr - j0 < 4) ? nr - j0 : 4;
+        for (i = i0; i < i1; i += 24) {
+            const int rows = (i1 - i < 24) ? i1 - i : 24;
+            const __m256i mk0 = fd_tail_mask(rows >= 8 ? 8 : rows);
+            const __m256i mk1 = fd_tail_mask(rows >= 16 ? 8 : (rows > 8 ? rows - 8 : 0));
+            const __m256i mk2 = fd_tail_mask(rows >= 24 ? 8 : (rows > 16 ? rows - 16 : 0));
+            __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
+            __m256 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+            __m256 c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+            float tmp[4][24];
+#define FD_COLV(j, b, x0, x1, x2, k0, k1, k2)                                  \
+            {                                                                  \
+                const __m256 b = _mm256_broadcast_ss(bp + (j));                \
+                k0 = _mm256_fmadd_ps(x0, b, k0);                               \
+                k1 = _mm256_fmadd_ps(x1, b, k1);                               \
+                k2 = _mm256_fmadd_ps(x2, b, k2);                               \
+            }
+            if (rows == 24 && nc == 4) {
+                for (p = 0; p < kc; p++) {
+                    const float *x = rp[p] + i, *bp = B + p * ldb + j0;
+                    const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
+                    const __m256 x2 = _mm256_loadu_ps(x + 16);
+                    FD_COLV(0, b0, x0, x1, x2, c00, c10, c20)
+                    FD_COLV(1, b1, x0, x1, x2, c01, c11, c21)
+                    FD_COLV(2, b2, x0, x1, x2, c02, c12, c22)
+                    FD_COLV(3, b3, x0, x1, x2, c03, c13, c23)
+                }
+            } else {
+                for (p = 0; p < kc; p++) {
+                    const float *x = rp[p] + i, *bp = B + p * ldb + j0;
+                    const __m256 x0 = _mm256_maskload_ps(x, mk0);
+                    const __m256 x1 = _mm256_maskload_ps(x + 8, mk1);
+                    const __m256 x2 = _mm256_maskload_ps(x + 16, mk2);
+                    FD_COLV(0, b0, x0, x1, x2, c00, c10, c20)
+                    if (nc > 1) FD_COLV(1, b1, x0, x1, x2, c01, c11, c21)
+                    if (nc > 2) FD_COLV(2, b2, x0, x1, x2, c02, c12, c22)
+                    if (nc > 3) FD_COLV(3, b3, x0, x1, x2, c03, c13, c23)
+                }
+            }
+#undef FD_COLV
+            _mm256_storeu_ps(tmp[0], c00); _mm256_storeu_ps(tmp[0] + 8, c10);
+            _mm256_storeu_ps(tmp[0] + 16, c20);
+            _mm256_storeu_ps(tmp[1], c01); _mm256_storeu_ps(tmp[1] + 8, c11);
+            _mm256_storeu_ps(tmp[1] + 16, c21);
+            _mm256_storeu_ps(tmp[2], c02); _mm256_storeu_ps(tmp[2] + 8, c12);
+            _mm256_storeu_ps(tmp[2] + 16, c22);
+            _mm256_storeu_ps(tmp[3], c03); _mm256_storeu_ps(tmp[3] + 8, c13);
+            _mm256_storeu_ps(tmp[3] + 16, c23);
+            for (r = 0; r < rows; r++) {
+                float *cr = C + (ptrdiff_t)(i + r) * ldc + j0;
+                for (j = 0; j < nc; j++) {
+                    const float v = alpha * tmp[j][r];
+                    cr[j] = (beta != 0.0f) ? fmaf(beta, cr[j], v) : v;
+                }
+            }
+        }
+    }
+}
+
 /* Output rows i0..i1 of one column block (nr columns, depth kc starting at `off` in A's depth):
  * the 6x16 tile, or the 8x8 one when the block has 8 columns or fewer. A is read as in fd_tile:
  * FD_A_ROWS from rows[i] + off, FD_A_COLS from rows[off + p] + i. C points at the block's column. */
@@ -278,6 +350,10 @@ static void fd_tiles(int i0, int i1, int nr, int kc, const float *const *rows, i
 {
     const int step = (nr <= 8) ? FD_MR8 : FD_MR;
     int i;
+    if (mode == FD_A_COLS && nr <= 8) {
+        fd_tiles_cols_narrow(i0, i1, nr, kc, rows + off, B, ldb, C, ldc, alpha, beta);
+        return;
+    }
     for (i = i0; i < i1; i += step) {
         const int mr = (i1 - i < step) ? i1 - i : step;
         const float *const *rp = (mode == FD_A_ROWS) ? rows + i : rows + off;

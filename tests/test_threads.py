@@ -69,3 +69,28 @@ def test_split_products_are_bit_identical(n, k, m):
         _kernels._set_num_threads(1)
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 8, 12, 100])
+@pytest.mark.parametrize("n, k", [(32, 784), (7, 25), (1, 23), (200, 50)])
+def test_narrow_column_blocks_give_the_bits_of_full_blocks(n, k, m):
+    """The last columns of a layer (m % 16, e.g. 4 of 100) go through narrow kernels (the weight
+    gradient vectorises them along its rows instead); each element must get exactly the bits it
+    gets when the same column sits inside a full 16-column block."""
+    rng = np.random.default_rng(2)
+    wide = -(-m // 16) * 16 + 16
+    X = rng.normal(size=(n, k)).astype(np.float32)
+    W = rng.normal(size=(k, wide)).astype(np.float32)
+    dS = rng.normal(size=(n, wide)).astype(np.float32)
+    got = {}
+    for width in (m, wide):
+        Wc, dSc = np.ascontiguousarray(W[:, :width]), np.ascontiguousarray(dS[:, :width])
+        Z = np.empty((n, width), np.float32)
+        dW, db, dX = np.empty_like(Wc), np.empty(width, np.float32), np.empty_like(X)
+        _kernels.dense_forward(X, Wc, np.zeros(width, np.float32), 0, Z)
+        _kernels.dense_backward(X, Wc, dSc, dW, db, dX)
+        got[width] = Z, dW
+    np.testing.assert_array_equal(got[m][0], got[wide][0][:, :m])
+    np.testing.assert_array_equal(got[m][1], got[wide][1][:, :m])
+    np.testing.assert_allclose(got[m][1], X.astype(np.float64).T @ dS[:, :m].astype(np.float64),
+                               rtol=1e-4, atol=1e-4)
