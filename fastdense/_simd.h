@@ -354,14 +354,19 @@ static void fd_tiles(int i0, int i1, int nr, int kc, const float *const *rows, i
         fd_tiles_cols_narrow(i0, i1, nr, kc, rows + off, B, ldb, C, ldc, alpha, beta);
         return;
     }
-    for (i = i0; i < i1; i += step) {
-        const int mr = (i1 - i < step) ? i1 - i : step;
+    for (i = i0; i < i1; ) {
+        /* 6-row tiles; a remainder of 1 or 2 rows ends as 4 + 3 or 4 + 4 instead: a tile of
+         * 1 or 2 rows has too few independent FMA chains (2 or 4) to keep both FMA units busy */
+        const int left = i1 - i;
+        const int mr = (left < step) ? left
+                       : (step == FD_MR && (left == 7 || left == 8)) ? 4 : step;
         const float *const *rp = (mode == FD_A_ROWS) ? rows + i : rows + off;
         const ptrdiff_t o = (mode == FD_A_ROWS) ? off : i;
         if (nr <= 8)
             fd_tile8(mr, nr, kc, rp, mode, o, B, ldb, C + i * ldc, ldc, alpha, beta);
         else
             fd_tile(mr, nr, kc, rp, mode, o, B, ldb, C + i * ldc, ldc, alpha, beta);
+        i += mr;
     }
 }
 
