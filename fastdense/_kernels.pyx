@@ -736,37 +736,40 @@ cdef inline uint64_t _splitmix64(uint64_t* state) noexcept nogil:
 # ---------------------------------------------------------------------------------------------
 # The network: forward pass, training steps, evaluation.
 # ---------------------------------------------------------------------------------------------
-cdef const floating* _net_forward(const Py_ssize_t[:, ::1] plan, const floating* P,
+cdef const floating* _net_forward(const Py_ssize_t* plan, Py_ssize_t n_ops, const floating* P,
                                   const floating** rows, const floating* A, floating* work, int n,
                                   bint training, uint64_t* rng,
-                                  const double[:, ::1] reg, const floating* W0=NULL,
+                                  const double* reg, const floating* W0=NULL,
                                   int ldw0=0, bint first_only=False) noexcept nogil:
     """Runs every op on the batch (n rows); returns a pointer to the last op's output.
 
-    The batch is contiguous at A, or given by its row pointers `rows` (then A is NULL and the
-    first op is dense on the own kernels: see train_steps). W0, when given, replaces the first
-    op's weights (train_steps' padded copy, rows ldw0 apart). first_only: only the first op's
-    product, its two partial sums left unfinished (train_steps' split middle finishes them).
+    plan: n_ops rows of N_PLAN (row-major); reg: n_ops rows of 4, read only when training. The
+    batch is contiguous at A, or given by its row pointers `rows` (then A is NULL and the first op
+    is dense on the own kernels: see train_steps). W0, when given, replaces the first op's weights
+    (train_steps' padded copy, rows ldw0 apart). first_only: only the first op's product, its two
+    partial sums left unfinished (train_steps' split middle finishes them).
     """
     cdef Py_ssize_t l, i, size
     cdef int n_in, n_out, kind
+    cdef const Py_ssize_t* row
     cdef floating* Z
     cdef floating* S
     cdef floating* M
     cdef floating keep_scale
     cdef double rate
-    for l in range(plan.shape[0]):
-        kind = <int>plan[l, PLAN_KIND]
-        n_in = <int>plan[l, PLAN_N_IN]
-        n_out = <int>plan[l, PLAN_N_OUT]
-        Z = work + plan[l, PLAN_Z]
-        S = NULL if plan[l, PLAN_S] < 0 else work + plan[l, PLAN_S]
+    for l in range(n_ops):
+        row = plan + l * N_PLAN
+        kind = <int>row[PLAN_KIND]
+        n_in = <int>row[PLAN_N_IN]
+        n_out = <int>row[PLAN_N_OUT]
+        Z = work + row[PLAN_Z]
+        S = NULL if row[PLAN_S] < 0 else work + row[PLAN_S]
         if kind == OP_DENSE:
             _dense_forward(rows if l == 0 else NULL, A,
-                           W0 if l == 0 and W0 != NULL else P + plan[l, PLAN_W],
+                           W0 if l == 0 and W0 != NULL else P + row[PLAN_W],
                            ldw0 if l == 0 and W0 != NULL else n_out,
-                           NULL if plan[l, PLAN_B] < 0 else P + plan[l, PLAN_B],
-                           <int>plan[l, PLAN_ACT], Z, S, work + plan[l, PLAN_PART], n, n_in,
+                           NULL if row[PLAN_B] < 0 else P + row[PLAN_B],
+                           <int>row[PLAN_ACT], Z, S, work + row[PLAN_PART], n, n_in,
                            n_out, not (first_only and l == 0))
             if first_only:
                 return Z
@@ -775,12 +778,12 @@ cdef const floating* _net_forward(const Py_ssize_t[:, ::1] plan, const floating*
             memcpy(Z, A, size * sizeof(floating))
             if S != NULL:
                 memcpy(S, A, size * sizeof(floating))
-            _act_forward(<int>plan[l, PLAN_ACT], Z, n, n_out)
+            _act_forward(<int>row[PLAN_ACT], Z, n, n_out)
         elif kind == OP_DROPOUT:
             size = <Py_ssize_t>n * n_out
-            rate = reg[l, 0] if training else 0.0  # inference passes no reg table
+            rate = reg[l * 4] if training else 0.0  # inference passes no reg table
             if training and rate > 0:
-                M = work + plan[l, PLAN_MASK]
+                M = work + row[PLAN_MASK]
                 keep_scale = <floating>(1.0 / (1.0 - rate))
                 for i in range(size):
                     # 53 random bits -> uniform [0, 1)
@@ -1127,7 +1130,8 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
             Yb = _rows(&Y[0, 0], y_w, ordp, pos, n, W + layout[LAY_Y])
             swb = _rows(&sw[0], 1, ordp, pos, n, W + layout[LAY_SW]) if has_sw else NULL
             if split_mid:
-                _net_forward(plan, P, rows0, A0, W, n, True, &rng[0], reg, Wpad, ldpad, True)
+                _net_forward(&plan[0, 0], n_ops, P, rows0, A0, W, n, True, &rng[0], &reg[0, 0], Wpad,
+                             ldpad, True)
                 mctx.Yb = <const float*>Yb
                 mctx.swb = <const float*>swb
                 mctx.n = n
@@ -1180,8 +1184,8 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                                 <int>n_in0, n_out0,
                                 <floating>lrs[done] if fuse_sgd else <floating>0)
             else:
-                Zl = _net_forward(plan, P, rows0 if in_place else NULL, A0, W, n, True, &rng[0],
-                                  reg, Wpad, ldpad)
+                Zl = _net_forward(&plan[0, 0], n_ops, P, rows0 if in_place else NULL, A0, W, n, True,
+                                  &rng[0], &reg[0, 0], Wpad, ldpad)
                 Ll = W + plan[last, PLAN_S] if fused_logits else Zl
                 loss = _loss_grad(loss_code, Ll, Yb, swb, D, n, out_w, 1.0 / n) / n
                 # compile() metrics are not sample-weighted in Keras 3 (only weighted_metrics are)
@@ -1252,22 +1256,144 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
     return done
 
 
+# ---------------------------------------------------------------------------------------------
+# Inference over many batches on two threads: whole batches, alternately (batch 2j on the calling
+# thread, 2j + 1 on the worker), each thread with its own workspace. A batch's rows get the same
+# arithmetic on either thread, and evaluate_steps adds the batches' sums in batch order, so the
+# results do not depend on the thread count.
+# ---------------------------------------------------------------------------------------------
+cdef struct _Pair:
+    const Py_ssize_t* plan
+    Py_ssize_t n_ops
+    const float* P
+    float* work[2]
+    const float* X
+    Py_ssize_t n_in0
+    Py_ssize_t pos[2]
+    int n[2]                    # rows of each thread's batch (0: none)
+    float* out                  # forward: the outputs (n x out_w); NULL when evaluating
+    Py_ssize_t out_w
+    const float* Y
+    Py_ssize_t y_w
+    const float* sw
+    int loss_code
+    bint fused
+    Py_ssize_t s_off            # the last op's pre-activation in a workspace (fused losses)
+    const Py_ssize_t* metrics
+    Py_ssize_t n_metrics
+    double reg_total
+    double st[2][1 + 2 * 64]    # per thread: the batch's loss, then its metric sums
+
+
+cdef void _pair_part(void* arg, int part) noexcept nogil:
+    cdef _Pair* c = <_Pair*>arg
+    cdef int n = c.n[part]
+    cdef Py_ssize_t pos = c.pos[part], i
+    cdef const float* Zl
+    cdef const float* Ll
+    cdef double* st = c.st[part]
+    if n <= 0:
+        return
+    Zl = _net_forward(c.plan, c.n_ops, c.P, <const float**>NULL, c.X + pos * c.n_in0,
+                      c.work[part], n, False, NULL, NULL)
+    if c.out != NULL:
+        memcpy(c.out + pos * c.out_w, Zl, <Py_ssize_t>n * c.out_w * sizeof(float))
+        return
+    Ll = c.work[part] + c.s_off if c.fused else Zl
+    st[0] = _loss_grad(c.loss_code, Ll, c.Y + pos * c.y_w, c.sw + pos if c.sw != NULL else NULL,
+                       <float*>NULL, n, c.out_w, 1.0) / n + c.reg_total
+    for i in range(2 * c.n_metrics):
+        st[1 + i] = 0
+    _metrics(c.metrics, c.n_metrics, Zl, c.Y + pos * c.y_w, <const float*>NULL, n, c.out_w,
+             c.y_w, st + 1)
+
+
+cdef inline void _add_batch(double* stats, Py_ssize_t n_stats, const double* st, int n,
+                            Py_ssize_t n_metrics) noexcept nogil:
+    """One batch's loss (st[0]) and metric sums (st[1:]) into evaluate_steps' totals."""
+    cdef Py_ssize_t i
+    if not isfinite(st[0]):
+        stats[n_stats - 1] = 1
+    stats[0] += st[0] * n
+    stats[1] += n
+    stats[2] += 1
+    for i in range(2 * n_metrics):
+        stats[3 + i] += st[1 + i]
+
+
+cdef Py_ssize_t _pairs(_Pair* c, Py_ssize_t start, Py_ssize_t stop, int batch_size,
+                       double* stats, Py_ssize_t n_stats) noexcept nogil:
+    """Runs batches start..stop two at a time (see _Pair); returns the number of batches."""
+    cdef Py_ssize_t pos = start, done = 0
+    cdef int t
+    while pos < stop:
+        for t in range(2):
+            c.pos[t] = pos
+            c.n[t] = <int>(batch_size if stop - pos > batch_size else stop - pos)
+            pos += c.n[t]
+        if c.n[1] > 0:
+            fd_run2(_pair_part, c)
+        else:
+            _pair_part(c, 0)
+        for t in range(2):
+            if c.n[t] > 0:
+                if c.out == NULL:
+                    _add_batch(stats, n_stats, c.st[t], c.n[t], c.n_metrics)
+                done += 1
+    return done
+
+
+cdef bint _pair_setup(_Pair* c, int threads, Py_ssize_t rows, int batch_size,
+                      const Py_ssize_t* plan, Py_ssize_t n_ops, const float* P, float* work,
+                      Py_ssize_t work_size, const float* X, Py_ssize_t n_in0) noexcept nogil:
+    """Fills the common fields and allocates the second workspace; False when one thread will do
+    (a single batch, one thread, or no own kernels) or the allocation failed."""
+    if threads < 2 or rows <= batch_size or not fd_have_avx2_fma():
+        return False
+    c.work[1] = <float*>malloc(work_size * sizeof(float))
+    if c.work[1] == NULL:
+        return False
+    c.work[0] = work
+    c.plan = plan
+    c.n_ops = n_ops
+    c.P = P
+    c.X = X
+    c.n_in0 = n_in0
+    c.out = NULL
+    c.out_w = plan[(n_ops - 1) * N_PLAN + PLAN_N_OUT]
+    c.Y = NULL
+    c.y_w = 0
+    c.sw = NULL
+    c.metrics = NULL
+    c.n_metrics = 0
+    c.reg_total = 0
+    return True
+
+
 def forward(floating[::1] params, const Py_ssize_t[:, ::1] plan, floating[::1] work,
-            const floating[:, ::1] X, floating[:, ::1] out, int batch_size):
-    """out := network(X), computed batch_size rows at a time (inference: dropout off).
+            const floating[:, ::1] X, floating[:, ::1] out, int batch_size, int threads=1):
+    """out := network(X), computed batch_size rows at a time (inference: dropout off); with
+    threads=2 and more than one batch, batches alternate between two threads (same results).
 
     # IN  params, plan, X (n, n_in)   # INOUT work (one batch of activations)   # OUT out (n, n_out)
     """
-    cdef Py_ssize_t n_total = X.shape[0], pos = 0, n_in0 = X.shape[1]
+    cdef Py_ssize_t n_total = X.shape[0], pos = 0, n_in0 = X.shape[1], n_ops = plan.shape[0]
     cdef Py_ssize_t out_w = out.shape[1]
     cdef int n
     cdef const floating* Zl
-    cdef double[:, ::1] noreg = None
+    cdef _Pair pc
     with nogil:
+        if floating is float and _pair_setup(&pc, threads, n_total, batch_size, &plan[0, 0],
+                                             n_ops, &params[0], &work[0], work.shape[0],
+                                             &X[0, 0], n_in0):
+            pc.out = &out[0, 0]
+            _pairs(&pc, 0, n_total, batch_size, NULL, 0)
+            free(pc.work[1])
+            pos = n_total
         while pos < n_total:
             n = <int>(batch_size if n_total - pos > batch_size else n_total - pos)
-            Zl = _net_forward(plan, &params[0], NULL, &X[pos, 0], &work[0], n, False, NULL,
-                              noreg)
+            Zl = _net_forward(&plan[0, 0], n_ops, &params[0], NULL, &X[pos, 0], &work[0], n,
+                              False, NULL, NULL)
             memcpy(&out[pos, 0], Zl, <Py_ssize_t>n * out_w * sizeof(floating))
             pos += n
 
@@ -1276,33 +1402,54 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
                    floating[::1] work, const floating[:, ::1] X, const floating[:, ::1] Y,
                    const floating[::1] sw, Py_ssize_t start, Py_ssize_t stop, int batch_size,
                    int loss_code, bint fused_logits, const Py_ssize_t[::1] metrics,
-                   double[::1] stats):
-    """Loss and metrics of the network on samples start..stop, batch by batch, no update.
+                   double[::1] stats, int threads=1):
+    """Loss and metrics of the network on samples start..stop, batch by batch, no update; with
+    threads=2, batches alternate between two threads (same results: sums in batch order).
 
     # INOUT stats: same layout as in `train_steps`. Returns the number of batches.
     """
-    cdef Py_ssize_t pos = start, last = plan.shape[0] - 1, done = 0
+    cdef Py_ssize_t pos = start, n_ops = plan.shape[0], last = n_ops - 1, done = 0, i
     cdef Py_ssize_t y_w = Y.shape[1], out_w = plan[last, PLAN_N_OUT], n_metrics = metrics.shape[0]
+    cdef Py_ssize_t n_stats = stats.shape[0]
     cdef int n
     cdef const floating* Zl
     cdef const floating* Ll
-    cdef double loss, reg_total
+    cdef double reg_total
+    cdef double st[1 + 2 * 64]
     cdef bint has_sw = sw.shape[0] > 0
+    cdef _Pair pc
+    cdef bint own_sums = n_metrics <= 64   # else (never in practice) straight into stats
+    cdef double* msums = &st[1] if own_sums else &stats[3]
     with nogil:
         reg_total = _reg_loss_grad(plan, reg, &params[0], <floating*>NULL, False)
+        if floating is float and own_sums and _pair_setup(
+                &pc, threads, stop - start, batch_size, &plan[0, 0], n_ops, &params[0],
+                &work[0], work.shape[0], &X[0, 0], X.shape[1]):
+            pc.Y = &Y[0, 0]
+            pc.y_w = y_w
+            pc.sw = &sw[0] if has_sw else NULL
+            pc.loss_code = loss_code
+            pc.fused = fused_logits
+            pc.s_off = plan[last, PLAN_S]
+            pc.metrics = &metrics[0] if n_metrics > 0 else NULL
+            pc.n_metrics = n_metrics
+            pc.reg_total = reg_total
+            done = _pairs(&pc, start, stop, batch_size, &stats[0], n_stats)
+            free(pc.work[1])
+            pos = stop
         while pos < stop:
             n = <int>(batch_size if stop - pos > batch_size else stop - pos)
-            Zl = _net_forward(plan, &params[0], NULL, &X[pos, 0], &work[0], n, False, NULL, reg)
+            Zl = _net_forward(&plan[0, 0], n_ops, &params[0], NULL, &X[pos, 0], &work[0], n,
+                              False, NULL, NULL)
             Ll = &work[0] + plan[last, PLAN_S] if fused_logits else Zl
-            loss = _loss_grad(loss_code, Ll, &Y[pos, 0], &sw[pos] if has_sw else NULL,
-                              <floating*>NULL, n, out_w, 1.0) / n + reg_total
+            st[0] = _loss_grad(loss_code, Ll, &Y[pos, 0], &sw[pos] if has_sw else NULL,
+                               <floating*>NULL, n, out_w, 1.0) / n + reg_total
+            # each batch's metric sums on their own, then added: the order _pairs uses
+            for i in range(2 * n_metrics if own_sums else 0):
+                st[1 + i] = 0
             _metrics(&metrics[0] if n_metrics > 0 else NULL, n_metrics, Zl, &Y[pos, 0],
-                     NULL, n, out_w, y_w, &stats[3])
-            if not isfinite(loss):
-                stats[stats.shape[0] - 1] = 1
-            stats[0] += loss * n
-            stats[1] += n
-            stats[2] += 1
+                     NULL, n, out_w, y_w, msums)
+            _add_batch(&stats[0], n_stats, st, n, n_metrics if own_sums else 0)
             done += 1
             pos += n
     return done

@@ -419,8 +419,9 @@ def train_steps(params, grads, state, plan, reg, layout, work, X, Y, sw, order, 
     return done
 
 
-def forward(params, plan, work, X, out, batch_size):
-    """out := network(X), computed batch_size rows at a time (inference: dropout off).
+def forward(params, plan, work, X, out, batch_size, threads=1):
+    """out := network(X), computed batch_size rows at a time (inference: dropout off). `threads`
+    is the compiled twin's; the results do not depend on it.
 
     # IN  params, plan, X (n, n_in)   # INOUT work (one batch of activations)   # OUT out (n, n_out)
     """
@@ -430,8 +431,9 @@ def forward(params, plan, work, X, out, batch_size):
 
 
 def evaluate_steps(params, plan, reg, work, X, Y, sw, start, stop, batch_size, loss_code,
-                   fused_logits, metrics, stats):
+                   fused_logits, metrics, stats, threads=1):
     """Loss and metrics of the network on samples start..stop, batch by batch, no update.
+    `threads` is the compiled twin's; the results do not depend on it.
 
     # INOUT stats: same layout as in `train_steps`. Returns the number of batches.
     """

@@ -46,7 +46,7 @@ _THREADS = {"max": None}
 
 
 def num_threads():
-    """The most threads `fit` may use for its larger matrix products (1 or 2)."""
+    """The most threads `fit` (and inference over several batches) may use: 1 or 2."""
     if _THREADS["max"] is None:
         _THREADS["max"] = min(2, _default_threads())
     return _THREADS["max"]
@@ -59,7 +59,8 @@ def set_num_threads(n):
     With 2, `fit` times one and two threads on short probe chunks and keeps the faster (on a
     machine where another process holds a core, one thread is faster). Each dense layer's work
     is cut along its inputs, and one thread computes the same two halves in the same order, so
-    results are bit-identical either way. Inference uses one thread.
+    results are bit-identical either way. `predict` and `evaluate` over more than one batch give
+    whole batches to the threads in turn (same results); a single batch uses one thread.
 
     Args:
         n: a positive integer; values above 2 mean 2.

@@ -528,7 +528,8 @@ class Sequential:
             epoch_logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
                 _kernels._set_num_threads(governor.best())
-                vlogs = self._evaluate_arrays(*val, val_batch, metrics, cbs=cbs)
+                vlogs = self._evaluate_arrays(*val, val_batch, metrics, cbs=cbs,
+                                              threads=governor.best())
                 epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
@@ -537,9 +538,13 @@ class Sequential:
         self.history = cbs.history
         return cbs.history
 
-    def _evaluate_arrays(self, X, Y, sw, batch_size, metrics, cbs=None):
+    def _evaluate_arrays(self, X, Y, sw, batch_size, metrics, cbs=None, threads=None):
         """Loss and metric means over (X, Y, sw); with `cbs`, the test hooks run per chunk (or
-        per batch when a callback needs every batch)."""
+        per batch when a callback needs every batch). threads: 1 or 2 (default: the configured
+        most); with 2, batches alternate between two threads (same results)."""
+        if threads is None:
+            from . import config
+            threads = config.num_threads()
         # The loss is a per-sample mean, so the kernel may take bigger batches than the user's
         # (fewer, fuller passes); batch indices reported to callbacks stay in the user's units.
         every = cbs is not None and cbs.needs_every_test_batch
@@ -553,14 +558,14 @@ class Sequential:
         names = [m.name for m in metrics]
         if cbs is None:
             _kernels.evaluate_steps(self._params, plan.plan, plan.reg, work, X, Y, sw, 0, n,
-                                    bs, loss_code, fused, codes, stats)
+                                    bs, loss_code, fused, codes, stats, threads)
             return _engine.stats_logs(stats, "loss", names)
 
         def run(batch, k):
             start = batch * bs
             return _kernels.evaluate_steps(self._params, plan.plan, plan.reg, work, X, Y, sw,
                                            start, min(n, start + k * bs), bs, loss_code, fused,
-                                           codes, stats)
+                                           codes, stats, threads)
 
         def on_end(last, first, done):
             # reported in the user's batch units
@@ -617,7 +622,12 @@ class Sequential:
         bs = min(batch_size, len(X), _INFER_ROWS)
         plan = self._plan(bs)
         out = np.empty((len(X), plan.out_width), dtype=self.dtype)
-        _FORWARD[X.dtype](self._params, plan.plan, plan.workspace(self.dtype), X, out, bs)
+        if len(X) > bs:  # several batches: two threads may share them
+            from . import config
+            _FORWARD[X.dtype](self._params, plan.plan, plan.workspace(self.dtype), X, out, bs,
+                              config.num_threads())
+        else:
+            _FORWARD[X.dtype](self._params, plan.plan, plan.workspace(self.dtype), X, out, bs)
         return out
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
@@ -640,9 +650,14 @@ class Sequential:
         work = plan.workspace(self.dtype)
         out = np.empty((n, plan.out_width), dtype=self.dtype)
 
+        from . import config
+
+        threads = config.num_threads()
+
         def run(batch, k):
             start, stop = batch * batch_size, min(n, (batch + k) * batch_size)
-            _kernels.forward(self._params, plan.plan, work, X[start:stop], out[start:stop], bs)
+            _kernels.forward(self._params, plan.plan, work, X[start:stop], out[start:stop], bs,
+                             threads)
             return k
 
         def on_end(last, first, done):

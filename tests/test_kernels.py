@@ -716,26 +716,33 @@ def test_forward_and_evaluate_steps_match_reference(name, dtype):
     batch = 4
     net = _network(name, dtype, batch, seed=1)
     model = net["model"]
+    # threads=2: batches alternate between two threads (5 batches: two pairs and a single one);
+    # the results must be the one-thread bits
+    runs = [(_reference, 1), (_kernels, 1), (_kernels, 2)]
     for use_sw in (False, True):
         plan = net["eval"]
         res = {}
-        for mod in (_kernels, _reference):
+        for mod, threads in runs:
             stats = np.zeros(4 + 2 * len(net["metrics"]))
             done = mod.evaluate_steps(model._params, plan.plan, plan.reg, np.zeros(plan.work_size, dtype),
                                       net["X"], net["Y"], net["sw"] if use_sw else np.empty(0, dtype),
-                                      2, 21, batch, net["code"], net["fused"], net["metrics"], stats)
-            res[mod] = done, stats
-        assert res[_kernels][0] == res[_reference][0] == 5
-        np.testing.assert_allclose(res[_kernels][1], res[_reference][1], **TOL[dtype])
-        assert res[_kernels][1][1] == 19
+                                      2, 21, batch, net["code"], net["fused"], net["metrics"], stats,
+                                      threads)
+            res[mod, threads] = done, stats
+        assert res[_kernels, 1][0] == res[_kernels, 2][0] == res[_reference, 1][0] == 5
+        np.testing.assert_allclose(res[_kernels, 1][1], res[_reference, 1][1], **TOL[dtype])
+        np.testing.assert_array_equal(res[_kernels, 2][1], res[_kernels, 1][1])
+        assert res[_kernels, 1][1][1] == 19
     plan = model._plan(batch)
     outs = {}
-    for mod in (_kernels, _reference):
+    for mod, threads in runs:
         out = np.full((len(net["X"]), plan.out_width), np.nan, dtype)
-        mod.forward(model._params, plan.plan, np.zeros(plan.work_size, dtype), net["X"], out, batch)
-        outs[mod] = out
-    _close(outs[_kernels], outs[_reference], dtype)
-    assert np.isfinite(outs[_kernels]).all()
+        mod.forward(model._params, plan.plan, np.zeros(plan.work_size, dtype), net["X"], out, batch,
+                    threads)
+        outs[mod, threads] = out
+    _close(outs[_kernels, 1], outs[_reference, 1], dtype)
+    np.testing.assert_array_equal(outs[_kernels, 2], outs[_kernels, 1])
+    assert np.isfinite(outs[_kernels, 1]).all()
 
 
 def test_train_steps_stops_at_a_non_finite_loss(ops):
