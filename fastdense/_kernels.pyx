@@ -81,6 +81,8 @@ cdef extern from "_simd.h" nogil:
     int fd_have_avx2_fma()
     void fd_set_simd(int enabled)
     void fd_sigmoid_avx2(float* z, Py_ssize_t size)
+    void fd_sigmoid_grad_avx2(const float* z, const float* dz, float* ds, Py_ssize_t size)
+    void fd_exp_shifted(const float* x, float mx, float* out, int m)
     enum: FD_MAX_ROWS
     void fd_forward(int n, int k, int m, const float* const* rows, const float* A,
                     const float* W, Py_ssize_t ldw, const float* b, float* Z, float* part,
@@ -222,6 +224,18 @@ cdef inline floating _log1p(floating x) noexcept nogil:
     else:
         return log1p(x)
 
+cdef inline void _exp_shift(const floating* x, floating mx, floating* out,
+                            Py_ssize_t m) noexcept nogil:
+    """out[j] := exp(x[j] - mx), j < m (out may be x): 8 lanes at a time on the own kernels."""
+    cdef Py_ssize_t j
+    if floating is float:
+        if fd_have_avx2_fma():
+            fd_exp_shifted(x, mx, out, <int>m)
+            return
+    for j in range(m):
+        out[j] = _exp(x[j] - mx)
+
+
 cdef inline floating _expm1(floating x) noexcept nogil:
     if floating is float:
         return expm1f(x)
@@ -291,9 +305,9 @@ cdef void _act_forward(int act, floating* Z, Py_ssize_t n, Py_ssize_t m) noexcep
             for j in range(1, m):
                 if row[j] > mx:
                     mx = row[j]
+            _exp_shift(row, mx, row, m)
             s = 0
             for j in range(m):
-                row[j] = _exp(row[j] - mx)
                 s += row[j]
             s = 1 / s
             for j in range(m):
@@ -364,6 +378,10 @@ cdef void _act_backward(int act, const floating* S, const floating* Z, const flo
             for j in range(m):
                 dS[i * m + j] = Z[i * m + j] * (dZ[i * m + j] - s)
     elif act == ACT_SIGMOID:
+        if floating is float:
+            if fd_have_avx2_fma():
+                fd_sigmoid_grad_avx2(Z, dZ, dS, size)
+                return
         for i in range(size):
             z = Z[i]
             dS[i] = dZ[i] * z * (1 - z)
@@ -509,6 +527,7 @@ cdef double _loss_grad(int code, const floating* L, const floating* Y, const flo
     cdef Py_ssize_t i, j, c = 0
     cdef double total = 0, li, w, mx, se, lse, sy, p, yv, d, s, o, e, eps = CLIP_EPS
     cdef double ebuf[64]
+    cdef floating fbuf[64]
     cdef const floating* row
     cdef const floating* yrow
     cdef floating* drow
@@ -536,11 +555,18 @@ cdef double _loss_grad(int code, const floating* L, const floating* Y, const flo
                 if row[j] > mx:
                     mx = row[j]
             se = 0
-            for j in range(m):
-                e = _exp(row[j] - <floating>mx)  # in the model's float type, as Keras does
-                if j < 64:
-                    ebuf[j] = e  # reused for the gradient below
-                se += e
+            if m <= 64:
+                # in the model's float type, as Keras does; kept for the gradient below
+                _exp_shift(row, <floating>mx, fbuf, m)
+                for j in range(m):
+                    ebuf[j] = fbuf[j]
+                    se += ebuf[j]
+            else:
+                for j in range(m):
+                    e = _exp(row[j] - <floating>mx)
+                    if j < 64:
+                        ebuf[j] = e
+                    se += e
             lse = mx + log(se)
             if code == LOSS_CCE_LOGITS:
                 yrow = Y + i * m

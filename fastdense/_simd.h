@@ -526,6 +526,28 @@ static inline __m256 fd_exp8(__m256 x)
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
+/* out[j] := exp(x[j] - mx) for j < m (a softmax's numerators; x - mx <= 0 for the row's max mx):
+ * fd_exp8 on 8 lanes at a time, expf for lanes below -87 (where fd_exp8's scaling would leave
+ * the normal range: exact zeros and denormals) or NaN. */
+__attribute__((target("avx2,fma")))
+static void fd_exp_shifted(const float *x, float mx, float *out, int m)
+{
+    const __m256 vmx = _mm256_set1_ps(mx), lo = _mm256_set1_ps(-87.0f);
+    int j, k;
+    for (j = 0; j < m; j += 8) {
+        const int n = (m - j < 8) ? m - j : 8;
+        const __m256i mk = fd_tail_mask(n);
+        const __m256 d = _mm256_sub_ps(n == 8 ? _mm256_loadu_ps(x + j) : _mm256_maskload_ps(x + j, mk),
+                                       vmx);
+        /* not (d >= -87): below the range, or NaN */
+        const int odd = _mm256_movemask_ps(_mm256_cmp_ps(d, lo, _CMP_NGE_UQ)) & ((1 << n) - 1);
+        float tmp[8];
+        _mm256_storeu_ps(tmp, fd_exp8(_mm256_max_ps(d, lo)));
+        for (k = 0; k < n; k++)
+            out[j + k] = (odd & (1 << k)) ? expf(x[j + k] - mx) : tmp[k];
+    }
+}
+
 static inline float fd_sigmoid1(float x)
 {
     if (x >= 0.0f)
@@ -549,7 +571,8 @@ static void fd_sigmoid_avx2(float *z, ptrdiff_t size)
     for (i = 0; i < size; i += 8) {
         const int n = (size - i < 8) ? (int)(size - i) : 8;
         const __m256i mk = fd_tail_mask(n);
-        const __m256 x = _mm256_maskload_ps(z + i, mk);
+        /* masked load and store for the last group only: a masked store is microcoded on AMD */
+        const __m256 x = (n == 8) ? _mm256_loadu_ps(z + i) : _mm256_maskload_ps(z + i, mk);
         const __m256 ax = _mm256_andnot_ps(sign, x);
         const int big = _mm256_movemask_ps(_mm256_cmp_ps(ax, lim, _CMP_GT_OQ));
         /* exp(-|x|) on |x| clamped to 80 (the clamped lanes are replaced below) */
@@ -567,13 +590,40 @@ static void fd_sigmoid_avx2(float *z, ptrdiff_t size)
                     tmp[j] = fd_sigmoid1(z[i + j]);
             r = _mm256_loadu_ps(tmp);
         }
-        _mm256_maskstore_ps(z + i, mk, r);
+        if (n == 8)
+            _mm256_storeu_ps(z + i, r);
+        else
+            _mm256_maskstore_ps(z + i, mk, r);
     }
+}
+
+/* dS := dZ * z * (1 - z), the sigmoid's backward pass from its output z, rounded as the scalar
+ * expression (dZ * z) * (1 - z); dS may alias dZ. */
+__attribute__((target("avx2,fma")))
+static void fd_sigmoid_grad_avx2(const float *z, const float *dz, float *ds, ptrdiff_t size)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    ptrdiff_t i = 0;
+    for (; i + 8 <= size; i += 8) {
+        const __m256 zv = _mm256_loadu_ps(z + i);
+        _mm256_storeu_ps(ds + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(dz + i), zv),
+                                               _mm256_sub_ps(one, zv)));
+    }
+    for (; i < size; i++)
+        ds[i] = (dz[i] * z[i]) * (1.0f - z[i]);
 }
 
 #else  /* no x86 SIMD: never called, since fd_have_avx2_fma() is 0 */
 
 static void fd_sigmoid_avx2(float *z, ptrdiff_t size) { (void)z; (void)size; }
+static void fd_sigmoid_grad_avx2(const float *z, const float *dz, float *ds, ptrdiff_t size)
+{
+    (void)z; (void)dz; (void)ds; (void)size;
+}
+static void fd_exp_shifted(const float *x, float mx, float *out, int m)
+{
+    (void)x; (void)mx; (void)out; (void)m;
+}
 
 #endif /* FD_X86 */
 

@@ -820,3 +820,40 @@ def test_all_finite(ops, dtype, bad, shape):
     if bad is not None:
         x[-1, -1] = bad
     assert ops.all_finite(x) is (bad is None)
+
+
+def test_sigmoid_backward_simd_is_the_float32_expression():
+    rng = np.random.default_rng(3)
+    Z = _arr(1 / (1 + np.exp(-rng.normal(0, 3, (7, 13)))), np.float32)
+    dZ = _arr(rng.normal(size=(7, 13)), np.float32)
+    out = {}
+    for enabled in (True, False):
+        with simd(enabled):
+            dS = np.full_like(Z, np.nan)
+            _kernels.activation_backward(K["ACT_SIGMOID"], Z, Z, dZ, dS)
+            out[enabled] = dS
+    # the vector path rounds (dZ * z) * (1 - z) in float32 at each step; the scalar one (no AVX2)
+    # evaluates 1 - z in double
+    np.testing.assert_array_equal(out[True], (dZ * Z) * (np.float32(1) - Z))
+    np.testing.assert_allclose(out[False], out[True], rtol=3e-7, atol=1e-12)
+
+
+def test_softmax_far_below_the_max_is_exact():
+    """The vectorised exp of softmax (and of the cross-entropy from logits) covers arguments down
+    to -87; lanes further below take expf, so tiny and zero probabilities come out as expf gives
+    them (denormals, exact zeros), and the rest within 2 ulp of exact."""
+    row = [0, -1, -20, -86.9, -87.1, -88, -100, -103.9, -104, -150, -1e4, 5, 3, -2, -90, 1]
+    Z0 = _arr([row, row[::-1], [r / 10 for r in row]], np.float32)
+    out = {}
+    for enabled in (True, False):
+        with simd(enabled):
+            Z = Z0.copy()
+            _kernels.activation_forward(K["ACT_SOFTMAX"], Z)
+            out[enabled] = Z
+    z = Z0.astype(np.float64)
+    e = np.exp(z - z.max(1, keepdims=True))
+    exact = e / e.sum(1, keepdims=True)
+    big = exact > 1e-30
+    np.testing.assert_allclose(out[True][big], exact[big], rtol=2e-6)
+    np.testing.assert_array_equal(out[True][~big], out[False][~big])
+    assert out[True][0, 10] == 0 and 0 < out[True][0, 14] < 1e-38  # exp(-95): a denormal
