@@ -121,8 +121,19 @@ static void fd_tile(int mr, int nr, int kc, const float *const *rp, int mode, pt
         b0 = _mm256_maskload_ps(bp, m0);                                       \
         b1 = _mm256_maskload_ps(bp + 8, m1);                                   \
     }
-#define FD_LOOP_R(ROWS) for (p = 0; p < kc; p++) { FD_LOAD_B ROWS }
-#define FD_LOOP_C(ROWS) for (p = 0; p < kc; p++) { const float *q = rp[p] + off; FD_LOAD_B ROWS }
+/* the full/masked choice outside the loops: gcc kept it inside, a compare and branch per step */
+#define FD_LOAD_BF                                                             \
+    const float *bp = B + p * ldb;                                             \
+    const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+#define FD_LOAD_BM                                                             \
+    const float *bp = B + p * ldb;                                             \
+    const __m256 b0 = _mm256_maskload_ps(bp, m0), b1 = _mm256_maskload_ps(bp + 8, m1);
+#define FD_LOOP_R(ROWS)                                                        \
+    if (full) { for (p = 0; p < kc; p++) { FD_LOAD_BF ROWS } }                 \
+    else { for (p = 0; p < kc; p++) { FD_LOAD_BM ROWS } }
+#define FD_LOOP_C(ROWS)                                                        \
+    if (full) { for (p = 0; p < kc; p++) { const float *q = rp[p] + off; FD_LOAD_BF ROWS } } \
+    else { for (p = 0; p < kc; p++) { const float *q = rp[p] + off; FD_LOAD_BM ROWS } }
 #define FD_R6 FD_ROW(a0 + p, c00, c01) FD_ROW(a1 + p, c10, c11) FD_ROW(a2 + p, c20, c21) \
               FD_ROW(a3 + p, c30, c31) FD_ROW(a4 + p, c40, c41) FD_ROW(a5 + p, c50, c51)
 #define FD_R5 FD_ROW(a0 + p, c00, c01) FD_ROW(a1 + p, c10, c11) FD_ROW(a2 + p, c20, c21) \
@@ -176,6 +187,8 @@ static void fd_tile(int mr, int nr, int kc, const float *const *rp, int mode, pt
 #undef FD_LOOP_R
 #undef FD_LOOP_C
 #undef FD_LOAD_B
+#undef FD_LOAD_BF
+#undef FD_LOAD_BM
 #undef FD_ROW
 
     {
