@@ -74,8 +74,11 @@ class Plan:
             rows.append(row)
             reg.append(r)
             widths.append(width)
-        # One scratch region for the second half of any cut forward product (fd_half in _simd.h).
-        part = take(B * max(widths))
+        # One scratch region for the second half of any cut forward product (fd_half in _simd.h),
+        # also the transposed delta of the input-gradient product (fd_input_grad), which pads
+        # the batch to a multiple of 16 rows.
+        B16 = -(-B // 16) * 16
+        part = take(B16 * max(widths))
         for row in rows:
             row[_K["PLAN_PART"]] = part
         # The forward pass of swish/gelu does not need S at inference; the backward pass does.
@@ -98,8 +101,8 @@ class Plan:
             later = [(row[_K["PLAN_N_IN"]] * row[_K["PLAN_N_OUT"]]
                       + (row[_K["PLAN_N_OUT"]] if row[_K["PLAN_B"]] >= 0 else 0))
                      for row in rows[1:] if row[_K["PLAN_KIND"]] == _K["OP_DENSE"]]
-            # ... the first layer's delta, all rows, and the later layers' product scratch
-            layout[_K["LAY_MID"]] = take(2 * sum(later) + B * widths[1] + B * max(widths)) \
+            # ... the first layer's delta, all rows, and each block's product scratch
+            layout[_K["LAY_MID"]] = take(2 * sum(later) + B * widths[1] + 2 * B16 * max(widths)) \
                 if len(rows) >= 2 else -1
         self.plan = np.array(rows, dtype=np.intp).reshape(-1, _K["N_PLAN"])
         self.reg = np.array(reg, dtype=np.float64).reshape(-1, 4)

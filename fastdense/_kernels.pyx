@@ -95,7 +95,7 @@ cdef extern from "_simd.h" nogil:
     void fd_weight_grad(int n, int k, int m, float alpha, float beta, const float* const* rows,
                         const float* A, const float* dS, float* dW, Py_ssize_t ldw, int threads)
     void fd_input_grad(int n, int m, int k, const float* dS, const float* W, Py_ssize_t ldw,
-                       float* dX, int threads)
+                       float* dX, int threads, float* scratch)
     int fd_all_finite(const void* p, size_t n, int wide, int threads)
 
 # float32 products whose batch dimension is at most this many rows (<= FD_MAX_ROWS) use
@@ -108,6 +108,7 @@ cdef int _own_gemm_rows = FD_MAX_ROWS
 cdef int _n_threads = 1
 cdef bint pad_first_layer = True  # train the first layer's weights in a row-padded copy
 cdef bint split_middle = True     # cut the middle of each training step by rows (_middle_part)
+cdef bint transposed_dx = True    # input gradients as dX^T = W @ dS^T where scratch is given
 # ... when the layers after the first hold at most this many weights in all
 cdef Py_ssize_t MID_MAX_LATER_WEIGHTS = 32768
 cdef long long _split_min = 1 << 19
@@ -467,8 +468,11 @@ cdef inline void _dense_forward(const floating** rows, const floating* X, const 
 cdef inline void _dense_backward(const floating** rows, const floating* X, floating* W,
                                  int ldw, const floating* dS, floating* dW, floating* db,
                                  floating* dX, int n, int n_in, int n_out,
-                                 floating sgd_lr) noexcept nogil:
+                                 floating sgd_lr, floating* scratch=NULL) noexcept nogil:
     """dX := dS @ W^T (if dX); then dW := X^T @ dS and db := column sums of dS (if db).
+
+    scratch (own kernels; n_out x round_up(n, 16) floats, or NULL): lets dX be computed as
+    dX^T = W @ dS^T, same bits, without packing W^T (fd_input_grad).
 
     With sgd_lr > 0 the SGD update is folded into the weight-gradient product instead:
     W -= sgd_lr * X^T @ dS and b -= sgd_lr * sums (dW, db point at W, b). dX is computed first,
@@ -481,7 +485,8 @@ cdef inline void _dense_backward(const floating** rows, const floating* X, float
     cdef floating beta = <floating>1 if sgd_lr > 0 else <floating>0
     if floating is float and _own(n):
         if dX != NULL:
-            fd_input_grad(n, n_out, n_in, dS, W, ldw, dX, _threads(n, n_out, n_in))
+            fd_input_grad(n, n_out, n_in, dS, W, ldw, dX, _threads(n, n_out, n_in),
+                          <float*>scratch if transposed_dx else NULL)
         fd_weight_grad(n, n_in, n_out, alpha, beta, <const float**>rows, X, dS, dW, ldw,
                        _threads(n, n_in, n_out))
     else:
@@ -896,8 +901,10 @@ cdef struct _Mid:
     float* D1
     Py_ssize_t maxw
     float* Dfin                 # n x (first layer's width): its delta, both blocks' rows
-    float* part2                # scratch of the later layers' cut products, per block from
-                                # r0 * maxw (the plan's PART region holds the first layer's)
+    float* part2                # scratch of the later layers' cut products and transposed
+                                # deltas, block b's from b * p2stride (the plan's PART region
+                                # holds the first layer's partial sum)
+    Py_ssize_t p2stride         # round_up(batch size, 16) * maxw
     int n
     int h                       # block 0 is rows [0, h), block 1 rows [h, n)
     int loss_code
@@ -958,7 +965,7 @@ cdef void _middle_part(void* arg, int part) noexcept nogil:
         if kind == OP_DENSE:
             _dense_forward(<const float**>NULL, A + r0 * n_in, c.P + row[PLAN_W], n_out,
                            c.P + row[PLAN_B] if row[PLAN_B] >= 0 else NULL, act, Z + r0 * n_out,
-                           S, c.part2 + r0 * c.maxw, nh, n_in, n_out)
+                           S, c.part2 + part * c.p2stride, nh, n_in, n_out)
         else:
             memcpy(Z + r0 * n_out, A + r0 * n_out, nh * n_out * sizeof(float))
             if S != NULL:
@@ -990,7 +997,7 @@ cdef void _middle_part(void* arg, int part) noexcept nogil:
             _dense_backward(<const float**>NULL, A + r0 * n_in, <float*>(c.P + row[PLAN_W]),
                             n_out, D, pw + off,
                             pw + off + n_in * n_out if row[PLAN_B] >= 0 else NULL,
-                            D2, nh, n_in, n_out, <float>0)
+                            D2, nh, n_in, n_out, <float>0, c.part2 + part * c.p2stride)
             off += n_in * n_out + (n_out if row[PLAN_B] >= 0 else 0)
             tmp = D
             D = D2
@@ -1139,6 +1146,7 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
         mctx.n_stats = 1 + 2 * n_metrics
         mctx.Dfin = <float*>(Wm + 2 * mctx.psize)
         mctx.part2 = mctx.Dfin + <Py_ssize_t>batch_size * n_out0
+        mctx.p2stride = (batch_size + 15) // 16 * 16 * mctx.maxw
     with nogil:
         if Wpad != NULL:
             for r_i in range(n_in0):
@@ -1242,7 +1250,8 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                                         Wpad if l == 0 and Wpad != NULL else Gl + plan[l, PLAN_W],
                                         NULL if plan[l, PLAN_B] < 0 else Gl + plan[l, PLAN_B],
                                         NULL if l == 0 else D2, n, n_in, n_out,
-                                        <floating>lrs[done] if fuse_sgd else <floating>0)
+                                        <floating>lrs[done] if fuse_sgd else <floating>0,
+                                        W + plan[l, PLAN_PART])
                         if l > 0:
                             tmp = D
                             D = D2
@@ -1606,6 +1615,12 @@ def all_finite(const floating[:, ::1] X, int threads=1):
 def _set_pad(bint v):
     global pad_first_layer
     pad_first_layer = v
+
+
+def _set_transposed_dx(bint v):
+    """Test switch: input gradients in training by the transposed product (default) or not."""
+    global transposed_dx
+    transposed_dx = v
 
 
 def _set_split_middle(bint v):

@@ -82,7 +82,7 @@ static inline __m256i fd_tail_mask(int n)
 __attribute__((target("avx2,fma")))
 static void fd_tile(int mr, int nr, int kc, const float *const *rp, int mode, ptrdiff_t off,
                     const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
-                    float beta)
+                    float beta, int tstore)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
@@ -198,6 +198,24 @@ static void fd_tile(int mr, int nr, int kc, const float *const *rp, int mode, pt
         acc[0][0] = c00; acc[0][1] = c01; acc[1][0] = c10; acc[1][1] = c11;
         acc[2][0] = c20; acc[2][1] = c21; acc[3][0] = c30; acc[3][1] = c31;
         acc[4][0] = c40; acc[4][1] = c41; acc[5][0] = c50; acc[5][1] = c51;
+        if (tstore > 0) {
+            /* C stored transposed, its first tstore columns: element (r, j) at C[j * ldc + r]
+             * (see fd_input_grad). Rounded as below: alpha * acc, then fma(beta, C, .). */
+            float tmp[FD_MR][FD_NR];
+            int jj;
+            for (r = 0; r < mr; r++) {
+                _mm256_storeu_ps(tmp[r], acc[r][0]);
+                _mm256_storeu_ps(tmp[r] + 8, acc[r][1]);
+            }
+            for (jj = 0; jj < tstore; jj++) {
+                float *cc = C + jj * ldc;
+                for (r = 0; r < mr; r++) {
+                    const float v = alpha * tmp[r][jj];
+                    cc[r] = (beta != 0.0f) ? fmaf(beta, cc[r], v) : v;
+                }
+            }
+            return;
+        }
         for (r = 0; r < mr; r++) {
             float *cr = C + r * ldc;
             __m256 v0 = _mm256_mul_ps(va, acc[r][0]), v1 = _mm256_mul_ps(va, acc[r][1]);
@@ -353,6 +371,14 @@ static void fd_tiles_cols_narrow(int i0, int i1, int nr, int kc, const float *co
     }
 }
 
+/* Rows of the next 6-row tile when `left` rows remain: 6, but a remainder of 1 or 2 rows ends as
+ * 4 + 3 or 4 + 4 instead (a tile of 1 or 2 rows has too few independent FMA chains, 2 or 4, to
+ * keep both FMA units busy). */
+static inline int fd_rows6(int left)
+{
+    return (left < FD_MR) ? left : (left == 7 || left == 8) ? 4 : FD_MR;
+}
+
 /* Output rows i0..i1 of one column block (nr columns, depth kc starting at `off` in A's depth):
  * the 6x16 tile, or the 8x8 one when the block has 8 columns or fewer. A is read as in fd_tile:
  * FD_A_ROWS from rows[i] + off, FD_A_COLS from rows[off + p] + i. C points at the block's column. */
@@ -368,17 +394,13 @@ static void fd_tiles(int i0, int i1, int nr, int kc, const float *const *rows, i
         return;
     }
     for (i = i0; i < i1; ) {
-        /* 6-row tiles; a remainder of 1 or 2 rows ends as 4 + 3 or 4 + 4 instead: a tile of
-         * 1 or 2 rows has too few independent FMA chains (2 or 4) to keep both FMA units busy */
-        const int left = i1 - i;
-        const int mr = (left < step) ? left
-                       : (step == FD_MR && (left == 7 || left == 8)) ? 4 : step;
+        const int mr = (step == FD_MR) ? fd_rows6(i1 - i) : ((i1 - i < step) ? i1 - i : step);
         const float *const *rp = (mode == FD_A_ROWS) ? rows + i : rows + off;
         const ptrdiff_t o = (mode == FD_A_ROWS) ? off : i;
         if (nr <= 8)
             fd_tile8(mr, nr, kc, rp, mode, o, B, ldb, C + i * ldc, ldc, alpha, beta);
         else
-            fd_tile(mr, nr, kc, rp, mode, o, B, ldb, C + i * ldc, ldc, alpha, beta);
+            fd_tile(mr, nr, kc, rp, mode, o, B, ldb, C + i * ldc, ldc, alpha, beta, 0);
         i += mr;
     }
 }
@@ -511,7 +533,7 @@ static void fd_gemm_nt(int n, int m, int c0, int c1, const float *const *rows, c
             for (ic = 0; ic < n; ic += FD_MR) {
                 const int mr = (n - ic < FD_MR) ? n - ic : FD_MR;
                 fd_tile(mr, nr, kc, rows + ic, FD_A_ROWS, pc, panel, FD_NR,
-                        C + ic * ldc + jc, ldc, 1.0f, pc == 0 ? 0.0f : 1.0f);
+                        C + ic * ldc + jc, ldc, 1.0f, pc == 0 ? 0.0f : 1.0f, 0);
             }
         }
     }
@@ -801,7 +823,7 @@ static int fd_half(int k)
     return k < FD_HALF_MIN ? k : fd_split_point(k);
 }
 
-enum { FD_OP_FWD, FD_OP_DW, FD_OP_DX };
+enum { FD_OP_FWD, FD_OP_DW, FD_OP_DX, FD_OP_DXT };
 
 #define FD_DW_ROWS 48  /* rows of W per unit of a weight-gradient job (a multiple of FD_MR) */
 
@@ -817,7 +839,8 @@ typedef struct {
     const float *const *rows;  /* FWD, DW: the layer's input rows (n); DX: dS's rows (n) */
     const float *W;            /* FWD, DX: the weights (k x m, rows ldw apart) */
     ptrdiff_t ldw;             /* distance between rows of W (FWD, DX) or of dW (DW) */
-    const float *dS;           /* DW: (n x m) */
+    const float *dS;           /* DW: (n x m); DXT: dS^T, (m x n16), columns n.. zero */
+    int n16;                   /* DXT: n rounded up to 16 */
     float *C, *C1;             /* FWD: partial sums of halves 0 and 1 (n x m); DW: dW (k x m);
                                   DX: dX (n x k) */
     int units[2];              /* units in each half */
@@ -845,6 +868,29 @@ static void fd_job_unit(const fd_job *j, int h, int u)
     case FD_OP_DW: {
         const int r0 = lo + u * FD_DW_ROWS, r1 = (hi - r0 < FD_DW_ROWS) ? hi : r0 + FD_DW_ROWS;
         fd_gemm_cols(r0, r1, j->n, j->m, j->alpha, j->rows, j->dS, j->m, j->beta, j->C, j->ldw);
+        break;
+    }
+    case FD_OP_DXT: {
+        /* dX^T rows r0..r1 (= rows of W) := W[r0:r1, :] @ dS^T, stored into dX transposed */
+        const int r0 = lo + u * FD_DW_ROWS, r1 = (hi - r0 < FD_DW_ROWS) ? hi : r0 + FD_DW_ROWS;
+        const float *wrows[FD_DW_ROWS];
+        int r, ib, pc, i;
+        for (r = r0; r < r1; r++)
+            wrows[r - r0] = j->W + (ptrdiff_t)r * j->ldw;
+        for (ib = 0; ib < j->n; ib += FD_NR) {
+            const int nb = (j->n - ib < FD_NR) ? j->n - ib : FD_NR;
+            for (pc = 0; pc < j->m; pc += FD_KC) {
+                const int kc = (j->m - pc < FD_KC) ? j->m - pc : FD_KC;
+                for (i = 0; i < r1 - r0; ) {
+                    const int mr = fd_rows6(r1 - r0 - i);
+                    fd_tile(mr, FD_NR, kc, wrows + i, FD_A_ROWS, pc,
+                            j->dS + (ptrdiff_t)pc * j->n16 + ib, j->n16,
+                            j->C + (ptrdiff_t)ib * j->k + r0 + i, j->k, 1.0f,
+                            pc == 0 ? 0.0f : 1.0f, nb);
+                    i += mr;
+                }
+            }
+        }
         break;
     }
     default: {
@@ -884,7 +930,7 @@ static void fd_run_job(fd_job *j, int threads)
             j->units[h] = (j->n + FD_MC - 1) / FD_MC;
         else if (j->op == FD_OP_FWD)
             j->units[h] = j->n >= 8 ? (j->m + FD_NR - 1) / FD_NR : 1;
-        else if (j->op == FD_OP_DW)
+        else if (j->op == FD_OP_DW || j->op == FD_OP_DXT)
             j->units[h] = (hi - lo + FD_DW_ROWS - 1) / FD_DW_ROWS;
         else
             j->units[h] = j->n >= 8 ? (hi - lo + FD_NR - 1) / FD_NR : 1;
@@ -962,12 +1008,32 @@ static void fd_weight_grad(int n, int k, int m, float alpha, float beta,
     fd_run_job(&j, threads);
 }
 
-/* dX(n x k) := dS(n x m) @ W(k x m)^T, W's rows ldw floats apart. */
+/* dX(n x k) := dS(n x m) @ W(k x m)^T, W's rows ldw floats apart. With `scratch` (at least
+ * m x round_up(n, 16) floats) it is computed transposed, dX^T = W @ dS^T: the tiles read W's rows
+ * in place and only the small dS is transposed, where the plain form packs all of W^T (a 512 x 512
+ * layer's megabyte) on every call; each element gets the same chain of FMAs either way, so the
+ * same bits. */
 static void fd_input_grad(int n, int m, int k, const float *dS, const float *W, ptrdiff_t ldw,
-                          float *dX, int threads)
+                          float *dX, int threads, float *scratch)
 {
     const float *buf[FD_MAX_ROWS];
     fd_job j;
+    if (scratch != NULL) {
+        const int n16 = (n + FD_NR - 1) / FD_NR * FD_NR;
+        int i, p;
+        for (p = 0; p < m; p++) {
+            float *row = scratch + (ptrdiff_t)p * n16;
+            for (i = 0; i < n; i++)
+                row[i] = dS[(ptrdiff_t)i * m + p];
+            for (; i < n16; i++)
+                row[i] = 0.0f;
+        }
+        j.op = FD_OP_DXT; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = 1.0f;
+        j.beta = 0.0f; j.rows = NULL; j.W = W; j.ldw = ldw; j.dS = scratch; j.n16 = n16;
+        j.C = dX; j.C1 = NULL;
+        fd_run_job(&j, threads);
+        return;
+    }
     j.op = FD_OP_DX; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = 1.0f; j.beta = 0.0f;
     j.rows = fd_row_ptrs(NULL, dS, m, n, buf); j.W = W; j.ldw = ldw; j.dS = NULL; j.C = dX;
     j.C1 = NULL;
