@@ -83,6 +83,10 @@ cdef extern from "_simd.h" nogil:
     void fd_sigmoid_avx2(float* z, Py_ssize_t size)
     void fd_sigmoid_grad_avx2(const float* z, const float* dz, float* ds, Py_ssize_t size)
     void fd_exp_shifted(const float* x, float mx, float* out, int m)
+    ctypedef struct fd_counter:
+        pass
+    void fd_counter_set(fd_counter* c, int v)
+    int fd_counter_next(fd_counter* c)
     enum: FD_MAX_ROWS
     void fd_forward(int n, int k, int m, const float* const* rows, const float* A,
                     const float* W, Py_ssize_t ldw, const float* b, float* Z, float* part,
@@ -1147,6 +1151,7 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
         mctx.Dfin = <float*>(Wm + 2 * mctx.psize)
         mctx.part2 = mctx.Dfin + <Py_ssize_t>batch_size * n_out0
         mctx.p2stride = (batch_size + 15) // 16 * 16 * mctx.maxw
+    _check_plan(plan, reg)
     with nogil:
         if Wpad != NULL:
             for r_i in range(n_in0):
@@ -1292,10 +1297,11 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
 
 
 # ---------------------------------------------------------------------------------------------
-# Inference over many batches on two threads: whole batches, alternately (batch 2j on the calling
-# thread, 2j + 1 on the worker), each thread with its own workspace. A batch's rows get the same
-# arithmetic on either thread, and evaluate_steps adds the batches' sums in batch order, so the
-# results do not depend on the thread count.
+# Inference over many batches on two threads: one hand-off per call, after which both threads
+# take whole batches from a shared counter (a thread slowed down by another process simply takes
+# fewer), each with its own workspace. A batch's rows get the same arithmetic on either thread;
+# evaluate_steps keeps each batch's loss and metric sums in its own slot and adds the slots in
+# batch order, so the results do not depend on the thread count or on who ran what.
 # ---------------------------------------------------------------------------------------------
 cdef struct _Pair:
     const Py_ssize_t* plan
@@ -1304,8 +1310,11 @@ cdef struct _Pair:
     float* work[2]
     const float* X
     Py_ssize_t n_in0
-    Py_ssize_t pos[2]
-    int n[2]                    # rows of each thread's batch (0: none)
+    Py_ssize_t start
+    Py_ssize_t stop
+    int batch_size
+    int n_batches
+    fd_counter next             # the next batch to take
     float* out                  # forward: the outputs (n x out_w); NULL when evaluating
     Py_ssize_t out_w
     const float* Y
@@ -1317,30 +1326,37 @@ cdef struct _Pair:
     const Py_ssize_t* metrics
     Py_ssize_t n_metrics
     double reg_total
-    double st[2][1 + 2 * 64]    # per thread: the batch's loss, then its metric sums
+    double* slots               # evaluate: per batch, its loss then its metric sums
+    Py_ssize_t n_slot           # 1 + 2 * n_metrics
 
 
 cdef void _pair_part(void* arg, int part) noexcept nogil:
     cdef _Pair* c = <_Pair*>arg
-    cdef int n = c.n[part]
-    cdef Py_ssize_t pos = c.pos[part], i
+    cdef int b, n
+    cdef Py_ssize_t pos, i
     cdef const float* Zl
     cdef const float* Ll
-    cdef double* st = c.st[part]
-    if n <= 0:
-        return
-    Zl = _net_forward(c.plan, c.n_ops, c.P, <const float**>NULL, c.X + pos * c.n_in0,
-                      c.work[part], n, False, NULL, NULL)
-    if c.out != NULL:
-        memcpy(c.out + pos * c.out_w, Zl, <Py_ssize_t>n * c.out_w * sizeof(float))
-        return
-    Ll = c.work[part] + c.s_off if c.fused else Zl
-    st[0] = _loss_grad(c.loss_code, Ll, c.Y + pos * c.y_w, c.sw + pos if c.sw != NULL else NULL,
-                       <float*>NULL, n, c.out_w, 1.0) / n + c.reg_total
-    for i in range(2 * c.n_metrics):
-        st[1 + i] = 0
-    _metrics(c.metrics, c.n_metrics, Zl, c.Y + pos * c.y_w, <const float*>NULL, n, c.out_w,
-             c.y_w, st + 1)
+    cdef double* st
+    while True:
+        b = fd_counter_next(&c.next)
+        if b >= c.n_batches:
+            return
+        pos = c.start + <Py_ssize_t>b * c.batch_size
+        n = <int>(c.batch_size if c.stop - pos > c.batch_size else c.stop - pos)
+        Zl = _net_forward(c.plan, c.n_ops, c.P, <const float**>NULL, c.X + pos * c.n_in0,
+                          c.work[part], n, False, NULL, NULL)
+        if c.out != NULL:
+            memcpy(c.out + pos * c.out_w, Zl, <Py_ssize_t>n * c.out_w * sizeof(float))
+            continue
+        Ll = c.work[part] + c.s_off if c.fused else Zl
+        st = c.slots + <Py_ssize_t>b * c.n_slot
+        st[0] = _loss_grad(c.loss_code, Ll, c.Y + pos * c.y_w,
+                           c.sw + pos if c.sw != NULL else NULL, <float*>NULL, n, c.out_w,
+                           1.0) / n + c.reg_total
+        for i in range(2 * c.n_metrics):
+            st[1 + i] = 0
+        _metrics(c.metrics, c.n_metrics, Zl, c.Y + pos * c.y_w, <const float*>NULL, n,
+                 c.out_w, c.y_w, st + 1)
 
 
 cdef inline void _add_batch(double* stats, Py_ssize_t n_stats, const double* st, int n,
@@ -1356,37 +1372,21 @@ cdef inline void _add_batch(double* stats, Py_ssize_t n_stats, const double* st,
         stats[3 + i] += st[1 + i]
 
 
-cdef Py_ssize_t _pairs(_Pair* c, Py_ssize_t start, Py_ssize_t stop, int batch_size,
-                       double* stats, Py_ssize_t n_stats) noexcept nogil:
-    """Runs batches start..stop two at a time (see _Pair); returns the number of batches."""
-    cdef Py_ssize_t pos = start, done = 0
-    cdef int t
-    while pos < stop:
-        for t in range(2):
-            c.pos[t] = pos
-            c.n[t] = <int>(batch_size if stop - pos > batch_size else stop - pos)
-            pos += c.n[t]
-        if c.n[1] > 0:
-            fd_run2(_pair_part, c)
-        else:
-            _pair_part(c, 0)
-        for t in range(2):
-            if c.n[t] > 0:
-                if c.out == NULL:
-                    _add_batch(stats, n_stats, c.st[t], c.n[t], c.n_metrics)
-                done += 1
-    return done
-
-
-cdef bint _pair_setup(_Pair* c, int threads, Py_ssize_t rows, int batch_size,
+cdef bint _pair_setup(_Pair* c, int threads, Py_ssize_t start, Py_ssize_t stop, int batch_size,
                       const Py_ssize_t* plan, Py_ssize_t n_ops, const float* P, float* work,
-                      Py_ssize_t work_size, const float* X, Py_ssize_t n_in0) noexcept nogil:
-    """Fills the common fields and allocates the second workspace; False when one thread will do
-    (a single batch, one thread, or no own kernels) or the allocation failed."""
-    if threads < 2 or rows <= batch_size or not fd_have_avx2_fma():
+                      Py_ssize_t work_size, const float* X, Py_ssize_t n_in0,
+                      Py_ssize_t n_slot) noexcept nogil:
+    """Fills the common fields and allocates the second workspace (and, with n_slot > 0, the
+    per-batch slots); False when one thread will do (a single batch, one thread, no own kernels)
+    or an allocation failed. The caller frees with _pair_free."""
+    cdef Py_ssize_t n_batches = (stop - start + batch_size - 1) // batch_size
+    if threads < 2 or n_batches < 2 or n_batches > 2147483647 or not fd_have_avx2_fma():
         return False
     c.work[1] = <float*>malloc(work_size * sizeof(float))
-    if c.work[1] == NULL:
+    c.slots = <double*>malloc(n_batches * n_slot * sizeof(double)) if n_slot > 0 else NULL
+    if c.work[1] == NULL or (n_slot > 0 and c.slots == NULL):
+        free(c.work[1])
+        free(c.slots)
         return False
     c.work[0] = work
     c.plan = plan
@@ -1394,6 +1394,11 @@ cdef bint _pair_setup(_Pair* c, int threads, Py_ssize_t rows, int batch_size,
     c.P = P
     c.X = X
     c.n_in0 = n_in0
+    c.start = start
+    c.stop = stop
+    c.batch_size = batch_size
+    c.n_batches = <int>n_batches
+    fd_counter_set(&c.next, 0)
     c.out = NULL
     c.out_w = plan[(n_ops - 1) * N_PLAN + PLAN_N_OUT]
     c.Y = NULL
@@ -1402,7 +1407,22 @@ cdef bint _pair_setup(_Pair* c, int threads, Py_ssize_t rows, int batch_size,
     c.metrics = NULL
     c.n_metrics = 0
     c.reg_total = 0
+    c.n_slot = n_slot
     return True
+
+
+cdef inline void _pair_free(_Pair* c) noexcept nogil:
+    free(c.work[1])
+    free(c.slots)
+
+
+cdef inline void _check_plan(const Py_ssize_t[:, ::1] plan, const double[:, ::1] reg):
+    """The kernels read plan and reg through raw pointers with these row lengths."""
+    if plan.shape[1] != N_PLAN or (reg is not None and (reg.shape[0] != plan.shape[0]
+                                                        or reg.shape[1] != 4)):
+        raise ValueError(f"plan must be (n_ops, {N_PLAN}) and reg (n_ops, 4); received "
+                         f"plan ({plan.shape[0]}, {plan.shape[1]}), reg "
+                         f"{None if reg is None else (reg.shape[0], reg.shape[1])}")
 
 
 def forward(floating[::1] params, const Py_ssize_t[:, ::1] plan, floating[::1] work,
@@ -1417,13 +1437,14 @@ def forward(floating[::1] params, const Py_ssize_t[:, ::1] plan, floating[::1] w
     cdef int n
     cdef const floating* Zl
     cdef _Pair pc
+    _check_plan(plan, None)
     with nogil:
-        if floating is float and _pair_setup(&pc, threads, n_total, batch_size, &plan[0, 0],
-                                             n_ops, &params[0], &work[0], work.shape[0],
-                                             &X[0, 0], n_in0):
+        if floating is float and n_total > 0 and _pair_setup(
+                &pc, threads, 0, n_total, batch_size, &plan[0, 0], n_ops, &params[0],
+                &work[0], work.shape[0], &X[0, 0], n_in0, 0):
             pc.out = &out[0, 0]
-            _pairs(&pc, 0, n_total, batch_size, NULL, 0)
-            free(pc.work[1])
+            fd_run2(_pair_part, &pc)
+            _pair_free(&pc)
             pos = n_total
         while pos < n_total:
             n = <int>(batch_size if n_total - pos > batch_size else n_total - pos)
@@ -1455,11 +1476,12 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
     cdef _Pair pc
     cdef bint own_sums = n_metrics <= 64   # else (never in practice) straight into stats
     cdef double* msums = &st[1] if own_sums else &stats[3]
+    _check_plan(plan, reg)
     with nogil:
         reg_total = _reg_loss_grad(plan, reg, &params[0], <floating*>NULL, False)
-        if floating is float and own_sums and _pair_setup(
-                &pc, threads, stop - start, batch_size, &plan[0, 0], n_ops, &params[0],
-                &work[0], work.shape[0], &X[0, 0], X.shape[1]):
+        if floating is float and own_sums and stop > start and _pair_setup(
+                &pc, threads, start, stop, batch_size, &plan[0, 0], n_ops, &params[0],
+                &work[0], work.shape[0], &X[0, 0], X.shape[1], 1 + 2 * n_metrics):
             pc.Y = &Y[0, 0]
             pc.y_w = y_w
             pc.sw = &sw[0] if has_sw else NULL
@@ -1469,8 +1491,14 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
             pc.metrics = &metrics[0] if n_metrics > 0 else NULL
             pc.n_metrics = n_metrics
             pc.reg_total = reg_total
-            done = _pairs(&pc, start, stop, batch_size, &stats[0], n_stats)
-            free(pc.work[1])
+            fd_run2(_pair_part, &pc)
+            for i in range(pc.n_batches):
+                pos = start + i * batch_size
+                _add_batch(&stats[0], n_stats, pc.slots + i * pc.n_slot,
+                           <int>(batch_size if stop - pos > batch_size else stop - pos),
+                           n_metrics)
+            done = pc.n_batches
+            _pair_free(&pc)
             pos = stop
         while pos < stop:
             n = <int>(batch_size if stop - pos > batch_size else stop - pos)
@@ -1479,7 +1507,7 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
             Ll = &work[0] + plan[last, PLAN_S] if fused_logits else Zl
             st[0] = _loss_grad(loss_code, Ll, &Y[pos, 0], &sw[pos] if has_sw else NULL,
                                <floating*>NULL, n, out_w, 1.0) / n + reg_total
-            # each batch's metric sums on their own, then added: the order _pairs uses
+            # each batch's metric sums on their own, then added: as the two-thread path does
             for i in range(2 * n_metrics if own_sums else 0):
                 st[1 + i] = 0
             _metrics(&metrics[0] if n_metrics > 0 else NULL, n_metrics, Zl, &Y[pos, 0],

@@ -562,8 +562,8 @@ static inline __m256 fd_exp8(__m256 x)
 }
 
 /* out[j] := exp(x[j] - mx) for j < m (a softmax's numerators; x - mx <= 0 for the row's max mx):
- * fd_exp8 on 8 lanes at a time, expf for lanes below -87 (where fd_exp8's scaling would leave
- * the normal range: exact zeros and denormals) or NaN. */
+ * fd_exp8 on 8 lanes at a time, expf for lanes outside [-87, 87] (where fd_exp8's scaling
+ * would leave the normal range: exact zeros and denormals, overflow) or NaN. */
 __attribute__((target("avx2,fma")))
 static void fd_exp_shifted(const float *x, float mx, float *out, int m)
 {
@@ -574,10 +574,14 @@ static void fd_exp_shifted(const float *x, float mx, float *out, int m)
         const __m256i mk = fd_tail_mask(n);
         const __m256 d = _mm256_sub_ps(n == 8 ? _mm256_loadu_ps(x + j) : _mm256_maskload_ps(x + j, mk),
                                        vmx);
-        /* not (d >= -87): below the range, or NaN */
-        const int odd = _mm256_movemask_ps(_mm256_cmp_ps(d, lo, _CMP_NGE_UQ)) & ((1 << n) - 1);
+        /* not (-87 <= d <= 87): out of fd_exp8's range, or NaN (d > 0 cannot happen for a
+         * row's max, but the guard costs nothing) */
+        const int odd = _mm256_movemask_ps(_mm256_or_ps(
+                            _mm256_cmp_ps(d, lo, _CMP_NGE_UQ),
+                            _mm256_cmp_ps(d, _mm256_set1_ps(87.0f), _CMP_GT_OQ)))
+                        & ((1 << n) - 1);
         float tmp[8];
-        _mm256_storeu_ps(tmp, fd_exp8(_mm256_max_ps(d, lo)));
+        _mm256_storeu_ps(tmp, fd_exp8(_mm256_min_ps(_mm256_max_ps(d, lo), _mm256_set1_ps(87.0f))));
         for (k = 0; k < n; k++)
             out[j + k] = (odd & (1 << k)) ? expf(x[j + k] - mx) : tmp[k];
     }
@@ -688,6 +692,7 @@ static atomic_uint fd_pool_done;
 static atomic_int fd_pool_sleeping;
 static fd_task_fn fd_pool_fn;
 static void *fd_pool_arg;
+static unsigned fd_pool_csr;  /* the caller's MXCSR control bits for the current job */
 static int fd_pool_started;
 static int fd_pool_atfork_registered;
 
@@ -731,6 +736,13 @@ static void *fd_pool_worker(void *unused)
             pthread_mutex_unlock(&fd_pool_sleep_lock);
         }
         seen = atomic_load_explicit(&fd_pool_seq, memory_order_acquire);
+#if FD_X86
+        /* The caller's rounding and flush-to-zero modes: a thread inherits them only when it is
+         * created, and a library loaded later (one built with -ffast-math, say) may have turned
+         * flush-to-zero on in the caller since: both halves of a job must round alike. */
+        if ((_mm_getcsr() & ~0x3Fu) != fd_pool_csr)
+            _mm_setcsr((_mm_getcsr() & 0x3Fu) | fd_pool_csr);
+#endif
         fd_pool_fn(fd_pool_arg, 1);
         atomic_store_explicit(&fd_pool_done, seen, memory_order_release);
     }
@@ -781,6 +793,9 @@ static void fd_run2(fd_task_fn fn, void *arg)
     }
     fd_pool_fn = fn;
     fd_pool_arg = arg;
+#if FD_X86
+    fd_pool_csr = _mm_getcsr() & ~0x3Fu;  /* control bits; the low six are sticky flags */
+#endif
     s = atomic_fetch_add(&fd_pool_seq, 1) + 1;
     /* Checked under the worker's sleep lock: the worker tests `seq` under the same lock before
      * it waits, so either it sees the new job or we see it asleep and wake it (no lost wake-up). */
@@ -797,6 +812,16 @@ static void fd_run2(fd_task_fn fn, void *arg)
         }
     }
     pthread_mutex_unlock(&fd_pool_lock);
+}
+
+/* A counter two threads take work items from (whole inference batches: see _kernels.pyx). */
+typedef struct { atomic_int v; } fd_counter;
+
+static inline void fd_counter_set(fd_counter *c, int v) { atomic_store(&c->v, v); }
+
+static inline int fd_counter_next(fd_counter *c)
+{
+    return atomic_fetch_add_explicit(&c->v, 1, memory_order_relaxed);
 }
 
 static int fd_split_point(int cols)

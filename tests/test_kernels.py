@@ -841,19 +841,55 @@ def test_sigmoid_backward_simd_is_the_float32_expression():
 def test_softmax_far_below_the_max_is_exact():
     """The vectorised exp of softmax (and of the cross-entropy from logits) covers arguments down
     to -87; lanes further below take expf, so tiny and zero probabilities come out as expf gives
-    them (denormals, exact zeros), and the rest within 2 ulp of exact."""
+    them (denormals, exact zeros), and the rest within 2 ulp of exact. Rows of 16 (two full
+    groups of 8) and of 13 and 5 (a masked last group); NaN and infinite logits as before."""
     row = [0, -1, -20, -86.9, -87.1, -88, -100, -103.9, -104, -150, -1e4, 5, 3, -2, -90, 1]
-    Z0 = _arr([row, row[::-1], [r / 10 for r in row]], np.float32)
-    out = {}
-    for enabled in (True, False):
-        with simd(enabled):
-            Z = Z0.copy()
-            _kernels.activation_forward(K["ACT_SOFTMAX"], Z)
-            out[enabled] = Z
-    z = Z0.astype(np.float64)
-    e = np.exp(z - z.max(1, keepdims=True))
-    exact = e / e.sum(1, keepdims=True)
-    big = exact > 1e-30
-    np.testing.assert_allclose(out[True][big], exact[big], rtol=2e-6)
-    np.testing.assert_array_equal(out[True][~big], out[False][~big])
-    assert out[True][0, 10] == 0 and 0 < out[True][0, 14] < 1e-38  # exp(-95): a denormal
+    Zs = [_arr([row, row[::-1], [r / 10 for r in row]], np.float32),
+          _arr([row[:13], row[3:]], np.float32), _arr([row[5:10], row[10:15]], np.float32)]
+    for Z0 in Zs:
+        out = {}
+        for enabled in (True, False):
+            with simd(enabled):
+                Z = Z0.copy()
+                _kernels.activation_forward(K["ACT_SOFTMAX"], Z)
+                out[enabled] = Z
+        z = Z0.astype(np.float64)
+        e = np.exp(z - z.max(1, keepdims=True))
+        exact = e / e.sum(1, keepdims=True)
+        big = exact > 1e-30
+        np.testing.assert_allclose(out[True][big], exact[big], rtol=2e-6)
+        # denormals keep ~ (exponent + 149) bits: compare them absolutely
+        np.testing.assert_allclose(out[True][~big], exact[~big], rtol=1e-3, atol=2e-45)
+    flat = Zs[0][0]
+    assert 0 < _softmax32(flat)[14] < 1e-38  # exp(-95): a denormal
+    assert _softmax32(flat)[10] == 0
+    for bad in ([0, np.nan, 1, 2, 3, 4, 5, 6, 7], [0, np.inf, 1, -np.inf, 2, 3, 4, 5, 6],
+                [-np.inf] * 9, [np.inf, np.inf, 0, 1, 2, 3, 4, 5, 6]):
+        got = {}
+        for enabled in (True, False):
+            with simd(enabled):
+                got[enabled] = _softmax32(bad)
+        np.testing.assert_array_equal(np.isnan(got[True]), np.isnan(got[False]))
+        np.testing.assert_array_equal(got[True][~np.isnan(got[True])],
+                                      got[False][~np.isnan(got[False])])
+
+
+def _softmax32(row):
+    Z = _arr([row], np.float32)
+    _kernels.activation_forward(K["ACT_SOFTMAX"], Z)
+    return Z[0]
+
+
+def test_crossentropy_from_logits_far_below_the_max():
+    """The cross-entropy from logits shares softmax's vectorised exp: loss and gradient against
+    float64, rows with a masked last group and lanes far below the max."""
+    L = _arr([[0, -1, -20, -86.9, -87.1, -88, -100, -150, -1e4, 5, 3, -2, -90],
+              [3, 2, 1, 0, -1, -2, -3, -4, -5, -6, -7, -8, -9]], np.float32)
+    Y = _arr(np.eye(13)[[9, 4]], np.float32)
+    dL = np.empty_like(L)
+    loss = _kernels.loss_grad(K["LOSS_CCE_LOGITS"], L, Y, np.empty(0, np.float32), dL)
+    z = L.astype(np.float64)
+    lse = z.max(1, keepdims=True) + np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+    p = np.exp(z - lse)
+    np.testing.assert_allclose(loss, np.mean(np.sum(Y * (lse - z), 1)), rtol=1e-6)
+    np.testing.assert_allclose(dL, (p - Y) / 2, rtol=1e-5, atol=1e-30)

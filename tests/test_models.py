@@ -319,17 +319,29 @@ def test_progress_output_one_line_per_epoch_when_not_a_tty():
 
 
 def test_concurrent_predict_from_threads_is_safe():
+    """Several Python threads predicting and evaluating at once: over several batches each call
+    shares them with fastdense's worker thread when it gets it (else runs them all itself);
+    every result must equal the one-thread result."""
     import threading
 
-    x, _ = make_blobs(n=300)
+    x, y = make_blobs(n=300)
     model = small_model()
-    expected = model.predict(x, verbose=0)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    configured = fastdense.config.num_threads()
+    fastdense.config.set_num_threads(1)
+    try:
+        expected = model.predict(x, verbose=0)
+        expected_eval = model.evaluate(x, y, verbose=0)
+    finally:
+        fastdense.config.set_num_threads(configured)
     errors = []
 
     def work():
         for _ in range(20):
             if not np.array_equal(model.predict(x, verbose=0), expected):
-                errors.append("mismatch")
+                errors.append("predict mismatch")
+            if model.evaluate(x, y, verbose=0) != expected_eval:
+                errors.append("evaluate mismatch")
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:

@@ -1,6 +1,7 @@
 """The second thread of split products (fastdense/_simd.h fd_run2): wake-ups are never lost, fork
 children get a fresh worker, and results do not depend on the split."""
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -71,7 +72,7 @@ def test_split_products_are_bit_identical(n, k, m):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("m", [1, 3, 4, 5, 8, 12, 100])
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 6, 7, 8, 12, 100])
 @pytest.mark.parametrize("n, k", [(32, 784), (7, 25), (1, 23), (200, 50)])
 def test_narrow_column_blocks_give_the_bits_of_full_blocks(n, k, m):
     """The last columns of a layer (m % 16, e.g. 4 of 100) go through narrow kernels (the weight
@@ -94,3 +95,61 @@ def test_narrow_column_blocks_give_the_bits_of_full_blocks(n, k, m):
     np.testing.assert_array_equal(got[m][1], got[wide][1][:, :m])
     np.testing.assert_allclose(got[m][1], X.astype(np.float64).T @ dS[:, :m].astype(np.float64),
                                rtol=1e-4, atol=1e-4)
+
+
+FTZ_LIB = """
+#include <xmmintrin.h>
+void set_ftz(int on)  /* flush-to-zero and denormals-are-zero, as -ffast-math code sets them */
+{
+    unsigned c = _mm_getcsr();
+    _mm_setcsr(on ? (c | 0x8040u) : (c & ~0x8040u));
+}
+"""
+
+FTZ_SCRIPT = textwrap.dedent("""
+    import ctypes, sys
+    import numpy as np
+    import fastdense
+    from fastdense import Sequential
+    from fastdense.layers import Dense
+    lib = ctypes.CDLL(sys.argv[1])
+    # a 300-wide identity layer, so that each batch takes long enough for the worker to get
+    # its share, then logits from 0 down to about -95 (exp: denormal probabilities)
+    model = Sequential([Dense(300, input_shape=(300,)), Dense(10, activation="softmax")])
+    W = np.zeros((300, 10), np.float32); W[0] = np.linspace(0, -95, 10)
+    model.set_weights([np.eye(300, dtype=np.float32), np.zeros(300, np.float32), W,
+                       np.zeros(10, np.float32)])
+    x = np.ones((4000, 300), np.float32)
+    x[:, 0] = np.linspace(0.95, 1.0, 4000)
+    fastdense.config.set_num_threads(2)
+    before = model.predict(x, verbose=0)           # starts the worker, flush-to-zero off
+    assert (before[before > 0] < 1.2e-38).any()    # denormal probabilities
+    lib.set_ftz(1)                                 # now on in this thread only
+    two = model.predict(x, verbose=0)
+    fastdense.config.set_num_threads(1)
+    one = model.predict(x, verbose=0)
+    lib.set_ftz(0)                                 # (NumPy's comparisons below see denormals)
+    assert not (one[one > 0] < 1.2e-38).any()      # flushed
+    assert np.array_equal(two.view(np.uint32), one.view(np.uint32)), \
+        "the worker rounded differently"
+    print("ok")
+""")
+
+
+def test_worker_takes_the_callers_flush_to_zero_mode(tmp_path):
+    """A thread inherits the floating-point control modes only when it is created; the worker
+    must take the caller's for each job, or a library that turns flush-to-zero on after the
+    worker started would make its half of the batches round differently."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler on this machine (the package's own build needs one)")
+    if not _kernels._simd_enabled():
+        pytest.skip("x86 SIMD kernels not available on this CPU")
+    src, lib = tmp_path / "ftz.c", tmp_path / "libftz.so"
+    src.write_text(FTZ_LIB)
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", str(src), "-o", str(lib)], check=True)
+    proc = subprocess.run([sys.executable, "-c", FTZ_SCRIPT, str(lib)], capture_output=True,
+                          text=True, timeout=120, cwd=PACKAGE_PARENT,
+                          env=dict(os.environ, PYTHONPATH=PACKAGE_PARENT))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok"
