@@ -92,8 +92,8 @@ class Plan:
             first = rows[0] if rows else None
             if first is not None and first[_K["PLAN_KIND"]] == _K["OP_DENSE"] \
                     and widths[1] % 16:
-                # a padded copy of the first layer's weights (train_steps), plus 64 bytes of slack
-                # to align it
+                # a copy of the first layer's weights in 16-column panels (train_steps), plus
+                # 64 bytes of slack to align it
                 layout[_K["LAY_W0"]] = take(widths[0] * (-(-widths[1] // 16) * 16) + 16)
             else:
                 layout[_K["LAY_W0"]] = -1

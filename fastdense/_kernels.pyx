@@ -83,6 +83,7 @@ cdef extern from "_simd.h" nogil:
     void fd_sigmoid_avx2(float* z, Py_ssize_t size)
     void fd_sigmoid_grad_avx2(const float* z, const float* dz, float* ds, Py_ssize_t size)
     void fd_exp_shifted(const float* x, float mx, float* out, int m)
+    int FD_PANELS
     ctypedef struct fd_counter:
         pass
     void fd_counter_set(fd_counter* c, int v)
@@ -110,9 +111,10 @@ cdef int _own_gemm_rows = FD_MAX_ROWS
 # one half of the layer's inputs (fd_forward and friends in _simd.h). The halves are computed the
 # same way with one thread, so results are bit-identical whatever the thread count.
 cdef int _n_threads = 1
-cdef bint pad_first_layer = True  # train the first layer's weights in a row-padded copy
+cdef bint pad_first_layer = True  # train the first layer's weights in a copy (panels or rows)
 cdef bint split_middle = True     # cut the middle of each training step by rows (_middle_part)
 cdef bint transposed_dx = True    # input gradients as dX^T = W @ dS^T where scratch is given
+cdef bint use_panels = True       # the first layer's training copy in 16-column panels
 # ... when the layers after the first hold at most this many weights in all
 cdef Py_ssize_t MID_MAX_LATER_WEIGHTS = 32768
 cdef long long _split_min = 1 << 19
@@ -162,7 +164,7 @@ cdef enum:
 
 cdef enum:
     # workspace layout of `train_steps`: gathered x, y, sample weights; the two delta buffers
-    # LAY_W0: room for a copy of the first layer's weights with rows padded to 64 bytes (-1: none)
+    # LAY_W0: room for a copy of the first layer's weights, 16-column panels (-1: none)
     # LAY_MID: two halves' partial weight gradients of the layers after the first (-1: none)
     LAY_X, LAY_Y, LAY_SW, LAY_D0, LAY_D1, LAY_W0, LAY_MID, N_LAY
 
@@ -446,7 +448,7 @@ cdef inline void _dense_forward(const floating** rows, const floating* X, const 
 
     X (n, n_in) is given by its row pointers `rows` or, when rows is NULL, contiguous at X; the
     BLAS path (float64, batches over _own_gemm_rows, no AVX2) needs X. W's rows are ldw apart
-    (n_out, or more for train_steps' padded copy). part: n x n_out scratch. With epilogue False
+    (n_out, more, or FD_PANELS for train_steps' copy). part: n x n_out scratch. With epilogue False
     (own kernels only) the two partial sums are left in Z and part, without bias or activation
     (train_steps finishes them row block by row block: see _middle_part).
     """
@@ -781,7 +783,7 @@ cdef const floating* _net_forward(const Py_ssize_t* plan, Py_ssize_t n_ops, cons
     plan: n_ops rows of N_PLAN (row-major); reg: n_ops rows of 4, read only when training. The
     batch is contiguous at A, or given by its row pointers `rows` (then A is NULL and the first op
     is dense on the own kernels: see train_steps). W0, when given, replaces the first op's weights
-    (train_steps' padded copy, rows ldw0 apart). first_only: only the first op's product, its two
+    (train_steps' copy: rows ldw0 apart, or panels when ldw0 is FD_PANELS). first_only: only the first op's product, its two
     partial sums left unfinished (train_steps' split middle finishes them).
     """
     cdef Py_ssize_t l, i, size
@@ -1028,6 +1030,27 @@ cdef inline void _row_ptrs(const floating* src, Py_ssize_t width, const Py_ssize
         out[i] = src + (order[start + i] if order != NULL else start + i) * width
 
 
+cdef void _copy_weights(floating* W, floating* Wc, Py_ssize_t k, int m, int ldc,
+                        bint into_copy) noexcept nogil:
+    """Between row-major W (k x m) and train_steps' copy Wc: rows ldc apart (padding zeroed), or
+    16-column panels when ldc is FD_PANELS (see _simd.h). into_copy: W -> Wc, else Wc -> W."""
+    cdef Py_ssize_t r, c, w, step = 16 if ldc == FD_PANELS else m
+    cdef Py_ssize_t width = 16 if ldc == FD_PANELS else ldc
+    cdef floating* dst
+    for r in range(k):
+        c = 0
+        while c < m:
+            # a panel's row, or the whole padded row
+            dst = Wc + (c // 16) * k * 16 + r * 16 if ldc == FD_PANELS else Wc + r * ldc
+            w = m - c if m - c < step else step
+            if into_copy:
+                memcpy(dst, W + r * m + c, w * sizeof(floating))
+                memset(dst + w, 0, (width - w) * sizeof(floating))
+            else:
+                memcpy(W + r * m + c, dst, w * sizeof(floating))
+            c += step
+
+
 def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                 const Py_ssize_t[:, ::1] plan, const double[:, ::1] reg,
                 const Py_ssize_t[::1] layout, floating[::1] work,
@@ -1087,16 +1110,17 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                           and fd_have_avx2_fma() and plan[0, PLAN_KIND] == OP_DENSE)
     cdef const floating* rows0[FD_MAX_ROWS]
     # The first layer's weights, when its width is not a multiple of 16 floats (64 bytes) and
-    # plain SGD updates them in place: trained in a copy whose rows are padded to 64 bytes, so
-    # that no 16-float load or store of the micro-kernels straddles two cache lines (a 100-unit
-    # layer's 400-byte rows made a third of them do). Copied back before returning. Same
-    # arithmetic for every element: the results are the bits the unpadded weights would get.
+    # plain SGD updates them in place: trained in a copy laid out as 16-column panels (FD_PANELS
+    # in _simd.h), so that every 16-float load or store of the micro-kernels is one whole cache
+    # line and a panel's rows follow each other in memory (a 100-unit layer's 400-byte rows made
+    # a third of them straddle two lines). Copied back before returning. Same arithmetic for
+    # every element: the results are the bits the row-major weights would get.
     cdef floating* Wpad = NULL
     cdef int ldpad = 0, n_out0 = <int>plan[0, PLAN_N_OUT]
     cdef Py_ssize_t r_i
     if (in_place and fuse_sgd and layout[LAY_W0] >= 0 and n_out0 % 16 != 0
             and pad_first_layer):
-        ldpad = (n_out0 + 15) // 16 * 16
+        ldpad = FD_PANELS if use_panels else (n_out0 + 15) // 16 * 16
         Wpad = W + layout[LAY_W0]
         Wpad = Wpad + ((64 - (<size_t>Wpad) % 64) % 64) // sizeof(floating)
     # The middle of each step cut by rows (see _middle_part): when the first layer reads the batch
@@ -1154,10 +1178,7 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
     _check_plan(plan, reg)
     with nogil:
         if Wpad != NULL:
-            for r_i in range(n_in0):
-                memcpy(Wpad + r_i * ldpad, P + plan[0, PLAN_W] + r_i * n_out0,
-                       n_out0 * sizeof(floating))
-                memset(Wpad + r_i * ldpad + n_out0, 0, (ldpad - n_out0) * sizeof(floating))
+            _copy_weights(P + plan[0, PLAN_W], Wpad, n_in0, n_out0, ldpad, True)
         pos = start
         while pos < stop:
             n = <int>(batch_size if stop - pos > batch_size else stop - pos)
@@ -1290,9 +1311,7 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
             stats[2] += 1
             done += 1
         if Wpad != NULL:
-            for r_i in range(n_in0):
-                memcpy(P + plan[0, PLAN_W] + r_i * n_out0, Wpad + r_i * ldpad,
-                       n_out0 * sizeof(floating))
+            _copy_weights(P + plan[0, PLAN_W], Wpad, n_in0, n_out0, ldpad, False)
     return done
 
 
@@ -1649,6 +1668,12 @@ def _set_transposed_dx(bint v):
     """Test switch: input gradients in training by the transposed product (default) or not."""
     global transposed_dx
     transposed_dx = v
+
+
+def _set_panels(bint v):
+    """Test switch: train_steps' copy of the first layer's weights in panels (default) or rows."""
+    global use_panels
+    use_panels = v
 
 
 def _set_split_middle(bint v):

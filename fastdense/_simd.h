@@ -850,6 +850,19 @@ static int fd_half(int k)
 
 enum { FD_OP_FWD, FD_OP_DW, FD_OP_DX, FD_OP_DXT };
 
+/* A value of ldw meaning: W (k x m) is stored as 16-column panels, each k x 16 and contiguous,
+ * element (p, j) at W[(j / 16) * k * 16 + p * 16 + j % 16]. train_steps trains the first layer's
+ * weights in this layout (plain SGD): the tiles then read and update W one 64-byte line per row
+ * of a panel, in address order, where row-major W has them 400+ bytes apart. The forward product
+ * and the weight gradient take it; the input gradient does not (the first layer has none). */
+#define FD_PANELS (-16)
+
+/* The panel holding column c (a multiple of 16) of a k-row W stored as FD_PANELS. */
+static inline float *fd_panel(const float *W, int k, int c)
+{
+    return (float *)W + (ptrdiff_t)(c / FD_NR) * k * FD_NR;
+}
+
 #define FD_DW_ROWS 48  /* rows of W per unit of a weight-gradient job (a multiple of FD_MR) */
 
 /* A job is cut into units: blocks of 16 output columns of each half (FWD, DX; FD_MC rows for a
@@ -877,22 +890,42 @@ static void fd_job_unit(const fd_job *j, int h, int u)
 {
     const int lo = h ? j->s : 0, hi = h ? j->k : j->s;
 #if FD_X86
+    const int panels = (j->ldw == FD_PANELS);
+    int c;
     switch (j->op) {
     case FD_OP_FWD:
         if (j->n > FD_MC) {
             /* a large batch: blocks of rows, each kept in L2 while all of W's panels pass */
             const int r0 = u * FD_MC, nr = (j->n - r0 < FD_MC) ? j->n - r0 : FD_MC;
-            fd_gemm_rows(nr, lo, hi, j->m, 1.0f, j->rows + r0, j->W, j->ldw, 0.0f,
-                         (h ? j->C1 : j->C) + (ptrdiff_t)r0 * j->m, j->m);
+            float *C = (h ? j->C1 : j->C) + (ptrdiff_t)r0 * j->m;
+            if (!panels)
+                fd_gemm_rows(nr, lo, hi, j->m, 1.0f, j->rows + r0, j->W, j->ldw, 0.0f, C, j->m);
+            else
+                for (c = 0; c < j->m; c += FD_NR)
+                    fd_gemm_rows(nr, lo, hi, (j->m - c < FD_NR) ? j->m - c : FD_NR, 1.0f,
+                                 j->rows + r0, fd_panel(j->W, j->k, c), FD_NR, 0.0f, C + c, j->m);
         } else {
             const int c0 = u * j->width, nc = (j->m - c0 < j->width) ? j->m - c0 : j->width;
-            fd_gemm_rows(j->n, lo, hi, nc, 1.0f, j->rows, j->W + c0, j->ldw, 0.0f,
-                         (h ? j->C1 : j->C) + c0, j->m);
+            float *C = (h ? j->C1 : j->C) + c0;
+            if (!panels)
+                fd_gemm_rows(j->n, lo, hi, nc, 1.0f, j->rows, j->W + c0, j->ldw, 0.0f, C, j->m);
+            else  /* a unit is one panel, or all of them for a batch of a few rows */
+                for (c = c0; c < c0 + nc; c += FD_NR)
+                    fd_gemm_rows(j->n, lo, hi, (c0 + nc - c < FD_NR) ? c0 + nc - c : FD_NR, 1.0f,
+                                 j->rows, fd_panel(j->W, j->k, c), FD_NR, 0.0f, C + c - c0,
+                                 j->m);
         }
         break;
     case FD_OP_DW: {
         const int r0 = lo + u * FD_DW_ROWS, r1 = (hi - r0 < FD_DW_ROWS) ? hi : r0 + FD_DW_ROWS;
-        fd_gemm_cols(r0, r1, j->n, j->m, j->alpha, j->rows, j->dS, j->m, j->beta, j->C, j->ldw);
+        if (!panels)
+            fd_gemm_cols(r0, r1, j->n, j->m, j->alpha, j->rows, j->dS, j->m, j->beta, j->C,
+                         j->ldw);
+        else
+            for (c = 0; c < j->m; c += FD_NR)
+                fd_gemm_cols(r0, r1, j->n, (j->m - c < FD_NR) ? j->m - c : FD_NR, j->alpha,
+                             j->rows, j->dS + c, j->m, j->beta, fd_panel(j->C, j->k, c),
+                             FD_NR);
         break;
     }
     case FD_OP_DXT: {

@@ -530,28 +530,33 @@ def test_predict_rows_are_bit_identical_whatever_the_batch(out_units, out_act):
     np.testing.assert_array_equal(model(x)[::13], alone)
 
 
-def test_padded_first_layer_copy_gives_the_same_bits():
-    """train_steps trains a 100-unit first layer (400-byte rows) in a copy with 64-byte rows;
-    every element's arithmetic is unchanged, so the weights must be bit-identical to training
-    the weights in place (the copy is off with _set_pad(False)). One and two threads."""
+@pytest.mark.parametrize("batch", [1, 32, 128])
+def test_padded_first_layer_copy_gives_the_same_bits(batch):
+    """train_steps trains a 100-unit first layer (400-byte rows) in a copy laid out as 16-column
+    panels (or, switched with _set_panels(False), as rows padded to 64 bytes); every element's
+    arithmetic is unchanged, so the weights must be bit-identical to training the weights in
+    place (the copy is off with _set_pad(False)). One and two threads; a batch of 128 rows takes
+    the forward product's row-block path."""
     from fastdense import _kernels
 
     x = np.random.default_rng(5).normal(size=(300, 97)).astype(np.float32)
     y = np.random.default_rng(6).integers(0, 10, 300)
     results = []
-    for pad in (True, False):
+    for pad, panels in ((True, True), (True, False), (False, False)):
         for threads in (1, 2):
             fastdense.utils.set_random_seed(11)
             model = Sequential([layers.Dense(100, activation="sigmoid", input_shape=(97,)),
                                 layers.Dense(10, activation="softmax")])
             model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
             _kernels._set_pad(pad)
+            _kernels._set_panels(panels)
             _kernels._set_num_threads(threads)
             try:
-                for i in range(0, 300, 32):
-                    model.train_on_batch(x[i:i + 32], y[i:i + 32])
+                for i in range(0, min(300, 12 * batch), batch):
+                    model.train_on_batch(x[i:i + batch], y[i:i + batch])
             finally:
                 _kernels._set_pad(True)
+                _kernels._set_panels(True)
                 _kernels._set_num_threads(1)
             results.append(model.get_weights())
     for other in results[1:]:
