@@ -1572,10 +1572,17 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W, const flo
     # IN X (n, n_in), W (n_in, n_out), dS (n, n_out)   # OUT dW, db, dX
     """
     cdef int n = <int>X.shape[0], n_in = <int>X.shape[1], n_out = <int>W.shape[1]
+    # scratch for the transposed input gradient (fd_input_grad), as train_steps has in its plan;
+    # without it (allocation failed) the packed form gives the same bits
+    cdef floating* scratch = NULL
     with nogil:
+        if dX is not None:
+            scratch = <floating*>malloc(<size_t>n_out * ((n + 15) // 16 * 16) * sizeof(floating))
         _dense_backward(NULL, &X[0, 0], <floating*>&W[0, 0], n_out, &dS[0, 0], &dW[0, 0],
                         &db[0] if db.shape[0] > 0 else NULL,
-                        &dX[0, 0] if dX is not None else NULL, n, n_in, n_out, <floating>0)
+                        &dX[0, 0] if dX is not None else NULL, n, n_in, n_out, <floating>0,
+                        scratch)
+        free(scratch)
 
 
 def loss_grad(int code, const floating[:, ::1] L, const floating[:, ::1] Y,
