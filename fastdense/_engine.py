@@ -164,7 +164,8 @@ class ThreadGovernor:
     uses the faster one, and re-measures the other with a short probe chunk. Loads come and go
     (another library's BLAS threads spin for a while after their last call, for instance), so the
     first re-measurement comes soon and the interval doubles each time a probe confirms the choice,
-    up to about once a second; a probe that changes the choice starts the short intervals again.
+    up to about once a second; a probe that changes the choice starts the short intervals again,
+    and so does a chunk 30% slower or faster than its setting's figure (the load changed).
     The first chunk on two threads wakes the worker and warms its caches: it trains but is not
     taken as a measurement. A model keeps its governor across fit() calls (see
     Sequential._governor), so repeated short fits do not start from scratch.
@@ -174,6 +175,7 @@ class ThreadGovernor:
     MARGIN = 0.85       # a probe must beat the current choice by 15% to replace it
     PROBE_FIRST = 0.02  # seconds of training before the first re-measurement
     PROBE_EVERY = 1.0   # the longest interval between probes
+    SHIFT = 1.3         # a chunk this much slower or faster than its setting's figure: probe now
 
     def __init__(self, max_threads):
         self.max = max(1, min(2, int(max_threads)))
@@ -184,6 +186,12 @@ class ThreadGovernor:
         self.warm = self.max == 1
         self.current = None  # the setting in use once both are measured
         self.before = None   # the choice when a scheduled probe started
+        self.cold = False    # the next chunk is the first of a fit() call
+
+    def start(self):
+        """A fit() call begins: its first chunk runs on cold caches (and may wake the worker),
+        so it trains but is not taken as a measurement."""
+        self.cold = True
 
     def choose(self):
         """(threads, batch cap) for the next chunk."""
@@ -197,7 +205,7 @@ class ThreadGovernor:
                 self.probing = True
                 return threads, self.PROBE_BATCHES
         best = self.best()
-        if self.since_probe >= self.interval:
+        if self.since_probe >= self.interval and not self.cold:
             self.since_probe = 0.0
             self.probing = True
             self.before = best
@@ -226,11 +234,24 @@ class ThreadGovernor:
         if not self.warm:
             self.warm = True
             return
+        if self.cold:
+            self.cold = False
+            if not self.probing:
+                return
         per = seconds / batches
         old = self.per_batch.get(threads)
-        # A probe replaces the old figure (the load may have changed since); regular chunks
+        shifted = (not self.probing and old is not None and len(self.per_batch) == 2
+                   and (per > self.SHIFT * old or per * self.SHIFT < old))
+        if shifted:
+            # The load changed under the current setting (another process took or left a core):
+            # the other setting's figure is stale; dropping it re-measures it with the next
+            # chunk instead of up to a second later.
+            del self.per_batch[3 - threads]
+            self.current = None
+        # A probe, or a chunk after such a change, replaces the old figure; regular chunks
         # smooth it.
-        self.per_batch[threads] = per if (old is None or self.probing) else 0.5 * old + 0.5 * per
+        self.per_batch[threads] = per if (old is None or self.probing or shifted) \
+            else 0.5 * old + 0.5 * per
         if self.probing and len(self.per_batch) == 2 and self.before is not None:
             same = self.best() == self.before
             self.interval = min(2 * self.interval, self.PROBE_EVERY) if same else self.PROBE_FIRST

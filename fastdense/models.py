@@ -456,6 +456,7 @@ class Sequential:
         from . import config
 
         governor = self._governor(config.num_threads(), batch_size)
+        governor.start()
         try:
             return self._epochs(cbs, chunker, governor, every_batch, initial_epoch, epochs, n,
                                 steps, shuffle, batch_size, metrics, metric_names, opt, plan,

@@ -671,3 +671,31 @@ def test_sigmoid_keeps_nan_nan():
         _kernels.activation_forward(_kernels.CODES["ACT_SIGMOID"], z)
         assert np.isnan(z[n // 2, 1]) and np.isnan(z[-1, -1])
         assert np.isfinite(z).sum() == z.size - 2
+
+
+def test_thread_governor_probes_at_once_when_the_load_changes():
+    """A regular chunk 30% slower (or faster) than its setting's figure means another process
+    took (or left) a core: the other setting is re-measured with the next chunk, not up to a
+    second later, and kept if it is now the faster."""
+    from fastdense._engine import ThreadGovernor
+
+    gov = ThreadGovernor(2)
+    gov.choose(); gov.observe(2, 16, 16e-3)             # warm-up
+    gov.choose(); gov.observe(2, 32, 32 * 100e-6)       # two threads: 100 us a batch
+    gov.choose(); gov.observe(1, 32, 32 * 200e-6)       # one thread: 200 us
+    gov.interval, gov.since_probe = ThreadGovernor.PROBE_EVERY, 0.0  # a long-confirmed choice
+    assert gov.choose() == (2, None)
+    gov.observe(2, 400, 400 * 120e-6)                   # within 30%: nothing to do
+    assert gov.choose() == (2, None)
+    gov.observe(2, 400, 400 * 300e-6)                   # the other core got busy
+    assert gov.choose() == (1, ThreadGovernor.PROBE_BATCHES)
+    gov.observe(1, 32, 32 * 210e-6)                     # one thread is now the faster
+    assert gov.choose() == (1, None)
+    gov.observe(1, 400, 400 * 100e-6)                   # the machine is quiet again
+    assert gov.choose() == (2, ThreadGovernor.PROBE_BATCHES)
+    gov.observe(2, 32, 32 * 60e-6)
+    assert gov.choose() == (2, None)
+    gov.start()                                         # a new fit() call: its first chunk is
+    assert gov.choose() == (2, None)                    # slow (cold caches, the worker asleep)
+    gov.observe(2, 8, 8 * 200e-6)                       # and not taken as a load change
+    assert gov.choose() == (2, None) and gov.per_batch[2] == 60e-6
