@@ -83,6 +83,7 @@ cdef extern from "_simd.h" nogil:
     void fd_sigmoid_avx2(float* z, Py_ssize_t size)
     void fd_sigmoid_grad_avx2(const float* z, const float* dz, float* ds, Py_ssize_t size)
     void fd_exp_shifted(const float* x, float mx, float* out, int m)
+    void fd_relu_grad_avx2(const float* z, const float* dz, float* ds, Py_ssize_t size)
     int FD_PANELS
     ctypedef struct fd_counter:
         pass
@@ -397,6 +398,10 @@ cdef void _act_backward(int act, const floating* S, const floating* Z, const flo
             z = Z[i]
             dS[i] = dZ[i] * (1 - z * z)
     elif act == ACT_RELU:
+        if floating is float:
+            if fd_have_avx2_fma():
+                fd_relu_grad_avx2(Z, dZ, dS, size)
+                return
         for i in range(size):
             dS[i] = dZ[i] if Z[i] > 0 else 0
     elif act == ACT_ELU:

@@ -652,6 +652,21 @@ static void fd_sigmoid_grad_avx2(const float *z, const float *dz, float *ds, ptr
         ds[i] = (dz[i] * z[i]) * (1.0f - z[i]);
 }
 
+/* dS := dZ where z > 0, else +0 (relu's backward pass; relu'(0) = 0 as in Keras, NaN z gives 0):
+ * a selection, the scalar loop's bits; dS may alias dZ. */
+__attribute__((target("avx2,fma")))
+static void fd_relu_grad_avx2(const float *z, const float *dz, float *ds, ptrdiff_t size)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    ptrdiff_t i = 0;
+    for (; i + 8 <= size; i += 8) {
+        const __m256 keep = _mm256_cmp_ps(_mm256_loadu_ps(z + i), zero, _CMP_GT_OQ);
+        _mm256_storeu_ps(ds + i, _mm256_and_ps(keep, _mm256_loadu_ps(dz + i)));
+    }
+    for (; i < size; i++)
+        ds[i] = z[i] > 0.0f ? dz[i] : 0.0f;
+}
+
 #else  /* no x86 SIMD: never called, since fd_have_avx2_fma() is 0 */
 
 static void fd_sigmoid_avx2(float *z, ptrdiff_t size) { (void)z; (void)size; }
@@ -662,6 +677,10 @@ static void fd_sigmoid_grad_avx2(const float *z, const float *dz, float *ds, ptr
 static void fd_exp_shifted(const float *x, float mx, float *out, int m)
 {
     (void)x; (void)mx; (void)out; (void)m;
+}
+static void fd_relu_grad_avx2(const float *z, const float *dz, float *ds, ptrdiff_t size)
+{
+    (void)z; (void)dz; (void)ds; (void)size;
 }
 
 #endif /* FD_X86 */

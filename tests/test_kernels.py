@@ -893,3 +893,23 @@ def test_crossentropy_from_logits_far_below_the_max():
     p = np.exp(z - lse)
     np.testing.assert_allclose(loss, np.mean(np.sum(Y * (lse - z), 1)), rtol=1e-6)
     np.testing.assert_allclose(dL, (p - Y) / 2, rtol=1e-5, atol=1e-30)
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_relu_backward_simd_gives_the_scalar_bits(in_place):
+    """relu's backward pass is a selection: the vector path must give the scalar loop's bits,
+    for z > 0, z = 0 (relu'(0) = 0), negative and NaN z, signed zeros and NaN in dZ, and the
+    tail of fewer than 8 elements."""
+    rng = np.random.default_rng(8)
+    Z = _arr(rng.normal(size=(5, 13)), np.float32)
+    Z[0, :4] = [0.0, -0.0, np.nan, np.inf]
+    dZ = _arr(rng.normal(size=(5, 13)), np.float32)
+    dZ[1, :3] = [-0.0, np.nan, -np.inf]
+    Z[1, :3] = [1.0, 2.0, 3.0]
+    out = {}
+    for enabled in (True, False):
+        with simd(enabled):
+            dS = dZ.copy() if in_place else np.full_like(dZ, 7.0)
+            _kernels.activation_backward(K["ACT_RELU"], Z, Z, dS if in_place else dZ, dS)
+            out[enabled] = dS
+    np.testing.assert_array_equal(out[True].view(np.uint32), out[False].view(np.uint32))
+    np.testing.assert_array_equal(out[True], np.where(Z > 0, dZ, np.float32(0)))
