@@ -84,6 +84,8 @@ cdef extern from "_simd.h" nogil:
     void fd_sigmoid_grad_avx2(const float* z, const float* dz, float* ds, Py_ssize_t size)
     void fd_exp_shifted(const float* x, float mx, float* out, int m)
     void fd_relu_grad_avx2(const float* z, const float* dz, float* ds, Py_ssize_t size)
+    void fd_tanh_avx2(float* z, Py_ssize_t size)
+    void fd_tanh_grad_avx2(const float* z, const float* dz, float* ds, Py_ssize_t size)
     int FD_PANELS
     ctypedef struct fd_counter:
         pass
@@ -328,6 +330,10 @@ cdef void _act_forward(int act, floating* Z, Py_ssize_t n, Py_ssize_t m) noexcep
         for i in range(size):
             Z[i] = _sigmoid(Z[i])
     elif act == ACT_TANH:
+        if floating is float:
+            if fd_have_avx2_fma():
+                fd_tanh_avx2(Z, size)
+                return
         for i in range(size):
             Z[i] = _tanh(Z[i])
     elif act == ACT_RELU:
@@ -394,6 +400,10 @@ cdef void _act_backward(int act, const floating* S, const floating* Z, const flo
             z = Z[i]
             dS[i] = dZ[i] * z * (1 - z)
     elif act == ACT_TANH:
+        if floating is float:
+            if fd_have_avx2_fma():
+                fd_tanh_grad_avx2(Z, dZ, dS, size)
+                return
         for i in range(size):
             z = Z[i]
             dS[i] = dZ[i] * (1 - z * z)
