@@ -73,6 +73,23 @@ static inline __m256i fd_tail_mask(int n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
 }
 
+/* A group of n <= 8 floats: a plain load or store for a full group, under the mask mk (the first
+ * n lanes) for the last one of an array (a masked store is microcoded on AMD: only when needed). */
+__attribute__((target("avx2,fma")))
+static inline __m256 fd_load_group(const float *p, int n, __m256i mk)
+{
+    return (n == 8) ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mk);
+}
+
+__attribute__((target("avx2,fma")))
+static inline void fd_store_group(float *p, int n, __m256i mk, __m256 v)
+{
+    if (n == 8)
+        _mm256_storeu_ps(p, v);
+    else
+        _mm256_maskstore_ps(p, mk, v);
+}
+
 
 /* One MR x NR tile (MR <= 6, NR <= 16) over a depth of kc:
  *   C(r, j) := alpha * sum_{p < kc} A(r, p) * B(p, j) + beta * C(r, j)
@@ -572,8 +589,7 @@ static void fd_exp_shifted(const float *x, float mx, float *out, int m)
     for (j = 0; j < m; j += 8) {
         const int n = (m - j < 8) ? m - j : 8;
         const __m256i mk = fd_tail_mask(n);
-        const __m256 d = _mm256_sub_ps(n == 8 ? _mm256_loadu_ps(x + j) : _mm256_maskload_ps(x + j, mk),
-                                       vmx);
+        const __m256 d = _mm256_sub_ps(fd_load_group(x + j, n, mk), vmx);
         /* not (-87 <= d <= 87): out of fd_exp8's range, or NaN (d > 0 cannot happen for a
          * row's max, but the guard costs nothing) */
         const int odd = _mm256_movemask_ps(_mm256_or_ps(
@@ -610,8 +626,7 @@ static void fd_sigmoid_avx2(float *z, ptrdiff_t size)
     for (i = 0; i < size; i += 8) {
         const int n = (size - i < 8) ? (int)(size - i) : 8;
         const __m256i mk = fd_tail_mask(n);
-        /* masked load and store for the last group only: a masked store is microcoded on AMD */
-        const __m256 x = (n == 8) ? _mm256_loadu_ps(z + i) : _mm256_maskload_ps(z + i, mk);
+        const __m256 x = fd_load_group(z + i, n, mk);
         const __m256 ax = _mm256_andnot_ps(sign, x);
         const int big = _mm256_movemask_ps(_mm256_cmp_ps(ax, lim, _CMP_GT_OQ));
         /* exp(-|x|) on |x| clamped to 80 (the clamped lanes are replaced below) */
@@ -629,10 +644,7 @@ static void fd_sigmoid_avx2(float *z, ptrdiff_t size)
                     tmp[j] = fd_sigmoid1(z[i + j]);
             r = _mm256_loadu_ps(tmp);
         }
-        if (n == 8)
-            _mm256_storeu_ps(z + i, r);
-        else
-            _mm256_maskstore_ps(z + i, mk, r);
+        fd_store_group(z + i, n, mk, r);
     }
 }
 
@@ -667,7 +679,7 @@ static void fd_tanh_avx2(float *z, ptrdiff_t size)
     for (i = 0; i < size; i += 8) {
         const int n = (size - i < 8) ? (int)(size - i) : 8;
         const __m256i mk = fd_tail_mask(n);
-        const __m256 x = (n == 8) ? _mm256_loadu_ps(z + i) : _mm256_maskload_ps(z + i, mk);
+        const __m256 x = fd_load_group(z + i, n, mk);
         const __m256 ax = _mm256_andnot_ps(sign, x);
         const __m256 x2 = _mm256_mul_ps(x, x);
         __m256 p = _mm256_set1_ps(-5.70498872745e-3f);
@@ -683,10 +695,7 @@ static void fd_tanh_avx2(float *z, ptrdiff_t size)
         r = _mm256_blendv_ps(big, p, _mm256_cmp_ps(ax, small, _CMP_LT_OQ));
         /* x's sign on both branches (tanh is odd; this keeps tanh(-0) = -0) */
         r = _mm256_or_ps(_mm256_andnot_ps(sign, r), _mm256_and_ps(sign, x));
-        if (n == 8)
-            _mm256_storeu_ps(z + i, r);
-        else
-            _mm256_maskstore_ps(z + i, mk, r);
+        fd_store_group(z + i, n, mk, r);
     }
 }
 
