@@ -6,8 +6,9 @@ Design
 * One call is one unit of arithmetic on buffers the caller hands in: a layer's forward pass, a loss
   and its gradient, an optimizer step, or -- the fast path -- many whole training steps of a network
   (`train_steps`) so that Python is visited once per chunk of batches rather than once per batch.
-* Python allocates and validates (`fastdense/_engine.py`); the training and inference kernels never
-  allocate (only the test-facing `dense_forward` takes a scratch buffer), never touch Python
+* Python allocates and validates (`fastdense/_engine.py`); the training kernels never allocate
+  (inference over several batches on two threads allocates the second thread's workspace once
+  per call; the test-facing `dense_forward` and `dense_backward` their scratch), never touch Python
   objects inside `with nogil:`, and assume what validation guarantees: C-contiguous buffers of one
   float type, finite inputs, labels in range, sizes < 2**31.
 * float32 and float64 come from one source through Cython's fused type `floating`.
@@ -81,11 +82,10 @@ cdef extern from "_simd.h" nogil:
     int fd_have_avx2_fma()
     void fd_set_simd(int enabled)
     void fd_sigmoid_avx2(float* z, Py_ssize_t size)
-    void fd_sigmoid_grad_avx2(const float* z, const float* dz, float* ds, Py_ssize_t size)
     void fd_exp_shifted(const float* x, float mx, float* out, int m)
-    void fd_relu_grad_avx2(const float* z, const float* dz, float* ds, Py_ssize_t size)
     void fd_tanh_avx2(float* z, Py_ssize_t size)
-    void fd_tanh_grad_avx2(const float* z, const float* dz, float* ds, Py_ssize_t size)
+    enum: FD_GRAD_SIGMOID, FD_GRAD_TANH, FD_GRAD_RELU
+    void fd_act_grad_avx2(int kind, const float* z, const float* dz, float* ds, Py_ssize_t size)
     int FD_PANELS
     ctypedef struct fd_counter:
         pass
@@ -381,6 +381,11 @@ cdef void _act_backward(int act, const floating* S, const floating* Z, const flo
     """
     cdef Py_ssize_t i, j, size = n * m
     cdef floating x, z, s, g
+    if floating is float:
+        if (act == ACT_SIGMOID or act == ACT_TANH or act == ACT_RELU) and fd_have_avx2_fma():
+            fd_act_grad_avx2(FD_GRAD_SIGMOID if act == ACT_SIGMOID else
+                             FD_GRAD_TANH if act == ACT_TANH else FD_GRAD_RELU, Z, dZ, dS, size)
+            return
     if act == ACT_LINEAR:
         if dS != dZ:
             memcpy(dS, dZ, size * sizeof(floating))
@@ -392,26 +397,14 @@ cdef void _act_backward(int act, const floating* S, const floating* Z, const flo
             for j in range(m):
                 dS[i * m + j] = Z[i * m + j] * (dZ[i * m + j] - s)
     elif act == ACT_SIGMOID:
-        if floating is float:
-            if fd_have_avx2_fma():
-                fd_sigmoid_grad_avx2(Z, dZ, dS, size)
-                return
         for i in range(size):
             z = Z[i]
             dS[i] = dZ[i] * z * (1 - z)
     elif act == ACT_TANH:
-        if floating is float:
-            if fd_have_avx2_fma():
-                fd_tanh_grad_avx2(Z, dZ, dS, size)
-                return
         for i in range(size):
             z = Z[i]
             dS[i] = dZ[i] * (1 - z * z)
     elif act == ACT_RELU:
-        if floating is float:
-            if fd_have_avx2_fma():
-                fd_relu_grad_avx2(Z, dZ, dS, size)
-                return
         for i in range(size):
             dS[i] = dZ[i] if Z[i] > 0 else 0
     elif act == ACT_ELU:
@@ -499,8 +492,7 @@ cdef inline void _dense_backward(const floating** rows, const floating* X, float
     W -= sgd_lr * X^T @ dS and b -= sgd_lr * sums (dW, db point at W, b). dX is computed first,
     from the weights before the update. X as in _dense_forward; W and dW rows are ldw apart.
     """
-    cdef Py_ssize_t i, j
-    cdef floating s
+    cdef Py_ssize_t i, j, j0, jn
     cdef floating colsum[1024]
     cdef floating alpha = -sgd_lr if sgd_lr > 0 else <floating>1
     cdef floating beta = <floating>1 if sgd_lr > 0 else <floating>0
@@ -516,28 +508,22 @@ cdef inline void _dense_backward(const floating** rows, const floating* X, float
                   n_in)
         _gemm(c'N', c'T', n_out, n_in, n, alpha, dS, n_out, X, n_in, beta, dW, ldw)
     if db != NULL:
-        if n_out <= 1024:
-            # column sums row by row: the same order per column (i = 0, 1, ...) as the loop
-            # below, but the inner loop runs along contiguous memory and vectorises
-            for j in range(n_out):
+        # column sums row by row (each column summed in row order i = 0, 1, ...), up to 1024
+        # columns at a time: the inner loop runs along contiguous memory and vectorises
+        j0 = 0
+        while j0 < n_out:
+            jn = n_out - j0 if n_out - j0 < 1024 else 1024
+            for j in range(jn):
                 colsum[j] = 0
             for i in range(n):
-                for j in range(n_out):
-                    colsum[j] += dS[i * n_out + j]
-            for j in range(n_out):
+                for j in range(jn):
+                    colsum[j] += dS[i * n_out + j0 + j]
+            for j in range(jn):
                 if sgd_lr > 0:
-                    db[j] -= sgd_lr * colsum[j]
+                    db[j0 + j] -= sgd_lr * colsum[j]
                 else:
-                    db[j] = colsum[j]
-        else:
-            for j in range(n_out):
-                s = 0
-                for i in range(n):
-                    s += dS[i * n_out + j]
-                if sgd_lr > 0:
-                    db[j] -= sgd_lr * s
-                else:
-                    db[j] = s
+                    db[j0 + j] = colsum[j]
+            j0 += jn
 
 
 # ---------------------------------------------------------------------------------------------
@@ -552,8 +538,7 @@ cdef double _loss_grad(int code, const floating* L, const floating* Y, const flo
     """
     cdef Py_ssize_t i, j, c = 0
     cdef double total = 0, li, w, mx, se, lse, sy, p, yv, d, s, o, e, eps = CLIP_EPS
-    cdef double ebuf[64]
-    cdef floating fbuf[64]
+    cdef floating ebuf[64]
     cdef const floating* row
     cdef const floating* yrow
     cdef floating* drow
@@ -583,15 +568,14 @@ cdef double _loss_grad(int code, const floating* L, const floating* Y, const flo
             se = 0
             if m <= 64:
                 # in the model's float type, as Keras does; kept for the gradient below
-                _exp_shift(row, <floating>mx, fbuf, m)
+                _exp_shift(row, <floating>mx, ebuf, m)
                 for j in range(m):
-                    ebuf[j] = fbuf[j]
                     se += ebuf[j]
             else:
                 for j in range(m):
                     e = _exp(row[j] - <floating>mx)
                     if j < 64:
-                        ebuf[j] = e
+                        ebuf[j] = <floating>e
                     se += e
             lse = mx + log(se)
             if code == LOSS_CCE_LOGITS:
@@ -1356,7 +1340,6 @@ cdef struct _Pair:
     const float* sw
     int loss_code
     bint fused
-    Py_ssize_t s_off            # the last op's pre-activation in a workspace (fused losses)
     const Py_ssize_t* metrics
     Py_ssize_t n_metrics
     double reg_total
@@ -1364,12 +1347,27 @@ cdef struct _Pair:
     Py_ssize_t n_slot           # 1 + 2 * n_metrics
 
 
+cdef double _eval_batch(const Py_ssize_t* plan, Py_ssize_t n_ops, const floating* P,
+                        const floating* X, floating* work, int n, const floating* Y,
+                        Py_ssize_t y_w, const floating* sw, int loss_code, bint fused,
+                        const Py_ssize_t* metrics, Py_ssize_t n_metrics,
+                        double reg_total, double* msums) noexcept nogil:
+    """One evaluation batch (n rows at X, Y, sw): returns its mean loss (plus the penalty
+    reg_total) and adds its metric sums into msums."""
+    cdef Py_ssize_t last = (n_ops - 1) * N_PLAN, out_w = plan[last + PLAN_N_OUT]
+    cdef const floating* Zl = _net_forward(plan, n_ops, P, <const floating**>NULL, X, work, n,
+                                           False, NULL, NULL)
+    cdef const floating* Ll = work + plan[last + PLAN_S] if fused else Zl
+    cdef double loss = _loss_grad(loss_code, Ll, Y, sw, <floating*>NULL, n, out_w, 1.0) / n
+    _metrics(metrics, n_metrics, Zl, Y, <const floating*>NULL, n, out_w, y_w, msums)
+    return loss + reg_total
+
+
 cdef void _pair_part(void* arg, int part) noexcept nogil:
     cdef _Pair* c = <_Pair*>arg
     cdef int b, n
     cdef Py_ssize_t pos, i
     cdef const float* Zl
-    cdef const float* Ll
     cdef double* st
     while True:
         b = fd_counter_next(&c.next)
@@ -1377,20 +1375,17 @@ cdef void _pair_part(void* arg, int part) noexcept nogil:
             return
         pos = c.start + <Py_ssize_t>b * c.batch_size
         n = <int>(c.batch_size if c.stop - pos > c.batch_size else c.stop - pos)
-        Zl = _net_forward(c.plan, c.n_ops, c.P, <const float**>NULL, c.X + pos * c.n_in0,
-                          c.work[part], n, False, NULL, NULL)
         if c.out != NULL:
+            Zl = _net_forward(c.plan, c.n_ops, c.P, <const float**>NULL, c.X + pos * c.n_in0,
+                              c.work[part], n, False, NULL, NULL)
             memcpy(c.out + pos * c.out_w, Zl, <Py_ssize_t>n * c.out_w * sizeof(float))
             continue
-        Ll = c.work[part] + c.s_off if c.fused else Zl
         st = c.slots + <Py_ssize_t>b * c.n_slot
-        st[0] = _loss_grad(c.loss_code, Ll, c.Y + pos * c.y_w,
-                           c.sw + pos if c.sw != NULL else NULL, <float*>NULL, n, c.out_w,
-                           1.0) / n + c.reg_total
         for i in range(2 * c.n_metrics):
             st[1 + i] = 0
-        _metrics(c.metrics, c.n_metrics, Zl, c.Y + pos * c.y_w, <const float*>NULL, n,
-                 c.out_w, c.y_w, st + 1)
+        st[0] = _eval_batch(c.plan, c.n_ops, c.P, c.X + pos * c.n_in0, c.work[part], n,
+                            c.Y + pos * c.y_w, c.y_w, c.sw + pos if c.sw != NULL else NULL,
+                            c.loss_code, c.fused, c.metrics, c.n_metrics, c.reg_total, st + 1)
 
 
 cdef inline void _add_batch(double* stats, Py_ssize_t n_stats, const double* st, int n,
@@ -1462,7 +1457,7 @@ cdef inline void _check_plan(const Py_ssize_t[:, ::1] plan, const double[:, ::1]
 def forward(floating[::1] params, const Py_ssize_t[:, ::1] plan, floating[::1] work,
             const floating[:, ::1] X, floating[:, ::1] out, int batch_size, int threads=1):
     """out := network(X), computed batch_size rows at a time (inference: dropout off); with
-    threads=2 and more than one batch, batches alternate between two threads (same results).
+    threads=2 and more than one batch, the two threads share the batches (same results).
 
     # IN  params, plan, X (n, n_in)   # INOUT work (one batch of activations)   # OUT out (n, n_out)
     """
@@ -1494,16 +1489,14 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
                    int loss_code, bint fused_logits, const Py_ssize_t[::1] metrics,
                    double[::1] stats, int threads=1):
     """Loss and metrics of the network on samples start..stop, batch by batch, no update; with
-    threads=2, batches alternate between two threads (same results: sums in batch order).
+    threads=2, the two threads share the batches (same results: sums added in batch order).
 
     # INOUT stats: same layout as in `train_steps`. Returns the number of batches.
     """
-    cdef Py_ssize_t pos = start, n_ops = plan.shape[0], last = n_ops - 1, done = 0, i
-    cdef Py_ssize_t y_w = Y.shape[1], out_w = plan[last, PLAN_N_OUT], n_metrics = metrics.shape[0]
+    cdef Py_ssize_t pos = start, n_ops = plan.shape[0], done = 0, i
+    cdef Py_ssize_t y_w = Y.shape[1], n_metrics = metrics.shape[0]
     cdef Py_ssize_t n_stats = stats.shape[0]
     cdef int n
-    cdef const floating* Zl
-    cdef const floating* Ll
     cdef double reg_total
     cdef double st[1 + 2 * 64]
     cdef bint has_sw = sw.shape[0] > 0
@@ -1521,7 +1514,6 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
             pc.sw = &sw[0] if has_sw else NULL
             pc.loss_code = loss_code
             pc.fused = fused_logits
-            pc.s_off = plan[last, PLAN_S]
             pc.metrics = &metrics[0] if n_metrics > 0 else NULL
             pc.n_metrics = n_metrics
             pc.reg_total = reg_total
@@ -1536,16 +1528,13 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
             pos = stop
         while pos < stop:
             n = <int>(batch_size if stop - pos > batch_size else stop - pos)
-            Zl = _net_forward(&plan[0, 0], n_ops, &params[0], NULL, &X[pos, 0], &work[0], n,
-                              False, NULL, NULL)
-            Ll = &work[0] + plan[last, PLAN_S] if fused_logits else Zl
-            st[0] = _loss_grad(loss_code, Ll, &Y[pos, 0], &sw[pos] if has_sw else NULL,
-                               <floating*>NULL, n, out_w, 1.0) / n + reg_total
             # each batch's metric sums on their own, then added: as the two-thread path does
             for i in range(2 * n_metrics if own_sums else 0):
                 st[1 + i] = 0
-            _metrics(&metrics[0] if n_metrics > 0 else NULL, n_metrics, Zl, &Y[pos, 0],
-                     NULL, n, out_w, y_w, msums)
+            st[0] = _eval_batch(&plan[0, 0], n_ops, &params[0], &X[pos, 0], &work[0], n,
+                                &Y[pos, 0], y_w, &sw[pos] if has_sw else NULL, loss_code,
+                                fused_logits, &metrics[0] if n_metrics > 0 else NULL, n_metrics,
+                                reg_total, msums)
             _add_batch(&stats[0], n_stats, st, n, n_metrics if own_sums else 0)
             done += 1
             pos += n

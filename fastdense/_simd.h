@@ -648,22 +648,6 @@ static void fd_sigmoid_avx2(float *z, ptrdiff_t size)
     }
 }
 
-/* dS := dZ * z * (1 - z), the sigmoid's backward pass from its output z, rounded as the scalar
- * expression (dZ * z) * (1 - z); dS may alias dZ. */
-__attribute__((target("avx2,fma")))
-static void fd_sigmoid_grad_avx2(const float *z, const float *dz, float *ds, ptrdiff_t size)
-{
-    const __m256 one = _mm256_set1_ps(1.0f);
-    ptrdiff_t i = 0;
-    for (; i + 8 <= size; i += 8) {
-        const __m256 zv = _mm256_loadu_ps(z + i);
-        _mm256_storeu_ps(ds + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(dz + i), zv),
-                                               _mm256_sub_ps(one, zv)));
-    }
-    for (; i < size; i++)
-        ds[i] = (dz[i] * z[i]) * (1.0f - z[i]);
-}
-
 /* z := tanh(z) in place, every element by the same formula whatever its position (the last
  * group of fewer than 8 is loaded and stored under a mask), as for sigmoid: a row's values do not
  * depend on the batch it is in. |x| < 0.625: x + x^3 P(x^2) (the Cephes tanhf polynomial); else
@@ -699,56 +683,50 @@ static void fd_tanh_avx2(float *z, ptrdiff_t size)
     }
 }
 
-/* dS := dZ * (1 - z * z), tanh's backward pass from its output z, with 1 - z * z as one fused
- * operation (one rounding) for every element; dS may alias dZ. */
+/* The backward pass of an activation from its output z, dS := dZ * act'(.), for
+ *   FD_GRAD_SIGMOID: (dZ * z) * (1 - z), rounded in that order;
+ *   FD_GRAD_TANH:    dZ * (1 - z * z), with 1 - z * z as one fused operation;
+ *   FD_GRAD_RELU:    dZ where z > 0, else +0 (relu'(0) = 0 as in Keras; NaN z gives 0).
+ * Every element by the same expression, the tail of fewer than 8 included; dS may alias dZ. */
+enum { FD_GRAD_SIGMOID, FD_GRAD_TANH, FD_GRAD_RELU };
+
 __attribute__((target("avx2,fma")))
-static void fd_tanh_grad_avx2(const float *z, const float *dz, float *ds, ptrdiff_t size)
+static inline __m256 fd_grad8(int kind, __m256 z, __m256 dz)
 {
     const __m256 one = _mm256_set1_ps(1.0f);
-    ptrdiff_t i = 0;
-    for (; i + 8 <= size; i += 8) {
-        const __m256 zv = _mm256_loadu_ps(z + i);
-        const __m256 g = _mm256_fnmadd_ps(zv, zv, one);
-        _mm256_storeu_ps(ds + i, _mm256_mul_ps(_mm256_loadu_ps(dz + i), g));
+    switch (kind) {
+    case FD_GRAD_SIGMOID: return _mm256_mul_ps(_mm256_mul_ps(dz, z), _mm256_sub_ps(one, z));
+    case FD_GRAD_TANH: return _mm256_mul_ps(dz, _mm256_fnmadd_ps(z, z, one));
+    default: return _mm256_and_ps(_mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GT_OQ), dz);
     }
-    for (; i < size; i++)
-        ds[i] = dz[i] * fmaf(-z[i], z[i], 1.0f);
 }
 
-/* dS := dZ where z > 0, else +0 (relu's backward pass; relu'(0) = 0 as in Keras, NaN z gives 0):
- * a selection, the scalar loop's bits; dS may alias dZ. */
 __attribute__((target("avx2,fma")))
-static void fd_relu_grad_avx2(const float *z, const float *dz, float *ds, ptrdiff_t size)
+static void fd_act_grad_avx2(int kind, const float *z, const float *dz, float *ds,
+                             ptrdiff_t size)
 {
-    const __m256 zero = _mm256_setzero_ps();
     ptrdiff_t i = 0;
-    for (; i + 8 <= size; i += 8) {
-        const __m256 keep = _mm256_cmp_ps(_mm256_loadu_ps(z + i), zero, _CMP_GT_OQ);
-        _mm256_storeu_ps(ds + i, _mm256_and_ps(keep, _mm256_loadu_ps(dz + i)));
-    }
+    for (; i + 8 <= size; i += 8)
+        _mm256_storeu_ps(ds + i, fd_grad8(kind, _mm256_loadu_ps(z + i), _mm256_loadu_ps(dz + i)));
     for (; i < size; i++)
-        ds[i] = z[i] > 0.0f ? dz[i] : 0.0f;
+        ds[i] = (kind == FD_GRAD_SIGMOID) ? (dz[i] * z[i]) * (1.0f - z[i])
+              : (kind == FD_GRAD_TANH) ? dz[i] * fmaf(-z[i], z[i], 1.0f)
+              : (z[i] > 0.0f ? dz[i] : 0.0f);
 }
 
 #else  /* no x86 SIMD: never called, since fd_have_avx2_fma() is 0 */
 
+enum { FD_GRAD_SIGMOID, FD_GRAD_TANH, FD_GRAD_RELU };
 static void fd_sigmoid_avx2(float *z, ptrdiff_t size) { (void)z; (void)size; }
-static void fd_sigmoid_grad_avx2(const float *z, const float *dz, float *ds, ptrdiff_t size)
-{
-    (void)z; (void)dz; (void)ds; (void)size;
-}
+static void fd_tanh_avx2(float *z, ptrdiff_t size) { (void)z; (void)size; }
 static void fd_exp_shifted(const float *x, float mx, float *out, int m)
 {
     (void)x; (void)mx; (void)out; (void)m;
 }
-static void fd_relu_grad_avx2(const float *z, const float *dz, float *ds, ptrdiff_t size)
+static void fd_act_grad_avx2(int kind, const float *z, const float *dz, float *ds,
+                             ptrdiff_t size)
 {
-    (void)z; (void)dz; (void)ds; (void)size;
-}
-static void fd_tanh_avx2(float *z, ptrdiff_t size) { (void)z; (void)size; }
-static void fd_tanh_grad_avx2(const float *z, const float *dz, float *ds, ptrdiff_t size)
-{
-    (void)z; (void)dz; (void)ds; (void)size;
+    (void)kind; (void)z; (void)dz; (void)ds; (void)size;
 }
 
 #endif /* FD_X86 */
