@@ -951,6 +951,25 @@ typedef struct {
     struct { atomic_int next; char pad[60]; } half[2];  /* next unit to take, one line each */
 } fd_job;
 
+/* Columns c0..c0+nc of a forward partial product over the depth k0..k1, for n rows, into C
+ * (row stride m): W row-major (rows ldw apart) or in panels (FD_PANELS), a panel at a time. */
+static void fd_forward_cols(int n, int k0, int k1, int c0, int nc, const float *const *rows,
+                            const fd_job *j, float *C)
+{
+#if FD_X86
+    int c;
+    if (j->ldw != FD_PANELS) {
+        fd_gemm_rows(n, k0, k1, nc, 1.0f, rows, j->W + c0, j->ldw, 0.0f, C, j->m);
+        return;
+    }
+    for (c = c0; c < c0 + nc; c += FD_NR)
+        fd_gemm_rows(n, k0, k1, (c0 + nc - c < FD_NR) ? c0 + nc - c : FD_NR, 1.0f, rows,
+                     fd_panel(j->W, j->k, c), FD_NR, 0.0f, C + (c - c0), j->m);
+#else
+    (void)n; (void)k0; (void)k1; (void)c0; (void)nc; (void)rows; (void)j; (void)C;
+#endif
+}
+
 static void fd_job_unit(const fd_job *j, int h, int u)
 {
     const int lo = h ? j->s : 0, hi = h ? j->k : j->s;
@@ -962,23 +981,11 @@ static void fd_job_unit(const fd_job *j, int h, int u)
         if (j->n > FD_MC) {
             /* a large batch: blocks of rows, each kept in L2 while all of W's panels pass */
             const int r0 = u * FD_MC, nr = (j->n - r0 < FD_MC) ? j->n - r0 : FD_MC;
-            float *C = (h ? j->C1 : j->C) + (ptrdiff_t)r0 * j->m;
-            if (!panels)
-                fd_gemm_rows(nr, lo, hi, j->m, 1.0f, j->rows + r0, j->W, j->ldw, 0.0f, C, j->m);
-            else
-                for (c = 0; c < j->m; c += FD_NR)
-                    fd_gemm_rows(nr, lo, hi, (j->m - c < FD_NR) ? j->m - c : FD_NR, 1.0f,
-                                 j->rows + r0, fd_panel(j->W, j->k, c), FD_NR, 0.0f, C + c, j->m);
+            fd_forward_cols(nr, lo, hi, 0, j->m, j->rows + r0, j,
+                            (h ? j->C1 : j->C) + (ptrdiff_t)r0 * j->m);
         } else {
             const int c0 = u * j->width, nc = (j->m - c0 < j->width) ? j->m - c0 : j->width;
-            float *C = (h ? j->C1 : j->C) + c0;
-            if (!panels)
-                fd_gemm_rows(j->n, lo, hi, nc, 1.0f, j->rows, j->W + c0, j->ldw, 0.0f, C, j->m);
-            else  /* a unit is one panel, or all of them for a batch of a few rows */
-                for (c = c0; c < c0 + nc; c += FD_NR)
-                    fd_gemm_rows(j->n, lo, hi, (c0 + nc - c < FD_NR) ? c0 + nc - c : FD_NR, 1.0f,
-                                 j->rows, fd_panel(j->W, j->k, c), FD_NR, 0.0f, C + c - c0,
-                                 j->m);
+            fd_forward_cols(j->n, lo, hi, c0, nc, j->rows, j, (h ? j->C1 : j->C) + c0);
         }
         break;
     case FD_OP_DW: {
