@@ -59,8 +59,8 @@ def set_num_threads(n):
     With 2, `fit` times one and two threads on short probe chunks and keeps the faster (on a
     machine where another process holds a core, one thread is faster). Each dense layer's work
     is cut along its inputs, and one thread computes the same two halves in the same order, so
-    results are bit-identical either way. `predict` and `evaluate` over more than one batch give
-    whole batches to the threads in turn (same results); a single batch uses one thread.
+    results are bit-identical either way. `predict` and `evaluate` over more than one batch let
+    the two threads share the batches (same results); a single batch uses one thread.
 
     Args:
         n: a positive integer; values above 2 mean 2.

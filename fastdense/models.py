@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from . import _engine, _kernels, _naming, _random, _validation, losses as losses_mod
+from . import _engine, _kernels, _naming, _random, _validation, config, losses as losses_mod
 from . import metrics as metrics_mod, optimizers as optimizers_mod
 from .layers import Dense, Flatten, InputLayer, Layer, LAYER_CLASSES, assign_weights
 
@@ -453,8 +453,6 @@ class Sequential:
                                          model=self, verbose=verbose, epochs=epochs, steps=steps)
         every_batch = cbs.needs_every_batch
         chunker = _engine.ChunkTimer(fixed=1 if every_batch else None)
-        from . import config
-
         governor = self._governor(config.num_threads(), batch_size)
         governor.start()
         try:
@@ -528,9 +526,9 @@ class Sequential:
                     break
             epoch_logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
-                _kernels._set_num_threads(governor.best())
-                vlogs = self._evaluate_arrays(*val, val_batch, metrics, cbs=cbs,
-                                              threads=governor.best())
+                threads = governor.best()
+                _kernels._set_num_threads(threads)
+                vlogs = self._evaluate_arrays(*val, val_batch, metrics, cbs=cbs, threads=threads)
                 epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
@@ -542,9 +540,8 @@ class Sequential:
     def _evaluate_arrays(self, X, Y, sw, batch_size, metrics, cbs=None, threads=None):
         """Loss and metric means over (X, Y, sw); with `cbs`, the test hooks run per chunk (or
         per batch when a callback needs every batch). threads: 1 or 2 (default: the configured
-        most); with 2, batches alternate between two threads (same results)."""
+        most); with 2, the two threads share the batches (same results)."""
         if threads is None:
-            from . import config
             threads = config.num_threads()
         # The loss is a per-sample mean, so the kernel may take bigger batches than the user's
         # (fewer, fuller passes); batch indices reported to callbacks stay in the user's units.
@@ -623,12 +620,9 @@ class Sequential:
         bs = min(batch_size, len(X), _INFER_ROWS)
         plan = self._plan(bs)
         out = np.empty((len(X), plan.out_width), dtype=self.dtype)
-        if len(X) > bs:  # several batches: two threads may share them
-            from . import config
-            _FORWARD[X.dtype](self._params, plan.plan, plan.workspace(self.dtype), X, out, bs,
-                              config.num_threads())
-        else:
-            _FORWARD[X.dtype](self._params, plan.plan, plan.workspace(self.dtype), X, out, bs)
+        # several batches: two threads may share them; one stays on this thread
+        _FORWARD[X.dtype](self._params, plan.plan, plan.workspace(self.dtype), X, out, bs,
+                          config.num_threads() if len(X) > bs else 1)
         return out
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
@@ -650,8 +644,6 @@ class Sequential:
         plan = self._plan(bs)
         work = plan.workspace(self.dtype)
         out = np.empty((n, plan.out_width), dtype=self.dtype)
-
-        from . import config
 
         threads = config.num_threads()
 
