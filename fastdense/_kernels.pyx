@@ -105,6 +105,7 @@ cdef extern from "_simd.h" nogil:
     void fd_input_grad(int n, int m, int k, const float* dS, const float* W, Py_ssize_t ldw,
                        float* dX, int threads, float* scratch)
     int fd_all_finite(const void* p, size_t n, int wide, int threads)
+    int fd_sparse_dw
 
 # float32 products whose batch dimension is at most this many rows (<= FD_MAX_ROWS) use
 # fastdense's own AVX2/FMA micro-kernels (when the CPU has them); larger ones go to BLAS, which
@@ -1690,3 +1691,8 @@ def _set_panels(bint v):
 def _set_split_middle(bint v):
     global split_middle
     split_middle = v
+
+
+def _set_sparse(bint v):
+    global fd_sparse_dw
+    fd_sparse_dw = v

@@ -18,6 +18,7 @@
 #define FASTDENSE_SIMD_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <math.h>
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(FASTDENSE_NO_SIMD)
@@ -99,7 +100,7 @@ static inline void fd_store_group(float *p, int n, __m256i mk, __m256 v)
 __attribute__((target("avx2,fma")))
 static void fd_tile(int mr, int nr, int kc, const float *const *rp, int mode, ptrdiff_t off,
                     const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
-                    float beta, int tstore)
+                    float beta, int tstore, const int *pl)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
@@ -111,7 +112,7 @@ static void fd_tile(int mr, int nr, int kc, const float *const *rp, int mode, pt
     const __m256i m1 = fd_tail_mask(nr >= 16 ? 8 : (nr > 8 ? nr - 8 : 0));
     const int full = (nr == FD_NR);
     const float *a0 = NULL, *a1 = NULL, *a2 = NULL, *a3 = NULL, *a4 = NULL, *a5 = NULL;
-    int p;
+    int p, t;
 
     if (mode == FD_A_ROWS) {
         a0 = rp[0] + off;
@@ -149,7 +150,10 @@ static void fd_tile(int mr, int nr, int kc, const float *const *rp, int mode, pt
     if (full) { for (p = 0; p < kc; p++) { FD_LOAD_BF ROWS } }                 \
     else { for (p = 0; p < kc; p++) { FD_LOAD_BM ROWS } }
 #define FD_LOOP_C(ROWS)                                                        \
-    if (full) { for (p = 0; p < kc; p++) { const float *q = rp[p] + off; FD_LOAD_BF ROWS } } \
+    if (pl != NULL) {                                                          \
+        if (full) { for (t = 0; t < kc; t++) { p = pl[t]; { const float *q = rp[p] + off; FD_LOAD_BF ROWS } } } \
+        else { for (t = 0; t < kc; t++) { p = pl[t]; { const float *q = rp[p] + off; FD_LOAD_BM ROWS } } } \
+    } else if (full) { for (p = 0; p < kc; p++) { const float *q = rp[p] + off; FD_LOAD_BF ROWS } } \
     else { for (p = 0; p < kc; p++) { const float *q = rp[p] + off; FD_LOAD_BM ROWS } }
 #define FD_R6 FD_ROW(a0 + p, c00, c01) FD_ROW(a1 + p, c10, c11) FD_ROW(a2 + p, c20, c21) \
               FD_ROW(a3 + p, c30, c31) FD_ROW(a4 + p, c40, c41) FD_ROW(a5 + p, c50, c51)
@@ -316,6 +320,27 @@ static void fd_tile8(int mr, int nr, int kc, const float *const *rp, int mode, p
     }
 }
 
+/* The rows p < n whose elements rp[p][i .. i + w) are not all zero (+0 or -0), in order, into
+ * pl; returns their count. w <= 24. A zero of A adds nothing to a chain of FMAs (see
+ * fd_dw_sparse), so a tile of a weight gradient needs only these rows. */
+__attribute__((target("avx2,fma")))
+static int fd_nonzero_rows(const float *const *rp, int n, int i, int w, int *pl)
+{
+    const __m256i bits = _mm256_set1_epi32(0x7fffffff);
+    const int tail = w - ((w - 1) / 8) * 8;
+    const __m256i mk = fd_tail_mask(tail);
+    int p, c, np = 0;
+    for (p = 0; p < n; p++) {
+        const float *x = rp[p] + i;
+        __m256i v = _mm256_castps_si256(_mm256_maskload_ps(x + (w - tail), mk));
+        for (c = 0; c + 8 < w; c += 8)
+            v = _mm256_or_si256(v, _mm256_castps_si256(_mm256_loadu_ps(x + c)));
+        pl[np] = p;
+        np += !_mm256_testz_si256(v, bits);
+    }
+    return np;
+}
+
 /* The narrow block of a weight gradient (FD_A_COLS, at most 8 columns: the last 4 of a 100-unit
  * layer), with the vectors along the rows of C instead of its columns: A(i, p) = rp[p][i] is
  * contiguous in i, so 8 rows of C take one load of A, and each of up to 4 columns of B is one
@@ -325,13 +350,19 @@ static void fd_tile8(int mr, int nr, int kc, const float *const *rp, int mode, p
 __attribute__((target("avx2,fma")))
 static void fd_tiles_cols_narrow(int i0, int i1, int nr, int kc, const float *const *rp,
                                  const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
-                                 float alpha, float beta)
+                                 float alpha, float beta, int sparse)
 {
-    int i, j0, p, j, r;
-    for (j0 = 0; j0 < nr; j0 += 4) {
-        const int nc = (nr - j0 < 4) ? nr - j0 : 4;
-        for (i = i0; i < i1; i += 24) {
-            const int rows = (i1 - i < 24) ? i1 - i : 24;
+    int i, j0, p, j, r, t, np;
+    int pl[FD_MAX_ROWS];
+    for (i = i0; i < i1; i += 24) {
+        const int rows = (i1 - i < 24) ? i1 - i : 24;
+        if (sparse)
+            np = fd_nonzero_rows(rp, kc, i, rows, pl);
+        else
+            for (np = 0; np < kc; np++)
+                pl[np] = np;
+        for (j0 = 0; j0 < nr; j0 += 4) {
+            const int nc = (nr - j0 < 4) ? nr - j0 : 4;
             const __m256i mk0 = fd_tail_mask(rows >= 8 ? 8 : rows);
             const __m256i mk1 = fd_tail_mask(rows >= 16 ? 8 : (rows > 8 ? rows - 8 : 0));
             const __m256i mk2 = fd_tail_mask(rows >= 24 ? 8 : (rows > 16 ? rows - 16 : 0));
@@ -347,8 +378,8 @@ static void fd_tiles_cols_narrow(int i0, int i1, int nr, int kc, const float *co
                 k2 = _mm256_fmadd_ps(x2, b, k2);                               \
             }
             if (rows == 24 && nc == 4) {
-                for (p = 0; p < kc; p++) {
-                    const float *x = rp[p] + i, *bp = B + p * ldb + j0;
+                for (t = 0; t < np; t++) {
+                    const float *x = rp[p = pl[t]] + i, *bp = B + p * ldb + j0;
                     const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
                     const __m256 x2 = _mm256_loadu_ps(x + 16);
                     FD_COLV(0, b0, x0, x1, x2, c00, c10, c20)
@@ -357,8 +388,8 @@ static void fd_tiles_cols_narrow(int i0, int i1, int nr, int kc, const float *co
                     FD_COLV(3, b3, x0, x1, x2, c03, c13, c23)
                 }
             } else {
-                for (p = 0; p < kc; p++) {
-                    const float *x = rp[p] + i, *bp = B + p * ldb + j0;
+                for (t = 0; t < np; t++) {
+                    const float *x = rp[p = pl[t]] + i, *bp = B + p * ldb + j0;
                     const __m256 x0 = _mm256_maskload_ps(x, mk0);
                     const __m256 x1 = _mm256_maskload_ps(x + 8, mk1);
                     const __m256 x2 = _mm256_maskload_ps(x + 16, mk2);
@@ -407,7 +438,7 @@ static void fd_tiles(int i0, int i1, int nr, int kc, const float *const *rows, i
     const int step = (nr <= 8) ? FD_MR8 : FD_MR;
     int i;
     if (mode == FD_A_COLS && nr <= 8) {
-        fd_tiles_cols_narrow(i0, i1, nr, kc, rows + off, B, ldb, C, ldc, alpha, beta);
+        fd_tiles_cols_narrow(i0, i1, nr, kc, rows + off, B, ldb, C, ldc, alpha, beta, 0);
         return;
     }
     for (i = i0; i < i1; ) {
@@ -417,7 +448,7 @@ static void fd_tiles(int i0, int i1, int nr, int kc, const float *const *rows, i
         if (nr <= 8)
             fd_tile8(mr, nr, kc, rp, mode, o, B, ldb, C + i * ldc, ldc, alpha, beta);
         else
-            fd_tile(mr, nr, kc, rp, mode, o, B, ldb, C + i * ldc, ldc, alpha, beta, 0);
+            fd_tile(mr, nr, kc, rp, mode, o, B, ldb, C + i * ldc, ldc, alpha, beta, 0, NULL);
         i += mr;
     }
 }
@@ -550,7 +581,7 @@ static void fd_gemm_nt(int n, int m, int c0, int c1, const float *const *rows, c
             for (ic = 0; ic < n; ic += FD_MR) {
                 const int mr = (n - ic < FD_MR) ? n - ic : FD_MR;
                 fd_tile(mr, nr, kc, rows + ic, FD_A_ROWS, pc, panel, FD_NR,
-                        C + ic * ldc + jc, ldc, 1.0f, pc == 0 ? 0.0f : 1.0f, 0);
+                        C + ic * ldc + jc, ldc, 1.0f, pc == 0 ? 0.0f : 1.0f, 0, NULL);
             }
         }
     }
@@ -946,6 +977,7 @@ typedef struct {
     int n16;                   /* DXT: n rounded up to 16 */
     float *C, *C1;             /* FWD: partial sums of halves 0 and 1 (n x m); DW: dW (k x m);
                                   DX: dX (n x k) */
+    int sparse;                /* DW: skip the zeros of A (see fd_dw_sparse) */
     int units[2];              /* units in each half */
     int width;                 /* FWD, DX: output columns per unit */
     struct { atomic_int next; char pad[60]; } half[2];  /* next unit to take, one line each */
@@ -970,6 +1002,41 @@ static void fd_forward_cols(int n, int k0, int k1, int c0, int nc, const float *
 #endif
 }
 
+/* Rows r0..r1 of a weight gradient, dW = alpha * A^T @ dS + beta * dW, skipping the zeros of A:
+ * each 6-row tile's chain of FMAs over the batch rows p runs only over the rows whose A(p, i..i+6)
+ * are not all zero. A skipped term is fma(0, dS, c) = c + (+-0) = c, so the results are the dense
+ * product's bits (dS finite, checked by the caller; only the sign of an exact zero sum can
+ * differ). Inputs such as images are about half zeros, so a third of the weight gradient's FMAs
+ * are skipped for a list of rows built per tile. */
+static void fd_dw_sparse(const fd_job *j, int r0, int r1)
+{
+#if FD_X86
+    const int panels = (j->ldw == FD_PANELS), narrow = j->m % FD_NR;
+    int pl[FD_MAX_ROWS];
+    int i, c;
+    for (i = r0; i < r1; ) {
+        const int mr = fd_rows6(r1 - i);
+        const int np = fd_nonzero_rows(j->rows, j->n, i, mr, pl);
+        for (c = 0; c + FD_NR <= j->m || (c < j->m && narrow > 8); c += FD_NR) {
+            const int nr = (j->m - c < FD_NR) ? j->m - c : FD_NR;
+            float *C = panels ? fd_panel(j->C, j->k, c) + (ptrdiff_t)i * FD_NR
+                              : j->C + (ptrdiff_t)i * j->ldw + c;
+            fd_tile(mr, nr, np, j->rows, FD_A_COLS, i, j->dS + c, j->m, C,
+                    panels ? FD_NR : j->ldw, j->alpha, j->beta, 0, pl);
+        }
+        i += mr;
+    }
+    if (narrow > 0 && narrow <= 8) {
+        c = j->m - narrow;
+        fd_tiles_cols_narrow(r0, r1, narrow, j->n, j->rows, j->dS + c, j->m,
+                             panels ? fd_panel(j->C, j->k, c) : j->C + c,
+                             panels ? FD_NR : j->ldw, j->alpha, j->beta, 1);
+    }
+#else
+    (void)j; (void)r0; (void)r1;
+#endif
+}
+
 static void fd_job_unit(const fd_job *j, int h, int u)
 {
     const int lo = h ? j->s : 0, hi = h ? j->k : j->s;
@@ -990,7 +1057,9 @@ static void fd_job_unit(const fd_job *j, int h, int u)
         break;
     case FD_OP_DW: {
         const int r0 = lo + u * FD_DW_ROWS, r1 = (hi - r0 < FD_DW_ROWS) ? hi : r0 + FD_DW_ROWS;
-        if (!panels)
+        if (j->sparse)
+            fd_dw_sparse(j, r0, r1);
+        else if (!panels)
             fd_gemm_cols(r0, r1, j->n, j->m, j->alpha, j->rows, j->dS, j->m, j->beta, j->C,
                          j->ldw);
         else
@@ -1016,7 +1085,7 @@ static void fd_job_unit(const fd_job *j, int h, int u)
                     fd_tile(mr, FD_NR, kc, wrows + i, FD_A_ROWS, pc,
                             j->dS + (ptrdiff_t)pc * j->n16 + ib, j->n16,
                             j->C + (ptrdiff_t)ib * j->k + r0 + i, j->k, 1.0f,
-                            pc == 0 ? 0.0f : 1.0f, nb);
+                            pc == 0 ? 0.0f : 1.0f, nb, NULL);
                     i += mr;
                 }
             }
@@ -1117,11 +1186,26 @@ static void fd_forward(int n, int k, int m, const float *const *rows, const floa
     const float *buf[FD_MAX_ROWS];
     fd_job j;
     j.op = FD_OP_FWD; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = 1.0f; j.beta = 0.0f;
+    j.sparse = 0;
     j.rows = fd_row_ptrs(rows, A, k, n, buf); j.W = W; j.ldw = ldw; j.dS = NULL; j.C = Z;
     j.C1 = part;
     fd_run_job(&j, threads);
     if (combine)
         fd_combine_rows(Z, part, b, 0, n, m, j.s < k);
+}
+
+static int fd_sparse_dw = 1;
+
+/* 1 when none of x[0 .. n) is Inf or NaN. */
+static int fd_finite32(const float *x, size_t n)
+{
+    const uint32_t *u = (const uint32_t *)x;
+    uint32_t b = 0;
+    size_t i;
+    /* an all-ones exponent plus one exponent unit carries into the sign bit */
+    for (i = 0; i < n; i++)
+        b |= (u[i] & 0x7F800000u) + 0x00800000u;
+    return (b & 0x80000000u) == 0;
 }
 
 /* dW(k x m) := alpha * A^T @ dS + beta * dW, A (n x k) given by rows or contiguous at A; dW's
@@ -1135,6 +1219,7 @@ static void fd_weight_grad(int n, int k, int m, float alpha, float beta,
     j.op = FD_OP_DW; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = alpha; j.beta = beta;
     j.rows = fd_row_ptrs(rows, A, k, n, buf); j.W = NULL; j.ldw = ldw; j.dS = dS; j.C = dW;
     j.C1 = NULL;
+    j.sparse = fd_sparse_dw && fd_have_avx2_fma() && fd_finite32(dS, (size_t)n * m);
     fd_run_job(&j, threads);
 }
 
@@ -1148,6 +1233,7 @@ static void fd_input_grad(int n, int m, int k, const float *dS, const float *W, 
 {
     const float *buf[FD_MAX_ROWS];
     fd_job j;
+    j.sparse = 0;
     if (scratch != NULL) {
         const int n16 = (n + FD_NR - 1) / FD_NR * FD_NR;
         int i, p;
@@ -1175,7 +1261,6 @@ static void fd_input_grad(int n, int m, int k, const float *dS, const float *W, 
  * check reads every byte of x once per fit() call and is bound by memory bandwidth, which two
  * cores share better than one uses.
  * ------------------------------------------------------------------------------------------------ */
-#include <stdint.h>
 
 typedef struct {
     const void *p;
@@ -1196,13 +1281,8 @@ static void fd_finite_part(void *arg, int part)
         for (i = lo; i < hi; i++)
             b |= (u[i] & 0x7FF0000000000000ull) + 0x0010000000000000ull;
         j->bad[part] = b & 0x8000000000000000ull;
-    } else {
-        const uint32_t *u = (const uint32_t *)j->p;
-        uint32_t b = 0;
-        for (i = lo; i < hi; i++)
-            b |= (u[i] & 0x7F800000u) + 0x00800000u;
-        j->bad[part] = b & 0x80000000u;
-    }
+    } else
+        j->bad[part] = !fd_finite32((const float *)j->p + lo, hi - lo);
 }
 
 static int fd_all_finite(const void *p, size_t n, int wide, int threads)

@@ -153,3 +153,60 @@ def test_worker_takes_the_callers_flush_to_zero_mode(tmp_path):
                           env=dict(os.environ, PYTHONPATH=PACKAGE_PARENT))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "ok"
+
+
+def _with_zeros(rng, n, k):
+    """Inputs with an image's kind of zeros: a border of columns zero in every row, half of the
+    rest zero at random, whole zero rows and some negative zeros."""
+    X = rng.normal(size=(n, k)).astype(np.float32)
+    X[rng.random((n, k)) < 0.5] = 0.0
+    X[:, :k // 3] = 0.0
+    X[::4] = 0.0
+    X[1::5, k // 2:] = -0.0
+    return X
+
+
+@pytest.mark.parametrize("n, k, m", [(32, 784, 100), (7, 25, 5), (1, 23, 3), (33, 100, 20),
+                                     (200, 50, 12), (64, 300, 48), (5, 6, 16), (9, 13, 9)])
+def test_weight_gradient_skipping_zeros_gives_the_dense_bits(n, k, m):
+    """The weight gradient runs each tile's chain of FMAs only over the batch rows whose inputs
+    are not all zero there (a zero adds +-0 to the chain: nothing). The skipping kernels
+    (switched off with _set_sparse(False)) must give the dense kernels' bits, with one and two
+    threads, in every column-block shape (16 wide, masked, narrow)."""
+    rng = np.random.default_rng(3)
+    X = _with_zeros(rng, n, k)
+    W = rng.normal(size=(k, m)).astype(np.float32)
+    dS = rng.normal(size=(n, m)).astype(np.float32)
+    out = []
+    try:
+        for sparse in (False, True):
+            for threads in (1, 2):
+                _kernels._set_sparse(sparse)
+                _kernels._set_num_threads(threads)
+                dW, db, dX = np.empty_like(W), np.empty(m, np.float32), np.empty_like(X)
+                _kernels.dense_backward(X, W, dS, dW, db, dX)
+                out.append((dW, db, dX))
+    finally:
+        _kernels._set_sparse(True)
+        _kernels._set_num_threads(1)
+    for other in out[1:]:
+        for a, b in zip(out[0], other):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(out[-1][0], X.astype(np.float64).T @ dS.astype(np.float64),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_weight_gradient_with_non_finite_deltas_keeps_zero_times_inf():
+    """0 * Inf is NaN: where the deltas are not finite, skipping the zeros of the inputs would turn
+    NaN into finite numbers, so the dense product must run."""
+    rng = np.random.default_rng(4)
+    X = _with_zeros(rng, 32, 200)
+    dS = rng.normal(size=(32, 20)).astype(np.float32)
+    dS[0, 3] = np.inf      # row 0 of X is all zeros: every dW[:, 3] is 0 * Inf + ... = NaN
+    dS[5, 7] = np.nan
+    dW, db = np.empty((200, 20), np.float32), np.empty(20, np.float32)
+    _kernels.dense_backward(X, np.zeros((200, 20), np.float32), dS, dW, db)
+    with np.errstate(invalid="ignore"):
+        expected = X.astype(np.float64).T @ dS.astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(dW), np.isnan(expected))
+    assert np.isnan(dW[:, 3]).all() and np.isnan(dW[:, 7]).all()
