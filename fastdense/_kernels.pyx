@@ -1346,18 +1346,20 @@ cdef struct _Pair:
     double reg_total
     double* slots               # evaluate: per batch, its loss then its metric sums
     Py_ssize_t n_slot           # 1 + 2 * n_metrics
+    float* W0                   # the first layer's weights in 16-column panels, or NULL
 
 
 cdef double _eval_batch(const Py_ssize_t* plan, Py_ssize_t n_ops, const floating* P,
                         const floating* X, floating* work, int n, const floating* Y,
                         Py_ssize_t y_w, const floating* sw, int loss_code, bint fused,
                         const Py_ssize_t* metrics, Py_ssize_t n_metrics,
-                        double reg_total, double* msums) noexcept nogil:
+                        double reg_total, double* msums, const floating* W0) noexcept nogil:
     """One evaluation batch (n rows at X, Y, sw): returns its mean loss (plus the penalty
-    reg_total) and adds its metric sums into msums."""
+    reg_total) and adds its metric sums into msums. W0: see _inference_panels."""
     cdef Py_ssize_t last = (n_ops - 1) * N_PLAN, out_w = plan[last + PLAN_N_OUT]
     cdef const floating* Zl = _net_forward(plan, n_ops, P, <const floating**>NULL, X, work, n,
-                                           False, NULL, NULL)
+                                           False, NULL, NULL, W0,
+                                           FD_PANELS if W0 != NULL else 0)
     cdef const floating* Ll = work + plan[last + PLAN_S] if fused else Zl
     cdef double loss = _loss_grad(loss_code, Ll, Y, sw, <floating*>NULL, n, out_w, 1.0) / n
     _metrics(metrics, n_metrics, Zl, Y, <const floating*>NULL, n, out_w, y_w, msums)
@@ -1378,7 +1380,8 @@ cdef void _pair_part(void* arg, int part) noexcept nogil:
         n = <int>(c.batch_size if c.stop - pos > c.batch_size else c.stop - pos)
         if c.out != NULL:
             Zl = _net_forward(c.plan, c.n_ops, c.P, <const float**>NULL, c.X + pos * c.n_in0,
-                              c.work[part], n, False, NULL, NULL)
+                              c.work[part], n, False, NULL, NULL, c.W0,
+                              FD_PANELS if c.W0 != NULL else 0)
             memcpy(c.out + pos * c.out_w, Zl, <Py_ssize_t>n * c.out_w * sizeof(float))
             continue
         st = c.slots + <Py_ssize_t>b * c.n_slot
@@ -1386,7 +1389,8 @@ cdef void _pair_part(void* arg, int part) noexcept nogil:
             st[1 + i] = 0
         st[0] = _eval_batch(c.plan, c.n_ops, c.P, c.X + pos * c.n_in0, c.work[part], n,
                             c.Y + pos * c.y_w, c.y_w, c.sw + pos if c.sw != NULL else NULL,
-                            c.loss_code, c.fused, c.metrics, c.n_metrics, c.reg_total, st + 1)
+                            c.loss_code, c.fused, c.metrics, c.n_metrics, c.reg_total, st + 1,
+                            c.W0)
 
 
 cdef inline void _add_batch(double* stats, Py_ssize_t n_stats, const double* st, int n,
@@ -1400,6 +1404,24 @@ cdef inline void _add_batch(double* stats, Py_ssize_t n_stats, const double* st,
     stats[2] += 1
     for i in range(2 * n_metrics):
         stats[3 + i] += st[1 + i]
+
+
+cdef float* _inference_panels(const Py_ssize_t* plan, const float* P, Py_ssize_t rows) noexcept nogil:
+    """For inference over many rows: a copy of the first dense layer's weights in 16-column
+    panels (see _copy_weights), when its width is not a multiple of 16; NULL otherwise (or when
+    the copy would not pay, or allocation fails). Row-major rows of such a layer (a 100-unit
+    layer's are 400 bytes) straddle cache lines, and the tiles' depth chunk of 16 columns then
+    spans twice the lines a panel does. Every element's arithmetic is the same: same bits. The
+    caller frees it."""
+    cdef Py_ssize_t k = plan[PLAN_N_IN], m = plan[PLAN_N_OUT]
+    cdef float* W0
+    if (plan[PLAN_KIND] != OP_DENSE or m % 16 == 0 or rows < 256
+            or not fd_have_avx2_fma()):
+        return NULL
+    W0 = <float*>malloc(((m + 15) // 16 * 16) * k * sizeof(float))
+    if W0 != NULL:
+        _copy_weights(<float*>(P + plan[PLAN_W]), W0, k, <int>m, FD_PANELS, True)
+    return W0
 
 
 cdef bint _pair_setup(_Pair* c, int threads, Py_ssize_t start, Py_ssize_t stop, int batch_size,
@@ -1438,12 +1460,14 @@ cdef bint _pair_setup(_Pair* c, int threads, Py_ssize_t start, Py_ssize_t stop, 
     c.n_metrics = 0
     c.reg_total = 0
     c.n_slot = n_slot
+    c.W0 = _inference_panels(plan, P, stop - start)
     return True
 
 
 cdef inline void _pair_free(_Pair* c) noexcept nogil:
     free(c.work[1])
     free(c.slots)
+    free(c.W0)
 
 
 cdef inline void _check_plan(const Py_ssize_t[:, ::1] plan, const double[:, ::1] reg):
@@ -1467,6 +1491,7 @@ def forward(floating[::1] params, const Py_ssize_t[:, ::1] plan, floating[::1] w
     cdef int n
     cdef const floating* Zl
     cdef _Pair pc
+    cdef floating* W0 = NULL
     _check_plan(plan, None)
     with nogil:
         if floating is float and n_total > 0 and _pair_setup(
@@ -1476,12 +1501,15 @@ def forward(floating[::1] params, const Py_ssize_t[:, ::1] plan, floating[::1] w
             fd_run2(_pair_part, &pc)
             _pair_free(&pc)
             pos = n_total
+        if floating is float and pos < n_total:
+            W0 = <floating*>_inference_panels(&plan[0, 0], &params[0], n_total - pos)
         while pos < n_total:
             n = <int>(batch_size if n_total - pos > batch_size else n_total - pos)
             Zl = _net_forward(&plan[0, 0], n_ops, &params[0], NULL, &X[pos, 0], &work[0], n,
-                              False, NULL, NULL)
+                              False, NULL, NULL, W0, FD_PANELS if W0 != NULL else 0)
             memcpy(&out[pos, 0], Zl, <Py_ssize_t>n * out_w * sizeof(floating))
             pos += n
+        free(W0)
 
 
 def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const double[:, ::1] reg,
@@ -1504,6 +1532,7 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
     cdef _Pair pc
     cdef bint own_sums = n_metrics <= 64   # else (never in practice) straight into stats
     cdef double* msums = &st[1] if own_sums else &stats[3]
+    cdef floating* W0 = NULL
     _check_plan(plan, reg)
     with nogil:
         reg_total = _reg_loss_grad(plan, reg, &params[0], <floating*>NULL, False)
@@ -1527,6 +1556,8 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
             done = pc.n_batches
             _pair_free(&pc)
             pos = stop
+        if floating is float and pos < stop:
+            W0 = <floating*>_inference_panels(&plan[0, 0], &params[0], stop - pos)
         while pos < stop:
             n = <int>(batch_size if stop - pos > batch_size else stop - pos)
             # each batch's metric sums on their own, then added: as the two-thread path does
@@ -1535,10 +1566,11 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
             st[0] = _eval_batch(&plan[0, 0], n_ops, &params[0], &X[pos, 0], &work[0], n,
                                 &Y[pos, 0], y_w, &sw[pos] if has_sw else NULL, loss_code,
                                 fused_logits, &metrics[0] if n_metrics > 0 else NULL, n_metrics,
-                                reg_total, msums)
+                                reg_total, msums, W0)
             _add_batch(&stats[0], n_stats, st, n, n_metrics if own_sums else 0)
             done += 1
             pos += n
+        free(W0)
     return done
 
 

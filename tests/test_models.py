@@ -517,7 +517,9 @@ def test_thread_governor_needs_a_clear_margin_to_switch():
 def test_predict_rows_are_bit_identical_whatever_the_batch(out_units, out_act):
     """A row's prediction has the same bits alone or in any batch (up to the 256-row own-kernel
     batches predict uses): every kernel's arithmetic for a row depends on that row only. Sigmoid
-    once broke this (its vector/scalar choice depended on the element's flat position)."""
+    once broke this (its vector/scalar choice depended on the element's flat position). From 256
+    rows on, predict reads a copy of the 50-unit first layer in 16-column panels; one row reads
+    the weights in place: the bits must not differ."""
     fastdense.utils.set_random_seed(3)
     model = Sequential([layers.Dense(50, activation="sigmoid", input_shape=(70,)),
                         layers.Dense(out_units, activation=out_act)])
