@@ -496,50 +496,105 @@ static void fd_sgemv_row(int k0, int k1, int m, float alpha, const float *a, con
     int jc, pc, p, v;
     for (jc = 0; jc < m; jc += 8 * FD_RV) {
         const int nr = (m - jc < 8 * FD_RV) ? m - jc : 8 * FD_RV;
-        const int nfull = nr / 8, rem = nr % 8, nv = nfull + (rem > 0);
+        const int nfull = nr / 8, rem = nr % 8;
+        /* Leftover columns (rem) of a block of at least 8: one more vector, loaded whole from
+         * the last 8 columns (overlapping the previous one: its overlapped lanes repeat the same
+         * chains, so they get the same bits). No masks: with 13 accumulators, a mask and the
+         * masked load's register made gcc keep accumulators on the stack. */
+        const int tail = (rem > 0 && nfull > 0), to = nr - 8;
         const __m256i mk = fd_tail_mask(rem);
         for (pc = k0; pc < k1; pc += FD_KC) {
             const int kc = (k1 - pc < FD_KC) ? k1 - pc : FD_KC;
             const float b = (pc == k0) ? beta : 1.0f;
-            __m256 acc[FD_RV];
+            const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(b);
+            __m256 acc[FD_RV], rt = _mm256_setzero_ps();
+            /* Every index into acc is a constant after unrolling (one case per count of vectors
+             * below, unrolled loops here): an index known only at run time made gcc keep acc in
+             * memory, 13 stores in every step of the depth loop. */
+#pragma GCC unroll 13
             for (v = 0; v < FD_RV; v++)
                 acc[v] = _mm256_setzero_ps();
-            /* one case per count of full vectors, so that each loop has a constant trip count
-             * and the accumulators stay in registers */
-#define FD_ROWPASS(NF)                                                                     \
+#define FD_ROWPASS(NV)                                                                     \
             for (p = pc; p < pc + kc; p++) {                                               \
                 const __m256 x = _mm256_broadcast_ss(a + p);                               \
                 const float *bp = B + p * ldb + jc;                                        \
+                _Pragma("GCC unroll 13")                                                   \
+                for (v = 0; v < (NV); v++)                                                 \
+                    acc[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + 8 * v), acc[v]);      \
+            }
+#define FD_ROWPASS_T(NF)                                                                   \
+            for (p = pc; p < pc + kc; p++) {                                               \
+                const __m256 x = _mm256_broadcast_ss(a + p);                               \
+                const float *bp = B + p * ldb + jc;                                        \
+                _Pragma("GCC unroll 13")                                                   \
                 for (v = 0; v < (NF); v++)                                                 \
                     acc[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + 8 * v), acc[v]);      \
-                if (rem)                                                                   \
-                    acc[(NF) % FD_RV] = _mm256_fmadd_ps(x, _mm256_maskload_ps(bp + 8 * (NF), mk), \
-                                                        acc[(NF) % FD_RV]);                \
+                acc[NF] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + to), acc[NF]);           \
             }
-            switch (nfull) {
-            case 13: FD_ROWPASS(13) break;
-            case 12: FD_ROWPASS(12) break;
-            case 11: FD_ROWPASS(11) break;
-            case 10: FD_ROWPASS(10) break;
-            case 9: FD_ROWPASS(9) break;
-            case 8: FD_ROWPASS(8) break;
-            case 7: FD_ROWPASS(7) break;
-            case 6: FD_ROWPASS(6) break;
-            case 5: FD_ROWPASS(5) break;
-            case 4: FD_ROWPASS(4) break;
-            case 3: FD_ROWPASS(3) break;
-            case 2: FD_ROWPASS(2) break;
-            case 1: FD_ROWPASS(1) break;
-            default: FD_ROWPASS(0) break;
+            if (nfull == 0) {
+                for (p = pc; p < pc + kc; p++)
+                    acc[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + p),
+                                             _mm256_maskload_ps(B + p * ldb + jc, mk), acc[0]);
+            } else if (!tail) {
+                switch (nfull) {
+                case 13: FD_ROWPASS(13) break;
+                case 12: FD_ROWPASS(12) break;
+                case 11: FD_ROWPASS(11) break;
+                case 10: FD_ROWPASS(10) break;
+                case 9: FD_ROWPASS(9) break;
+                case 8: FD_ROWPASS(8) break;
+                case 7: FD_ROWPASS(7) break;
+                case 6: FD_ROWPASS(6) break;
+                case 5: FD_ROWPASS(5) break;
+                case 4: FD_ROWPASS(4) break;
+                case 3: FD_ROWPASS(3) break;
+                case 2: FD_ROWPASS(2) break;
+                default: FD_ROWPASS(1) break;
+                }
+            } else {
+                switch (nfull) {
+                case 12: FD_ROWPASS_T(12) break;
+                case 11: FD_ROWPASS_T(11) break;
+                case 10: FD_ROWPASS_T(10) break;
+                case 9: FD_ROWPASS_T(9) break;
+                case 8: FD_ROWPASS_T(8) break;
+                case 7: FD_ROWPASS_T(7) break;
+                case 6: FD_ROWPASS_T(6) break;
+                case 5: FD_ROWPASS_T(5) break;
+                case 4: FD_ROWPASS_T(4) break;
+                case 3: FD_ROWPASS_T(3) break;
+                case 2: FD_ROWPASS_T(2) break;
+                default: FD_ROWPASS_T(1) break;
+                }
             }
 #undef FD_ROWPASS
-            for (v = 0; v < nv; v++) {
-                const __m256i mv = (v < nfull) ? fd_tail_mask(8) : mk;
-                __m256 r = _mm256_mul_ps(_mm256_set1_ps(alpha), acc[v]);
+#undef FD_ROWPASS_T
+            if (nfull == 0) {
+                __m256 r = _mm256_mul_ps(va, acc[0]);
                 if (b != 0.0f)
-                    r = _mm256_fmadd_ps(_mm256_set1_ps(b), _mm256_maskload_ps(c + jc + 8 * v, mv), r);
-                _mm256_maskstore_ps(c + jc + 8 * v, mv, r);
+                    r = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c + jc, mk), r);
+                _mm256_maskstore_ps(c + jc, mk, r);
+                continue;
             }
+            /* the overlapping vector's C is read before any store, and stored last */
+#pragma GCC unroll 13
+            for (v = 0; v < FD_RV; v++)
+                if (v == nfull)
+                    rt = acc[v];
+            rt = _mm256_mul_ps(va, rt);
+            if (tail && b != 0.0f)
+                rt = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c + jc + to), rt);
+#pragma GCC unroll 13
+            for (v = 0; v < FD_RV; v++) {
+                if (v < nfull) {
+                    __m256 r = _mm256_mul_ps(va, acc[v]);
+                    if (b != 0.0f)
+                        r = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c + jc + 8 * v), r);
+                    _mm256_storeu_ps(c + jc + 8 * v, r);
+                }
+            }
+            if (tail)
+                _mm256_storeu_ps(c + jc + to, rt);
         }
     }
 }

@@ -532,6 +532,21 @@ def test_predict_rows_are_bit_identical_whatever_the_batch(out_units, out_act):
     np.testing.assert_array_equal(model(x)[::13], alone)
 
 
+@pytest.mark.parametrize("units", [4, 8, 20, 100, 104, 130])
+def test_one_row_product_over_several_depth_chunks_gives_the_batch_bits(units):
+    """One row goes through its own kernel (up to 104 columns a pass, the columns past the last
+    multiple of 8 read as an overlapping vector), which sums a 600-wide input in three depth
+    chunks, each added onto the previous ones' sums; its bits must be those of the same row
+    inside a batch (the 6x16 tiles)."""
+    fastdense.utils.set_random_seed(5)
+    model = Sequential([layers.Dense(units, input_shape=(600,))])
+    x = np.random.default_rng(5).normal(size=(40, 600)).astype(np.float32)
+    batch = model.predict(x, verbose=0)
+    for i in (0, 17, 39):
+        np.testing.assert_array_equal(model.predict(x[i:i + 1], verbose=0), batch[i:i + 1])
+        np.testing.assert_array_equal(model(x[i:i + 1]), batch[i:i + 1])
+
+
 @pytest.mark.parametrize("batch", [1, 32, 128])
 def test_padded_first_layer_copy_gives_the_same_bits(batch):
     """train_steps trains a 100-unit first layer (400-byte rows) in a copy laid out as 16-column
