@@ -104,6 +104,10 @@ cdef extern from "_simd.h" nogil:
                         const float* A, const float* dS, float* dW, Py_ssize_t ldw, int threads)
     void fd_input_grad(int n, int m, int k, const float* dS, const float* W, Py_ssize_t ldw,
                        float* dX, int threads, float* scratch)
+    void fd_weight_grad_then_forward(int n, int k, int m, float alpha, const float* const* rows,
+                                     const float* dS, float* W, Py_ssize_t ldw, int n1,
+                                     const float* const* rows1, float* Z, float* part,
+                                     int threads)
     int fd_all_finite(const void* p, size_t n, int wide, int threads)
     int fd_sparse_dw
 
@@ -119,6 +123,7 @@ cdef bint pad_first_layer = True  # train the first layer's weights in a copy (p
 cdef bint split_middle = True     # cut the middle of each training step by rows (_middle_part)
 cdef bint transposed_dx = True    # input gradients as dX^T = W @ dS^T where scratch is given
 cdef bint use_panels = True       # the first layer's training copy in 16-column panels
+cdef bint merge_next = True       # SGD: the next batch's first product in the weight-gradient job
 # ... when the layers after the first hold at most this many weights in all
 cdef Py_ssize_t MID_MAX_LATER_WEIGHTS = 32768
 cdef long long _split_min = 1 << 19
@@ -483,7 +488,8 @@ cdef inline void _dense_forward(const floating** rows, const floating* X, const 
 cdef inline void _dense_backward(const floating** rows, const floating* X, floating* W,
                                  int ldw, const floating* dS, floating* dW, floating* db,
                                  floating* dX, int n, int n_in, int n_out,
-                                 floating sgd_lr, floating* scratch=NULL) noexcept nogil:
+                                 floating sgd_lr, floating* scratch=NULL,
+                                 bint bias_only=False) noexcept nogil:
     """dX := dS @ W^T (if dX); then dW := X^T @ dS and db := column sums of dS (if db).
 
     scratch (own kernels; n_out x round_up(n, 16) floats, or NULL): lets dX be computed as
@@ -497,7 +503,9 @@ cdef inline void _dense_backward(const floating** rows, const floating* X, float
     cdef floating colsum[1024]
     cdef floating alpha = -sgd_lr if sgd_lr > 0 else <floating>1
     cdef floating beta = <floating>1 if sgd_lr > 0 else <floating>0
-    if floating is float and _own(n):
+    if bias_only:
+        pass  # the products ran elsewhere (fd_weight_grad_then_forward)
+    elif floating is float and _own(n):
         if dX != NULL:
             fd_input_grad(n, n_out, n_in, dS, W, ldw, dX, _threads(n, n_out, n_in),
                           <float*>scratch if transposed_dx else NULL)
@@ -1109,6 +1117,9 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
     cdef bint in_place = (floating is float and batch_size <= _own_gemm_rows
                           and fd_have_avx2_fma() and plan[0, PLAN_KIND] == OP_DENSE)
     cdef const floating* rows0[FD_MAX_ROWS]
+    cdef const floating* rows1[FD_MAX_ROWS]  # the next batch's, when its forward product ran early
+    cdef bint fwd_ready = False
+    cdef int n1
     # The first layer's weights, when its width is not a multiple of 16 floats (64 bytes) and
     # plain SGD updates them in place: trained in a copy laid out as 16-column panels (FD_PANELS
     # in _simd.h), so that every 16-float load or store of the micro-kernels is one whole cache
@@ -1183,15 +1194,20 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
         while pos < stop:
             n = <int>(batch_size if stop - pos > batch_size else stop - pos)
             if in_place:
-                _row_ptrs(&X[0, 0], n_in0, ordp, pos, n, rows0)
+                if fwd_ready:
+                    memcpy(rows0, rows1, n * sizeof(floating*))
+                else:
+                    _row_ptrs(&X[0, 0], n_in0, ordp, pos, n, rows0)
                 A0 = NULL
             else:
                 A0 = _rows(&X[0, 0], n_in0, ordp, pos, n, W + layout[LAY_X])
             Yb = _rows(&Y[0, 0], y_w, ordp, pos, n, W + layout[LAY_Y])
             swb = _rows(&sw[0], 1, ordp, pos, n, W + layout[LAY_SW]) if has_sw else NULL
             if split_mid:
-                _net_forward(&plan[0, 0], n_ops, P, rows0, A0, W, n, True, &rng[0], &reg[0, 0], Wpad,
-                             ldpad, True)
+                if not fwd_ready:
+                    _net_forward(&plan[0, 0], n_ops, P, rows0, A0, W, n, True, &rng[0],
+                                 &reg[0, 0], Wpad, ldpad, True)
+                fwd_ready = False
                 mctx.Yb = <const float*>Yb
                 mctx.swb = <const float*>swb
                 mctx.n = n
@@ -1235,14 +1251,34 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                             for r_i in range(n_out):
                                 Gl[r_i] = p0[msize + r_i] + p1[msize + r_i]
                     moff += msize + (n_out if plan[l, PLAN_B] >= 0 else 0)
-                # the first layer's weight gradient, all rows, cut along its inputs
+                # the first layer's weight gradient, all rows, cut along its inputs; with plain
+                # SGD the next batch's first product joins the same job (it reads the updated
+                # weights; see fd_weight_grad_then_forward)
                 Gl = P if fuse_sgd else G
-                _dense_backward(rows0, A0, Wpad if Wpad != NULL else P + plan[0, PLAN_W],
-                                ldpad if Wpad != NULL else n_out0, <floating*>mctx.Dfin,
-                                Wpad if Wpad != NULL else Gl + plan[0, PLAN_W],
-                                NULL if plan[0, PLAN_B] < 0 else Gl + plan[0, PLAN_B], NULL, n,
-                                <int>n_in0, n_out0,
-                                <floating>lrs[done] if fuse_sgd else <floating>0)
+                if (floating is float and fuse_sgd and merge_next and pos + n < stop
+                        and _own(n) and lrs[done] > 0):
+                    n1 = <int>(batch_size if stop - pos - n > batch_size else stop - pos - n)
+                    _row_ptrs(&X[0, 0], n_in0, ordp, pos + n, n1, rows1)
+                    fd_weight_grad_then_forward(
+                        n, <int>n_in0, n_out0, <float>(-lrs[done]), <const float**>rows0,
+                        <const float*>mctx.Dfin,
+                        <float*>(Wpad if Wpad != NULL else P + plan[0, PLAN_W]),
+                        ldpad if Wpad != NULL else n_out0, n1, <const float**>rows1,
+                        <float*>(W + plan[0, PLAN_Z]), <float*>(W + plan[0, PLAN_PART]),
+                        _threads(n, <int>n_in0, n_out0))
+                    _dense_backward(rows0, A0, <floating*>NULL, 0, <floating*>mctx.Dfin,
+                                    <floating*>NULL,
+                                    NULL if plan[0, PLAN_B] < 0 else Gl + plan[0, PLAN_B], NULL,
+                                    n, <int>n_in0, n_out0, <floating>lrs[done], <floating*>NULL,
+                                    True)
+                    fwd_ready = True
+                else:
+                    _dense_backward(rows0, A0, Wpad if Wpad != NULL else P + plan[0, PLAN_W],
+                                    ldpad if Wpad != NULL else n_out0, <floating*>mctx.Dfin,
+                                    Wpad if Wpad != NULL else Gl + plan[0, PLAN_W],
+                                    NULL if plan[0, PLAN_B] < 0 else Gl + plan[0, PLAN_B], NULL,
+                                    n, <int>n_in0, n_out0,
+                                    <floating>lrs[done] if fuse_sgd else <floating>0)
             else:
                 Zl = _net_forward(&plan[0, 0], n_ops, P, rows0 if in_place else NULL, A0, W, n, True,
                                   &rng[0], &reg[0, 0], Wpad, ldpad)
@@ -1728,3 +1764,8 @@ def _set_split_middle(bint v):
 def _set_sparse(bint v):
     global fd_sparse_dw
     fd_sparse_dw = v
+
+
+def _set_merge_next(bint v):
+    global merge_next
+    merge_next = v

@@ -1200,7 +1200,7 @@ static void fd_job_part(void *arg, int part)
     }
 }
 
-static void fd_run_job(fd_job *j, int threads)
+static void fd_job_units(fd_job *j)
 {
     int h;
     /* 16-column units; a few rows are not worth cutting that finely (the one-row kernel works
@@ -1220,6 +1220,11 @@ static void fd_run_job(fd_job *j, int threads)
             j->units[h] = j->n >= 8 ? (hi - lo + FD_NR - 1) / FD_NR : 1;
         atomic_init(&j->half[h].next, 0);
     }
+}
+
+static void fd_run_job(fd_job *j, int threads)
+{
+    fd_job_units(j);
     if (threads > 1 && j->units[1] > 0)
         fd_run2(fd_job_part, j);
     else
@@ -1264,16 +1269,21 @@ static void fd_combine_rows(float *Z, const float *part, const float *b, int r0,
 
 /* combine = 0 leaves the two partial sums in Z and part (the caller combines them with
  * fd_combine_rows, e.g. row block by row block on two threads). */
+static void fd_forward_job(fd_job *j, int n, int k, int m, const float *const *rows,
+                           const float *W, ptrdiff_t ldw, float *Z, float *part)
+{
+    j->op = FD_OP_FWD; j->n = n; j->k = k; j->m = m; j->s = fd_half(k); j->alpha = 1.0f;
+    j->beta = 0.0f; j->sparse = 0; j->rows = rows; j->W = W; j->ldw = ldw; j->dS = NULL;
+    j->C = Z; j->C1 = part;
+}
+
 static void fd_forward(int n, int k, int m, const float *const *rows, const float *A,
                        const float *W, ptrdiff_t ldw, const float *b, float *Z, float *part,
                        int threads, int combine)
 {
     const float *buf[FD_MAX_ROWS];
     fd_job j;
-    j.op = FD_OP_FWD; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = 1.0f; j.beta = 0.0f;
-    j.sparse = 0;
-    j.rows = fd_row_ptrs(rows, A, k, n, buf); j.W = W; j.ldw = ldw; j.dS = NULL; j.C = Z;
-    j.C1 = part;
+    fd_forward_job(&j, n, k, m, fd_row_ptrs(rows, A, k, n, buf), W, ldw, Z, part);
     fd_run_job(&j, threads);
     if (combine)
         fd_combine_rows(Z, part, b, 0, n, m, j.s < k);
@@ -1295,17 +1305,78 @@ static int fd_finite32(const float *x, size_t n)
 
 /* dW(k x m) := alpha * A^T @ dS + beta * dW, A (n x k) given by rows or contiguous at A; dW's
  * rows are ldw floats apart. */
+static void fd_weight_grad_job(fd_job *j, int n, int k, int m, float alpha, float beta,
+                               const float *const *rows, const float *dS, float *dW,
+                               ptrdiff_t ldw)
+{
+    j->op = FD_OP_DW; j->n = n; j->k = k; j->m = m; j->s = fd_half(k); j->alpha = alpha;
+    j->beta = beta; j->rows = rows; j->W = NULL; j->ldw = ldw; j->dS = dS; j->C = dW;
+    j->C1 = NULL;
+    j->sparse = fd_sparse_dw && fd_have_avx2_fma() && fd_finite32(dS, (size_t)n * m);
+}
+
 static void fd_weight_grad(int n, int k, int m, float alpha, float beta,
                            const float *const *rows, const float *A, const float *dS, float *dW,
                            ptrdiff_t ldw, int threads)
 {
     const float *buf[FD_MAX_ROWS];
     fd_job j;
-    j.op = FD_OP_DW; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = alpha; j.beta = beta;
-    j.rows = fd_row_ptrs(rows, A, k, n, buf); j.W = NULL; j.ldw = ldw; j.dS = dS; j.C = dW;
-    j.C1 = NULL;
-    j.sparse = fd_sparse_dw && fd_have_avx2_fma() && fd_finite32(dS, (size_t)n * m);
+    fd_weight_grad_job(&j, n, k, m, alpha, beta, fd_row_ptrs(rows, A, k, n, buf), dS, dW, ldw);
     fd_run_job(&j, threads);
+}
+
+/* A plain SGD step's weight gradient for one batch (W -= lr * A^T @ dS, lr = -alpha, in place)
+ * and the next batch's forward partial sums through the updated W, as one job: the hand-off
+ * between them is gone. Both products are cut along the inputs at the same point, so the rows
+ * of W a half's forward units read are the rows that half's weight-gradient units write; a half's
+ * forward units start once all its weight-gradient units are done (whoever ran them), so each
+ * forward unit reads the updated weights and every result has the bits of the two jobs run one
+ * after the other. */
+typedef struct {
+    fd_job dw, fwd;
+    struct { atomic_int done; char pad[60]; } half[2];  /* weight-gradient units finished */
+} fd_job2;
+
+static void fd_job2_part(void *arg, int part)
+{
+    fd_job2 *jj = (fd_job2 *)arg;
+    int t, h, u;
+    for (t = 0; t < 2; t++) {
+        h = t ? 1 - part : part;
+        while ((u = atomic_fetch_add_explicit(&jj->dw.half[h].next, 1, memory_order_relaxed))
+               < jj->dw.units[h]) {
+            fd_job_unit(&jj->dw, h, u);
+            atomic_fetch_add_explicit(&jj->half[h].done, 1, memory_order_release);
+        }
+    }
+    for (t = 0; t < 2; t++) {
+        h = t ? 1 - part : part;
+        if (atomic_load_explicit(&jj->fwd.half[h].next, memory_order_relaxed) >= jj->fwd.units[h])
+            continue;
+        while (atomic_load_explicit(&jj->half[h].done, memory_order_acquire) < jj->dw.units[h])
+            fd_cpu_relax();
+        while ((u = atomic_fetch_add_explicit(&jj->fwd.half[h].next, 1, memory_order_relaxed))
+               < jj->fwd.units[h])
+            fd_job_unit(&jj->fwd, h, u);
+    }
+}
+
+static void fd_weight_grad_then_forward(int n, int k, int m, float alpha,
+                                        const float *const *rows, const float *dS, float *W,
+                                        ptrdiff_t ldw, int n1, const float *const *rows1,
+                                        float *Z, float *part, int threads)
+{
+    fd_job2 jj;
+    fd_weight_grad_job(&jj.dw, n, k, m, alpha, 1.0f, rows, dS, W, ldw);
+    fd_forward_job(&jj.fwd, n1, k, m, rows1, W, ldw, Z, part);
+    fd_job_units(&jj.dw);
+    fd_job_units(&jj.fwd);
+    atomic_init(&jj.half[0].done, 0);
+    atomic_init(&jj.half[1].done, 0);
+    if (threads > 1 && (jj.dw.units[1] > 0 || jj.fwd.units[1] > 0))
+        fd_run2(fd_job2_part, &jj);
+    else
+        fd_job2_part(&jj, 0);
 }
 
 /* dX(n x k) := dS(n x m) @ W(k x m)^T, W's rows ldw floats apart. With `scratch` (at least

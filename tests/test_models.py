@@ -679,6 +679,41 @@ def test_skipping_zero_inputs_gives_the_same_bits(optimizer, batch_size):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("batch_size", [1, 7, 32])
+def test_next_forward_in_the_weight_gradient_job_gives_the_same_bits(batch_size):
+    """With plain SGD the next batch's first product runs in the same job as this batch's
+    weight-gradient update (each half of the forward product waits for the same half of the
+    update); the weights and the logged losses must be bit-identical to running them one after
+    the other (switched with _set_merge_next(False)), with one and two threads, across the epoch's
+    last, smaller batch and the chunks fit() hands to the kernels."""
+    from fastdense import _kernels
+
+    rng = np.random.default_rng(12)
+    x = rng.random((203, 120)).astype(np.float32)
+    x[rng.random(x.shape) < 0.4] = 0.0
+    y = rng.integers(0, 4, 203)
+    results = []
+    try:
+        for merge in (True, False):
+            for threads in (1, 2):
+                _kernels._set_merge_next(merge)
+                _kernels._set_num_threads(threads)
+                fastdense.utils.set_random_seed(6)
+                model = Sequential([layers.Dense(100, activation="sigmoid", input_shape=(120,)),
+                                    layers.Dense(4, activation="softmax")])
+                model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy",
+                              metrics=["accuracy"])
+                hist = model.fit(x, y, batch_size=batch_size, epochs=2, verbose=0)
+                results.append((model.get_weights(), hist.history))
+    finally:
+        _kernels._set_merge_next(True)
+        _kernels._set_num_threads(1)
+    for weights, history in results[1:]:
+        assert history == results[0][1]
+        for a, b in zip(results[0][0], weights):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("shape", ["narrow", "wide_narrow_wide", "big_later"])
 @pytest.mark.parametrize("batch_size", [1, 7, 33])
 def test_transposed_input_gradient_gives_the_same_bits(shape, batch_size):
