@@ -165,7 +165,8 @@ class ThreadGovernor:
     (another library's BLAS threads spin for a while after their last call, for instance), so the
     first re-measurement comes soon and the interval doubles each time a probe confirms the choice,
     up to about once a second; a probe that changes the choice starts the short intervals again,
-    and so does a chunk 30% slower or faster than its setting's figure (the load changed).
+    and so does a chunk of at least PROBE_BATCHES 30% slower or faster than its setting's figure
+    (the load changed).
     The first chunk on two threads wakes the worker and warms its caches: it trains but is not
     taken as a measurement. A model keeps its governor across fit() calls (see
     Sequential._governor), so repeated short fits do not start from scratch.
@@ -240,7 +241,10 @@ class ThreadGovernor:
                 return
         per = seconds / batches
         old = self.per_batch.get(threads)
+        # (a chunk shorter than a probe, such as the first few of a fit() call, is too noisy
+        # to tell a load change: here 8 batches vary by 40% from one to the next)
         shifted = (not self.probing and old is not None and len(self.per_batch) == 2
+                   and batches >= self.PROBE_BATCHES
                    and (per > self.SHIFT * old or per * self.SHIFT < old))
         if shifted:
             # The load changed under the current setting (another process took or left a core):

@@ -786,3 +786,7 @@ def test_thread_governor_probes_at_once_when_the_load_changes():
     assert gov.choose() == (2, None)                    # slow (cold caches, the worker asleep)
     gov.observe(2, 8, 8 * 200e-6)                       # and not taken as a load change
     assert gov.choose() == (2, None) and gov.per_batch[2] == 60e-6
+    gov.observe(2, 8, 8 * 100e-6)                       # nor is any chunk shorter than a probe
+    assert gov.choose() == (2, None) and 1 in gov.per_batch
+    gov.observe(2, 32, 32 * 150e-6)                     # a probe's length is
+    assert gov.choose() == (1, ThreadGovernor.PROBE_BATCHES)
