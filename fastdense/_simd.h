@@ -514,22 +514,17 @@ static void fd_sgemv_row(int k0, int k1, int m, float alpha, const float *a, con
 #pragma GCC unroll 13
             for (v = 0; v < FD_RV; v++)
                 acc[v] = _mm256_setzero_ps();
-#define FD_ROWPASS(NV)                                                                     \
+/* NV whole vectors, then (TAIL, a constant) the overlapping one */
+#define FD_ROWPASS(NV, TAIL)                                                               \
             for (p = pc; p < pc + kc; p++) {                                               \
                 const __m256 x = _mm256_broadcast_ss(a + p);                               \
                 const float *bp = B + p * ldb + jc;                                        \
                 _Pragma("GCC unroll 13")                                                   \
                 for (v = 0; v < (NV); v++)                                                 \
                     acc[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + 8 * v), acc[v]);      \
-            }
-#define FD_ROWPASS_T(NF)                                                                   \
-            for (p = pc; p < pc + kc; p++) {                                               \
-                const __m256 x = _mm256_broadcast_ss(a + p);                               \
-                const float *bp = B + p * ldb + jc;                                        \
-                _Pragma("GCC unroll 13")                                                   \
-                for (v = 0; v < (NF); v++)                                                 \
-                    acc[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + 8 * v), acc[v]);      \
-                acc[NF] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + to), acc[NF]);           \
+                if (TAIL)                                                                  \
+                    acc[(NV) % FD_RV] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + to),       \
+                                                        acc[(NV) % FD_RV]);                \
             }
             if (nfull == 0) {
                 for (p = pc; p < pc + kc; p++)
@@ -537,38 +532,37 @@ static void fd_sgemv_row(int k0, int k1, int m, float alpha, const float *a, con
                                              _mm256_maskload_ps(B + p * ldb + jc, mk), acc[0]);
             } else if (!tail) {
                 switch (nfull) {
-                case 13: FD_ROWPASS(13) break;
-                case 12: FD_ROWPASS(12) break;
-                case 11: FD_ROWPASS(11) break;
-                case 10: FD_ROWPASS(10) break;
-                case 9: FD_ROWPASS(9) break;
-                case 8: FD_ROWPASS(8) break;
-                case 7: FD_ROWPASS(7) break;
-                case 6: FD_ROWPASS(6) break;
-                case 5: FD_ROWPASS(5) break;
-                case 4: FD_ROWPASS(4) break;
-                case 3: FD_ROWPASS(3) break;
-                case 2: FD_ROWPASS(2) break;
-                default: FD_ROWPASS(1) break;
+                case 13: FD_ROWPASS(13, 0) break;
+                case 12: FD_ROWPASS(12, 0) break;
+                case 11: FD_ROWPASS(11, 0) break;
+                case 10: FD_ROWPASS(10, 0) break;
+                case 9: FD_ROWPASS(9, 0) break;
+                case 8: FD_ROWPASS(8, 0) break;
+                case 7: FD_ROWPASS(7, 0) break;
+                case 6: FD_ROWPASS(6, 0) break;
+                case 5: FD_ROWPASS(5, 0) break;
+                case 4: FD_ROWPASS(4, 0) break;
+                case 3: FD_ROWPASS(3, 0) break;
+                case 2: FD_ROWPASS(2, 0) break;
+                default: FD_ROWPASS(1, 0) break;
                 }
             } else {
                 switch (nfull) {
-                case 12: FD_ROWPASS_T(12) break;
-                case 11: FD_ROWPASS_T(11) break;
-                case 10: FD_ROWPASS_T(10) break;
-                case 9: FD_ROWPASS_T(9) break;
-                case 8: FD_ROWPASS_T(8) break;
-                case 7: FD_ROWPASS_T(7) break;
-                case 6: FD_ROWPASS_T(6) break;
-                case 5: FD_ROWPASS_T(5) break;
-                case 4: FD_ROWPASS_T(4) break;
-                case 3: FD_ROWPASS_T(3) break;
-                case 2: FD_ROWPASS_T(2) break;
-                default: FD_ROWPASS_T(1) break;
+                case 12: FD_ROWPASS(12, 1) break;
+                case 11: FD_ROWPASS(11, 1) break;
+                case 10: FD_ROWPASS(10, 1) break;
+                case 9: FD_ROWPASS(9, 1) break;
+                case 8: FD_ROWPASS(8, 1) break;
+                case 7: FD_ROWPASS(7, 1) break;
+                case 6: FD_ROWPASS(6, 1) break;
+                case 5: FD_ROWPASS(5, 1) break;
+                case 4: FD_ROWPASS(4, 1) break;
+                case 3: FD_ROWPASS(3, 1) break;
+                case 2: FD_ROWPASS(2, 1) break;
+                default: FD_ROWPASS(1, 1) break;
                 }
             }
 #undef FD_ROWPASS
-#undef FD_ROWPASS_T
             if (nfull == 0) {
                 __m256 r = _mm256_mul_ps(va, acc[0]);
                 if (b != 0.0f)

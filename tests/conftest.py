@@ -28,6 +28,43 @@ def float64():
     fastdense.config.set_floatx("float32")
 
 
+def _assert_same_bits(a, b):
+    if isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b)
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _assert_same_bits(x, y)
+    else:
+        assert a == b
+
+
+@pytest.fixture
+def same_bits_with_switch():
+    """check(switch, run): calls run() with a kernel test switch (e.g. _kernels._set_sparse) off
+    and on, each with one and two threads, and asserts that the four results (arrays, or lists,
+    tuples and dicts of them) have the same bits; returns the last. Leaves the switch on (every
+    switch's default) and the kernels on one thread."""
+    from fastdense import _kernels
+
+    def check(switch, run):
+        results = []
+        try:
+            for on in (False, True):
+                for threads in (1, 2):
+                    switch(on)
+                    _kernels._set_num_threads(threads)
+                    results.append(run())
+        finally:
+            switch(True)
+            _kernels._set_num_threads(1)
+        for other in results[1:]:
+            _assert_same_bits(results[0], other)
+        return results[-1]
+
+    return check
+
+
 def make_blobs(n=200, d=6, classes=3, seed=0):
     """Separable-ish synthetic classification data (float64 x, int y)."""
     rng = np.random.default_rng(seed)

@@ -646,7 +646,7 @@ def test_step_middle_cut_by_rows_is_thread_independent_and_matches_the_whole_bat
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("batch_size", [1, 32, 128])
-def test_skipping_zero_inputs_gives_the_same_bits(optimizer, batch_size):
+def test_skipping_zero_inputs_gives_the_same_bits(optimizer, batch_size, same_bits_with_switch):
     """Weight gradients skip the zeros of their inputs (images' blank pixels, relu's zeros); the
     weights must be bit-identical to the dense products' (switched with _set_sparse(False)),
     with one and two threads, for the first layer trained in panels with SGD folded in and for
@@ -658,29 +658,22 @@ def test_skipping_zero_inputs_gives_the_same_bits(optimizer, batch_size):
     x[rng.random(x.shape) < 0.5] = 0.0
     x[:, :20] = 0.0
     y = rng.integers(0, 5, 256)
-    results = []
-    try:
-        for sparse in (True, False):
-            for threads in (1, 2):
-                _kernels._set_sparse(sparse)
-                _kernels._set_num_threads(threads)
-                fastdense.utils.set_random_seed(4)
-                model = Sequential([layers.Dense(100, activation="relu", input_shape=(90,)),
-                                    layers.Dense(45, activation="relu"),
-                                    layers.Dense(5, activation="softmax")])
-                model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
-                model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
-                results.append(model.get_weights())
-    finally:
-        _kernels._set_sparse(True)
-        _kernels._set_num_threads(1)
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            np.testing.assert_array_equal(a, b)
+
+    def run():
+        fastdense.utils.set_random_seed(4)
+        model = Sequential([layers.Dense(100, activation="relu", input_shape=(90,)),
+                            layers.Dense(45, activation="relu"),
+                            layers.Dense(5, activation="softmax")])
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
+        return model.get_weights()
+
+    same_bits_with_switch(_kernels._set_sparse, run)
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 32])
-def test_next_forward_in_the_weight_gradient_job_gives_the_same_bits(batch_size):
+def test_next_forward_in_the_weight_gradient_job_gives_the_same_bits(batch_size,
+                                                                   same_bits_with_switch):
     """With plain SGD the next batch's first product runs in the same job as this batch's
     weight-gradient update (each half of the forward product waits for the same half of the
     update); the weights and the logged losses must be bit-identical to running them one after
@@ -692,31 +685,22 @@ def test_next_forward_in_the_weight_gradient_job_gives_the_same_bits(batch_size)
     x = rng.random((203, 120)).astype(np.float32)
     x[rng.random(x.shape) < 0.4] = 0.0
     y = rng.integers(0, 4, 203)
-    results = []
-    try:
-        for merge in (True, False):
-            for threads in (1, 2):
-                _kernels._set_merge_next(merge)
-                _kernels._set_num_threads(threads)
-                fastdense.utils.set_random_seed(6)
-                model = Sequential([layers.Dense(100, activation="sigmoid", input_shape=(120,)),
-                                    layers.Dense(4, activation="softmax")])
-                model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy",
-                              metrics=["accuracy"])
-                hist = model.fit(x, y, batch_size=batch_size, epochs=2, verbose=0)
-                results.append((model.get_weights(), hist.history))
-    finally:
-        _kernels._set_merge_next(True)
-        _kernels._set_num_threads(1)
-    for weights, history in results[1:]:
-        assert history == results[0][1]
-        for a, b in zip(results[0][0], weights):
-            np.testing.assert_array_equal(a, b)
+
+    def run():
+        fastdense.utils.set_random_seed(6)
+        model = Sequential([layers.Dense(100, activation="sigmoid", input_shape=(120,)),
+                            layers.Dense(4, activation="softmax")])
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        hist = model.fit(x, y, batch_size=batch_size, epochs=2, verbose=0)
+        return model.get_weights(), [hist.history[k] for k in sorted(hist.history)]
+
+    same_bits_with_switch(_kernels._set_merge_next, run)
 
 
 @pytest.mark.parametrize("shape", ["narrow", "wide_narrow_wide", "big_later"])
 @pytest.mark.parametrize("batch_size", [1, 7, 33])
-def test_transposed_input_gradient_gives_the_same_bits(shape, batch_size):
+def test_transposed_input_gradient_gives_the_same_bits(shape, batch_size, same_bits_with_switch):
     """In training, hidden layers' input gradients are computed transposed (dX^T = W @ dS^T into
     a batch padded to 16 rows, stored back transposed) instead of packing W^T; each element's
     chain of FMAs is the same, so the weights must be bit-identical with the switch off, on the
@@ -726,24 +710,16 @@ def test_transposed_input_gradient_gives_the_same_bits(shape, batch_size):
     rng = np.random.default_rng(4)
     x = rng.normal(size=(99, 90)).astype(np.float32)
     y = rng.integers(0, 5, 99)
-    results = []
-    try:
-        for transposed in (True, False):
-            for threads in (1, 2):
-                _kernels._set_transposed_dx(transposed)
-                _kernels._set_num_threads(threads)
-                fastdense.utils.set_random_seed(3)
-                model = Sequential(MIDDLE_SHAPES[shape]())
-                model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-                for i in range(0, 99, batch_size * 3):
-                    model.train_on_batch(x[i:i + batch_size], y[i:i + batch_size])
-                results.append(model.get_weights())
-    finally:
-        _kernels._set_transposed_dx(True)
-        _kernels._set_num_threads(1)
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            np.testing.assert_array_equal(a, b)
+
+    def run():
+        fastdense.utils.set_random_seed(3)
+        model = Sequential(MIDDLE_SHAPES[shape]())
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        for i in range(0, 99, batch_size * 3):
+            model.train_on_batch(x[i:i + batch_size], y[i:i + batch_size])
+        return model.get_weights()
+
+    same_bits_with_switch(_kernels._set_transposed_dx, run)
 
 
 def test_sigmoid_keeps_nan_nan():

@@ -168,7 +168,7 @@ def _with_zeros(rng, n, k):
 
 @pytest.mark.parametrize("n, k, m", [(32, 784, 100), (7, 25, 5), (1, 23, 3), (33, 100, 20),
                                      (200, 50, 12), (64, 300, 48), (5, 6, 16), (9, 13, 9)])
-def test_weight_gradient_skipping_zeros_gives_the_dense_bits(n, k, m):
+def test_weight_gradient_skipping_zeros_gives_the_dense_bits(n, k, m, same_bits_with_switch):
     """The weight gradient runs each tile's chain of FMAs only over the batch rows whose inputs
     are not all zero there (a zero adds +-0 to the chain: nothing). The skipping kernels
     (switched off with _set_sparse(False)) must give the dense kernels' bits, with one and two
@@ -177,22 +177,14 @@ def test_weight_gradient_skipping_zeros_gives_the_dense_bits(n, k, m):
     X = _with_zeros(rng, n, k)
     W = rng.normal(size=(k, m)).astype(np.float32)
     dS = rng.normal(size=(n, m)).astype(np.float32)
-    out = []
-    try:
-        for sparse in (False, True):
-            for threads in (1, 2):
-                _kernels._set_sparse(sparse)
-                _kernels._set_num_threads(threads)
-                dW, db, dX = np.empty_like(W), np.empty(m, np.float32), np.empty_like(X)
-                _kernels.dense_backward(X, W, dS, dW, db, dX)
-                out.append((dW, db, dX))
-    finally:
-        _kernels._set_sparse(True)
-        _kernels._set_num_threads(1)
-    for other in out[1:]:
-        for a, b in zip(out[0], other):
-            np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(out[-1][0], X.astype(np.float64).T @ dS.astype(np.float64),
+
+    def run():
+        dW, db, dX = np.empty_like(W), np.empty(m, np.float32), np.empty_like(X)
+        _kernels.dense_backward(X, W, dS, dW, db, dX)
+        return dW, db, dX
+
+    dW = same_bits_with_switch(_kernels._set_sparse, run)[0]
+    np.testing.assert_allclose(dW, X.astype(np.float64).T @ dS.astype(np.float64),
                                rtol=1e-4, atol=1e-4)
 
 
