@@ -1096,12 +1096,14 @@ static void fd_dw_sparse(const fd_job *j, int r0, int r1)
     for (i = r0; i < r1; ) {
         const int mr = fd_rows6(r1 - i);
         const int np = fd_nonzero_rows(j->rows, j->n, i, mr, pl);
+        /* a list that skips few rows costs more than it saves: the plain loop then */
+        const int dense = np * 8 > j->n * 7;
         for (c = 0; c + FD_NR <= j->m || (c < j->m && narrow > 8); c += FD_NR) {
             const int nr = (j->m - c < FD_NR) ? j->m - c : FD_NR;
             float *C = panels ? fd_panel(j->C, j->k, c) + (ptrdiff_t)i * FD_NR
                               : j->C + (ptrdiff_t)i * j->ldw + c;
-            fd_tile(mr, nr, np, j->rows, FD_A_COLS, i, j->dS + c, j->m, C,
-                    panels ? FD_NR : j->ldw, j->alpha, j->beta, 0, pl);
+            fd_tile(mr, nr, dense ? j->n : np, j->rows, FD_A_COLS, i, j->dS + c, j->m, C,
+                    panels ? FD_NR : j->ldw, j->alpha, j->beta, 0, dense ? NULL : pl);
         }
         i += mr;
     }
