@@ -32,6 +32,14 @@ def test_numpy_dense_forward(benchmark):
     benchmark(lambda: 1 / (1 + np.exp(-(X @ W + b))))
 
 
+@pytest.mark.benchmark(group="kernel: dense forward sigmoid 32x784 @ 784x100")
+def test_numpy_dense_forward_1_blas_thread(benchmark):
+    """fastdense's public kernels run on the calling thread only: NumPy with one BLAS thread too."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):
+        benchmark(lambda: 1 / (1 + np.exp(-(X @ W + b))))
+
+
 @pytest.mark.benchmark(group="kernel: dense backward (dW, db, dX)")
 def test_fastdense_dense_backward(benchmark):
     benchmark(K.dense_backward, X, W, dS, dW, db, dX)
@@ -40,6 +48,13 @@ def test_fastdense_dense_backward(benchmark):
 @pytest.mark.benchmark(group="kernel: dense backward (dW, db, dX)")
 def test_numpy_dense_backward(benchmark):
     benchmark(lambda: (X.T @ dS, dS.sum(0), dS @ W.T))
+
+
+@pytest.mark.benchmark(group="kernel: dense backward (dW, db, dX)")
+def test_numpy_dense_backward_1_blas_thread(benchmark):
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):
+        benchmark(lambda: (X.T @ dS, dS.sum(0), dS @ W.T))
 
 
 @pytest.mark.benchmark(group="kernel: softmax + crossentropy from logits, value and gradient")
