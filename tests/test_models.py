@@ -671,14 +671,16 @@ def test_skipping_zero_inputs_gives_the_same_bits(optimizer, batch_size, same_bi
     same_bits_with_switch(_kernels._set_sparse, run)
 
 
+@pytest.mark.parametrize("units", [100, 128])
 @pytest.mark.parametrize("batch_size", [1, 7, 32])
-def test_next_forward_in_the_weight_gradient_job_gives_the_same_bits(batch_size,
+def test_next_forward_in_the_weight_gradient_job_gives_the_same_bits(batch_size, units,
                                                                    same_bits_with_switch):
     """With plain SGD the next batch's first product runs in the same job as this batch's
     weight-gradient update (each half of the forward product waits for the same half of the
     update); the weights and the logged losses must be bit-identical to running them one after
     the other (switched with _set_merge_next(False)), with one and two threads, across the epoch's
-    last, smaller batch and the chunks fit() hands to the kernels."""
+    last, smaller batch and the chunks fit() hands to the kernels; for a first layer trained in
+    a panel copy (100 units) and in place (128)."""
     from fastdense import _kernels
 
     rng = np.random.default_rng(12)
@@ -688,7 +690,7 @@ def test_next_forward_in_the_weight_gradient_job_gives_the_same_bits(batch_size,
 
     def run():
         fastdense.utils.set_random_seed(6)
-        model = Sequential([layers.Dense(100, activation="sigmoid", input_shape=(120,)),
+        model = Sequential([layers.Dense(units, activation="sigmoid", input_shape=(120,)),
                             layers.Dense(4, activation="softmax")])
         model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
