@@ -485,11 +485,32 @@ cdef inline void _dense_forward(const floating** rows, const floating* X, const 
     _act_forward(act, Z, n, n_out)
 
 
+cdef inline void _bias_grad(const floating* dS, floating* db, int n, int n_out,
+                            floating sgd_lr) noexcept nogil:
+    """db := column sums of dS (n x n_out), or with sgd_lr > 0 the SGD update b -= sgd_lr * sums
+    (db points at b). Each column summed in row order i = 0, 1, ...; row by row, up to 1024
+    columns at a time, so that the inner loop runs along contiguous memory and vectorises."""
+    cdef Py_ssize_t i, j, j0 = 0, jn
+    cdef floating colsum[1024]
+    while j0 < n_out:
+        jn = n_out - j0 if n_out - j0 < 1024 else 1024
+        for j in range(jn):
+            colsum[j] = 0
+        for i in range(n):
+            for j in range(jn):
+                colsum[j] += dS[i * n_out + j0 + j]
+        for j in range(jn):
+            if sgd_lr > 0:
+                db[j0 + j] -= sgd_lr * colsum[j]
+            else:
+                db[j0 + j] = colsum[j]
+        j0 += jn
+
+
 cdef inline void _dense_backward(const floating** rows, const floating* X, floating* W,
                                  int ldw, const floating* dS, floating* dW, floating* db,
                                  floating* dX, int n, int n_in, int n_out,
-                                 floating sgd_lr, floating* scratch=NULL,
-                                 bint bias_only=False) noexcept nogil:
+                                 floating sgd_lr, floating* scratch=NULL) noexcept nogil:
     """dX := dS @ W^T (if dX); then dW := X^T @ dS and db := column sums of dS (if db).
 
     scratch (own kernels; n_out x round_up(n, 16) floats, or NULL): lets dX be computed as
@@ -499,13 +520,9 @@ cdef inline void _dense_backward(const floating** rows, const floating* X, float
     W -= sgd_lr * X^T @ dS and b -= sgd_lr * sums (dW, db point at W, b). dX is computed first,
     from the weights before the update. X as in _dense_forward; W and dW rows are ldw apart.
     """
-    cdef Py_ssize_t i, j, j0, jn
-    cdef floating colsum[1024]
     cdef floating alpha = -sgd_lr if sgd_lr > 0 else <floating>1
     cdef floating beta = <floating>1 if sgd_lr > 0 else <floating>0
-    if bias_only:
-        pass  # the products ran elsewhere (fd_weight_grad_then_forward)
-    elif floating is float and _own(n):
+    if floating is float and _own(n):
         if dX != NULL:
             fd_input_grad(n, n_out, n_in, dS, W, ldw, dX, _threads(n, n_out, n_in),
                           <float*>scratch if transposed_dx else NULL)
@@ -517,22 +534,7 @@ cdef inline void _dense_backward(const floating** rows, const floating* X, float
                   n_in)
         _gemm(c'N', c'T', n_out, n_in, n, alpha, dS, n_out, X, n_in, beta, dW, ldw)
     if db != NULL:
-        # column sums row by row (each column summed in row order i = 0, 1, ...), up to 1024
-        # columns at a time: the inner loop runs along contiguous memory and vectorises
-        j0 = 0
-        while j0 < n_out:
-            jn = n_out - j0 if n_out - j0 < 1024 else 1024
-            for j in range(jn):
-                colsum[j] = 0
-            for i in range(n):
-                for j in range(jn):
-                    colsum[j] += dS[i * n_out + j0 + j]
-            for j in range(jn):
-                if sgd_lr > 0:
-                    db[j0 + j] -= sgd_lr * colsum[j]
-                else:
-                    db[j0 + j] = colsum[j]
-            j0 += jn
+        _bias_grad(dS, db, n, n_out, sgd_lr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -791,8 +793,9 @@ cdef const floating* _net_forward(const Py_ssize_t* plan, Py_ssize_t n_ops, cons
     plan: n_ops rows of N_PLAN (row-major); reg: n_ops rows of 4, read only when training. The
     batch is contiguous at A, or given by its row pointers `rows` (then A is NULL and the first op
     is dense on the own kernels: see train_steps). W0, when given, replaces the first op's weights
-    (train_steps' copy: rows ldw0 apart, or panels when ldw0 is FD_PANELS). first_only: only the first op's product, its two
-    partial sums left unfinished (train_steps' split middle finishes them).
+    (train_steps' copy: rows ldw0 apart, or panels when ldw0 is FD_PANELS). first_only: only the
+    first op's product, its two partial sums left unfinished (train_steps' split middle finishes
+    them).
     """
     cdef Py_ssize_t l, i, size
     cdef int n_in, n_out, kind
@@ -1266,11 +1269,9 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                         ldpad if Wpad != NULL else n_out0, n1, <const float**>rows1,
                         <float*>(W + plan[0, PLAN_Z]), <float*>(W + plan[0, PLAN_PART]),
                         _threads(n, <int>n_in0, n_out0))
-                    _dense_backward(rows0, A0, <floating*>NULL, 0, <floating*>mctx.Dfin,
-                                    <floating*>NULL,
-                                    NULL if plan[0, PLAN_B] < 0 else Gl + plan[0, PLAN_B], NULL,
-                                    n, <int>n_in0, n_out0, <floating>lrs[done], <floating*>NULL,
-                                    True)
+                    if plan[0, PLAN_B] >= 0:
+                        _bias_grad(<floating*>mctx.Dfin, Gl + plan[0, PLAN_B], n, n_out0,
+                                   <floating>lrs[done])
                     fwd_ready = True
                 else:
                     _dense_backward(rows0, A0, Wpad if Wpad != NULL else P + plan[0, PLAN_W],
@@ -1394,8 +1395,7 @@ cdef double _eval_batch(const Py_ssize_t* plan, Py_ssize_t n_ops, const floating
     reg_total) and adds its metric sums into msums. W0: see _inference_panels."""
     cdef Py_ssize_t last = (n_ops - 1) * N_PLAN, out_w = plan[last + PLAN_N_OUT]
     cdef const floating* Zl = _net_forward(plan, n_ops, P, <const floating**>NULL, X, work, n,
-                                           False, NULL, NULL, W0,
-                                           FD_PANELS if W0 != NULL else 0)
+                                           False, NULL, NULL, W0, FD_PANELS)
     cdef const floating* Ll = work + plan[last + PLAN_S] if fused else Zl
     cdef double loss = _loss_grad(loss_code, Ll, Y, sw, <floating*>NULL, n, out_w, 1.0) / n
     _metrics(metrics, n_metrics, Zl, Y, <const floating*>NULL, n, out_w, y_w, msums)
@@ -1416,8 +1416,7 @@ cdef void _pair_part(void* arg, int part) noexcept nogil:
         n = <int>(c.batch_size if c.stop - pos > c.batch_size else c.stop - pos)
         if c.out != NULL:
             Zl = _net_forward(c.plan, c.n_ops, c.P, <const float**>NULL, c.X + pos * c.n_in0,
-                              c.work[part], n, False, NULL, NULL, c.W0,
-                              FD_PANELS if c.W0 != NULL else 0)
+                              c.work[part], n, False, NULL, NULL, c.W0, FD_PANELS)
             memcpy(c.out + pos * c.out_w, Zl, <Py_ssize_t>n * c.out_w * sizeof(float))
             continue
         st = c.slots + <Py_ssize_t>b * c.n_slot
@@ -1442,7 +1441,8 @@ cdef inline void _add_batch(double* stats, Py_ssize_t n_stats, const double* st,
         stats[3 + i] += st[1 + i]
 
 
-cdef float* _inference_panels(const Py_ssize_t* plan, const float* P, Py_ssize_t rows) noexcept nogil:
+cdef float* _inference_panels(const Py_ssize_t* plan, const float* P,
+                              Py_ssize_t rows) noexcept nogil:
     """For inference over many rows: a copy of the first dense layer's weights in 16-column
     panels (see _copy_weights), when its width is not a multiple of 16; NULL otherwise (or when
     the copy would not pay, or allocation fails). Row-major rows of such a layer (a 100-unit
@@ -1463,10 +1463,11 @@ cdef float* _inference_panels(const Py_ssize_t* plan, const float* P, Py_ssize_t
 cdef bint _pair_setup(_Pair* c, int threads, Py_ssize_t start, Py_ssize_t stop, int batch_size,
                       const Py_ssize_t* plan, Py_ssize_t n_ops, const float* P, float* work,
                       Py_ssize_t work_size, const float* X, Py_ssize_t n_in0,
-                      Py_ssize_t n_slot) noexcept nogil:
+                      Py_ssize_t n_slot, float* W0) noexcept nogil:
     """Fills the common fields and allocates the second workspace (and, with n_slot > 0, the
     per-batch slots); False when one thread will do (a single batch, one thread, no own kernels)
-    or an allocation failed. The caller frees with _pair_free."""
+    or an allocation failed. The caller frees with _pair_free. W0: the caller's panel copy of
+    the first layer's weights (_inference_panels), or NULL."""
     cdef Py_ssize_t n_batches = (stop - start + batch_size - 1) // batch_size
     if threads < 2 or n_batches < 2 or n_batches > 2147483647 or not fd_have_avx2_fma():
         return False
@@ -1496,14 +1497,13 @@ cdef bint _pair_setup(_Pair* c, int threads, Py_ssize_t start, Py_ssize_t stop, 
     c.n_metrics = 0
     c.reg_total = 0
     c.n_slot = n_slot
-    c.W0 = _inference_panels(plan, P, stop - start)
+    c.W0 = W0
     return True
 
 
 cdef inline void _pair_free(_Pair* c) noexcept nogil:
     free(c.work[1])
     free(c.slots)
-    free(c.W0)
 
 
 cdef inline void _check_plan(const Py_ssize_t[:, ::1] plan, const double[:, ::1] reg):
@@ -1530,19 +1530,19 @@ def forward(floating[::1] params, const Py_ssize_t[:, ::1] plan, floating[::1] w
     cdef floating* W0 = NULL
     _check_plan(plan, None)
     with nogil:
+        if floating is float:
+            W0 = <floating*>_inference_panels(&plan[0, 0], &params[0], n_total)
         if floating is float and n_total > 0 and _pair_setup(
                 &pc, threads, 0, n_total, batch_size, &plan[0, 0], n_ops, &params[0],
-                &work[0], work.shape[0], &X[0, 0], n_in0, 0):
+                &work[0], work.shape[0], &X[0, 0], n_in0, 0, <float*>W0):
             pc.out = &out[0, 0]
             fd_run2(_pair_part, &pc)
             _pair_free(&pc)
             pos = n_total
-        if floating is float and pos < n_total:
-            W0 = <floating*>_inference_panels(&plan[0, 0], &params[0], n_total - pos)
         while pos < n_total:
             n = <int>(batch_size if n_total - pos > batch_size else n_total - pos)
             Zl = _net_forward(&plan[0, 0], n_ops, &params[0], NULL, &X[pos, 0], &work[0], n,
-                              False, NULL, NULL, W0, FD_PANELS if W0 != NULL else 0)
+                              False, NULL, NULL, W0, FD_PANELS)
             memcpy(&out[pos, 0], Zl, <Py_ssize_t>n * out_w * sizeof(floating))
             pos += n
         free(W0)
@@ -1572,9 +1572,11 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
     _check_plan(plan, reg)
     with nogil:
         reg_total = _reg_loss_grad(plan, reg, &params[0], <floating*>NULL, False)
+        if floating is float:
+            W0 = <floating*>_inference_panels(&plan[0, 0], &params[0], stop - start)
         if floating is float and own_sums and stop > start and _pair_setup(
                 &pc, threads, start, stop, batch_size, &plan[0, 0], n_ops, &params[0],
-                &work[0], work.shape[0], &X[0, 0], X.shape[1], 1 + 2 * n_metrics):
+                &work[0], work.shape[0], &X[0, 0], X.shape[1], 1 + 2 * n_metrics, <float*>W0):
             pc.Y = &Y[0, 0]
             pc.y_w = y_w
             pc.sw = &sw[0] if has_sw else NULL
@@ -1592,8 +1594,6 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
             done = pc.n_batches
             _pair_free(&pc)
             pos = stop
-        if floating is float and pos < stop:
-            W0 = <floating*>_inference_panels(&plan[0, 0], &params[0], stop - pos)
         while pos < stop:
             n = <int>(batch_size if stop - pos > batch_size else stop - pos)
             # each batch's metric sums on their own, then added: as the two-thread path does

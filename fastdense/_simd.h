@@ -723,74 +723,86 @@ static inline float fd_sigmoid1(float x)
     }
 }
 
-/* z := sigmoid(z) in place. Every element gets the same formula whatever its position: the vector
- * one (the last group of fewer than 8 is loaded and stored under a mask), except lanes with
- * |z| > 80, which take the exact scalar path (exact 0/1 limits, denormals). So a row's values do
- * not depend on the batch it is computed in, nor on its neighbours. */
-__attribute__((target("avx2,fma")))
-static void fd_sigmoid_avx2(float *z, ptrdiff_t size)
+/* z := f(z) in place, 8 floats at a time: the last group of fewer than 8 is loaded and stored
+ * under a mask, and goes through the same f as every other, so an element's value does not
+ * depend on its position (a row's values do not depend on the batch it is computed in). */
+typedef __m256 (*fd_vec8_fn)(__m256 x);
+
+__attribute__((target("avx2,fma"), always_inline))
+static inline void fd_map_groups(float *z, ptrdiff_t size, fd_vec8_fn f)
 {
-    const __m256 one = _mm256_set1_ps(1.0f), lim = _mm256_set1_ps(80.0f);
-    const __m256 sign = _mm256_set1_ps(-0.0f);
     ptrdiff_t i;
     for (i = 0; i < size; i += 8) {
         const int n = (size - i < 8) ? (int)(size - i) : 8;
         const __m256i mk = fd_tail_mask(n);
-        const __m256 x = fd_load_group(z + i, n, mk);
-        const __m256 ax = _mm256_andnot_ps(sign, x);
-        const int big = _mm256_movemask_ps(_mm256_cmp_ps(ax, lim, _CMP_GT_OQ));
-        /* exp(-|x|) on |x| clamped to 80 (the clamped lanes are replaced below) */
-        /* (min_ps returns its second operand when one is NaN: a NaN stays NaN) */
-        const __m256 e = fd_exp8(_mm256_or_ps(_mm256_min_ps(lim, ax), sign));
-        const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
-        const __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
-        __m256 r = _mm256_blendv_ps(s, _mm256_mul_ps(e, s), neg);
-        if (big) {
-            float tmp[8];
-            int j;
-            _mm256_storeu_ps(tmp, r);
-            for (j = 0; j < n; j++)
-                if (big & (1 << j))
-                    tmp[j] = fd_sigmoid1(z[i + j]);
-            r = _mm256_loadu_ps(tmp);
-        }
-        fd_store_group(z + i, n, mk, r);
+        fd_store_group(z + i, n, mk, f(fd_load_group(z + i, n, mk)));
     }
 }
 
-/* z := tanh(z) in place, every element by the same formula whatever its position (the last
- * group of fewer than 8 is loaded and stored under a mask), as for sigmoid: a row's values do not
- * depend on the batch it is in. |x| < 0.625: x + x^3 P(x^2) (the Cephes tanhf polynomial); else
- * 1 - 2 / (exp(2|x|) + 1) with |x| clamped to 20 (tanh is 1 in float from 9.01), sign restored.
- * About 1-2 ulp; tanh(-0) = -0, +-Inf gives +-1, NaN stays NaN. */
+/* sigmoid: the vector formula, except lanes with |x| > 80, which take the exact scalar path
+ * (exact 0/1 limits, denormals). */
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 fd_sigmoid8(__m256 x)
+{
+    const __m256 one = _mm256_set1_ps(1.0f), lim = _mm256_set1_ps(80.0f);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 ax = _mm256_andnot_ps(sign, x);
+    const int big = _mm256_movemask_ps(_mm256_cmp_ps(ax, lim, _CMP_GT_OQ));
+    /* exp(-|x|) on |x| clamped to 80 (the clamped lanes are replaced below) */
+    /* (min_ps returns its second operand when one is NaN: a NaN stays NaN) */
+    const __m256 e = fd_exp8(_mm256_or_ps(_mm256_min_ps(lim, ax), sign));
+    const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
+    const __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
+    __m256 r = _mm256_blendv_ps(s, _mm256_mul_ps(e, s), neg);
+    if (big) {
+        float tmp[8], xs[8];
+        int j;
+        _mm256_storeu_ps(tmp, r);
+        _mm256_storeu_ps(xs, x);
+        for (j = 0; j < 8; j++)
+            if (big & (1 << j))
+                tmp[j] = fd_sigmoid1(xs[j]);
+        r = _mm256_loadu_ps(tmp);
+    }
+    return r;
+}
+
 __attribute__((target("avx2,fma")))
-static void fd_tanh_avx2(float *z, ptrdiff_t size)
+static void fd_sigmoid_avx2(float *z, ptrdiff_t size)
+{
+    fd_map_groups(z, size, fd_sigmoid8);
+}
+
+/* tanh: |x| < 0.625: x + x^3 P(x^2) (the Cephes tanhf polynomial); else 1 - 2 / (exp(2|x|) + 1)
+ * with |x| clamped to 20 (tanh is 1 in float from 9.01), sign restored. About 1-2 ulp;
+ * tanh(-0) = -0, +-Inf gives +-1, NaN stays NaN. */
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 fd_tanh8(__m256 x)
 {
     const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
     const __m256 lim = _mm256_set1_ps(20.0f), small = _mm256_set1_ps(0.625f);
     const __m256 sign = _mm256_set1_ps(-0.0f);
-    ptrdiff_t i;
-    for (i = 0; i < size; i += 8) {
-        const int n = (size - i < 8) ? (int)(size - i) : 8;
-        const __m256i mk = fd_tail_mask(n);
-        const __m256 x = fd_load_group(z + i, n, mk);
-        const __m256 ax = _mm256_andnot_ps(sign, x);
-        const __m256 x2 = _mm256_mul_ps(x, x);
-        __m256 p = _mm256_set1_ps(-5.70498872745e-3f);
-        __m256 e, big, r;
-        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.06390887954e-2f));
-        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-5.37397155531e-2f));
-        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.33314422036e-1f));
-        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-3.33332819422e-1f));
-        p = _mm256_fmadd_ps(_mm256_mul_ps(p, x2), x, x);
-        /* (min_ps returns its second operand when one is NaN: a NaN stays NaN) */
-        e = fd_exp8(_mm256_mul_ps(two, _mm256_min_ps(lim, ax)));
-        big = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(e, one)));
-        r = _mm256_blendv_ps(big, p, _mm256_cmp_ps(ax, small, _CMP_LT_OQ));
-        /* x's sign on both branches (tanh is odd; this keeps tanh(-0) = -0) */
-        r = _mm256_or_ps(_mm256_andnot_ps(sign, r), _mm256_and_ps(sign, x));
-        fd_store_group(z + i, n, mk, r);
-    }
+    const __m256 ax = _mm256_andnot_ps(sign, x);
+    const __m256 x2 = _mm256_mul_ps(x, x);
+    __m256 p = _mm256_set1_ps(-5.70498872745e-3f);
+    __m256 e, big, r;
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.06390887954e-2f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-5.37397155531e-2f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.33314422036e-1f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-3.33332819422e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, x2), x, x);
+    /* (min_ps returns its second operand when one is NaN: a NaN stays NaN) */
+    e = fd_exp8(_mm256_mul_ps(two, _mm256_min_ps(lim, ax)));
+    big = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(e, one)));
+    r = _mm256_blendv_ps(big, p, _mm256_cmp_ps(ax, small, _CMP_LT_OQ));
+    /* x's sign on both branches (tanh is odd; this keeps tanh(-0) = -0) */
+    return _mm256_or_ps(_mm256_andnot_ps(sign, r), _mm256_and_ps(sign, x));
+}
+
+__attribute__((target("avx2,fma")))
+static void fd_tanh_avx2(float *z, ptrdiff_t size)
+{
+    fd_map_groups(z, size, fd_tanh8);
 }
 
 /* The backward pass of an activation from its output z, dS := dZ * act'(.), for
@@ -1184,16 +1196,24 @@ static void fd_job_unit(const fd_job *j, int h, int u)
 #endif
 }
 
+/* Runs the units of half h that no thread has taken yet; each one done adds 1 to *done when
+ * done is given. */
+static void fd_take_units(fd_job *j, int h, atomic_int *done)
+{
+    int u;
+    while ((u = atomic_fetch_add_explicit(&j->half[h].next, 1, memory_order_relaxed))
+           < j->units[h]) {
+        fd_job_unit(j, h, u);
+        if (done != NULL)
+            atomic_fetch_add_explicit(done, 1, memory_order_release);
+    }
+}
+
 static void fd_job_part(void *arg, int part)
 {
     fd_job *j = (fd_job *)arg;
-    int t, h, u;
-    for (t = 0; t < 2; t++) {
-        h = t ? 1 - part : part;
-        while ((u = atomic_fetch_add_explicit(&j->half[h].next, 1, memory_order_relaxed))
-               < j->units[h])
-            fd_job_unit(j, h, u);
-    }
+    fd_take_units(j, part, NULL);
+    fd_take_units(j, 1 - part, NULL);
 }
 
 static void fd_job_units(fd_job *j)
@@ -1263,16 +1283,25 @@ static void fd_combine_rows(float *Z, const float *part, const float *b, int r0,
     }
 }
 
-/* combine = 0 leaves the two partial sums in Z and part (the caller combines them with
- * fd_combine_rows, e.g. row block by row block on two threads). */
+/* The fields every job sets: op on a k-input, m-output layer's product over n rows, cut at
+ * fd_half(k), writing C (rows ldw apart where the op says so); the rest cleared. */
+static void fd_job_init(fd_job *j, int op, int n, int k, int m, const float *const *rows,
+                        const float *W, ptrdiff_t ldw, float *C)
+{
+    j->op = op; j->n = n; j->k = k; j->m = m; j->s = fd_half(k); j->alpha = 1.0f;
+    j->beta = 0.0f; j->rows = rows; j->W = W; j->ldw = ldw; j->dS = NULL; j->n16 = 0;
+    j->C = C; j->C1 = NULL; j->sparse = 0;
+}
+
 static void fd_forward_job(fd_job *j, int n, int k, int m, const float *const *rows,
                            const float *W, ptrdiff_t ldw, float *Z, float *part)
 {
-    j->op = FD_OP_FWD; j->n = n; j->k = k; j->m = m; j->s = fd_half(k); j->alpha = 1.0f;
-    j->beta = 0.0f; j->sparse = 0; j->rows = rows; j->W = W; j->ldw = ldw; j->dS = NULL;
-    j->C = Z; j->C1 = part;
+    fd_job_init(j, FD_OP_FWD, n, k, m, rows, W, ldw, Z);
+    j->C1 = part;
 }
 
+/* combine = 0 leaves the two partial sums in Z and part (the caller combines them with
+ * fd_combine_rows, e.g. row block by row block on two threads). */
 static void fd_forward(int n, int k, int m, const float *const *rows, const float *A,
                        const float *W, ptrdiff_t ldw, const float *b, float *Z, float *part,
                        int threads, int combine)
@@ -1305,9 +1334,8 @@ static void fd_weight_grad_job(fd_job *j, int n, int k, int m, float alpha, floa
                                const float *const *rows, const float *dS, float *dW,
                                ptrdiff_t ldw)
 {
-    j->op = FD_OP_DW; j->n = n; j->k = k; j->m = m; j->s = fd_half(k); j->alpha = alpha;
-    j->beta = beta; j->rows = rows; j->W = NULL; j->ldw = ldw; j->dS = dS; j->C = dW;
-    j->C1 = NULL;
+    fd_job_init(j, FD_OP_DW, n, k, m, rows, NULL, ldw, dW);
+    j->alpha = alpha; j->beta = beta; j->dS = dS;
     j->sparse = fd_sparse_dw && fd_have_avx2_fma() && fd_finite32(dS, (size_t)n * m);
 }
 
@@ -1336,24 +1364,16 @@ typedef struct {
 static void fd_job2_part(void *arg, int part)
 {
     fd_job2 *jj = (fd_job2 *)arg;
-    int t, h, u;
-    for (t = 0; t < 2; t++) {
-        h = t ? 1 - part : part;
-        while ((u = atomic_fetch_add_explicit(&jj->dw.half[h].next, 1, memory_order_relaxed))
-               < jj->dw.units[h]) {
-            fd_job_unit(&jj->dw, h, u);
-            atomic_fetch_add_explicit(&jj->half[h].done, 1, memory_order_release);
-        }
-    }
+    int t, h;
+    fd_take_units(&jj->dw, part, &jj->half[part].done);
+    fd_take_units(&jj->dw, 1 - part, &jj->half[1 - part].done);
     for (t = 0; t < 2; t++) {
         h = t ? 1 - part : part;
         if (atomic_load_explicit(&jj->fwd.half[h].next, memory_order_relaxed) >= jj->fwd.units[h])
             continue;
         while (atomic_load_explicit(&jj->half[h].done, memory_order_acquire) < jj->dw.units[h])
             fd_cpu_relax();
-        while ((u = atomic_fetch_add_explicit(&jj->fwd.half[h].next, 1, memory_order_relaxed))
-               < jj->fwd.units[h])
-            fd_job_unit(&jj->fwd, h, u);
+        fd_take_units(&jj->fwd, h, NULL);
     }
 }
 
@@ -1385,7 +1405,6 @@ static void fd_input_grad(int n, int m, int k, const float *dS, const float *W, 
 {
     const float *buf[FD_MAX_ROWS];
     fd_job j;
-    j.sparse = 0;
     if (scratch != NULL) {
         const int n16 = (n + FD_NR - 1) / FD_NR * FD_NR;
         int i, p;
@@ -1396,15 +1415,12 @@ static void fd_input_grad(int n, int m, int k, const float *dS, const float *W, 
             for (; i < n16; i++)
                 row[i] = 0.0f;
         }
-        j.op = FD_OP_DXT; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = 1.0f;
-        j.beta = 0.0f; j.rows = NULL; j.W = W; j.ldw = ldw; j.dS = scratch; j.n16 = n16;
-        j.C = dX; j.C1 = NULL;
+        fd_job_init(&j, FD_OP_DXT, n, k, m, NULL, W, ldw, dX);
+        j.dS = scratch; j.n16 = n16;
         fd_run_job(&j, threads);
         return;
     }
-    j.op = FD_OP_DX; j.n = n; j.k = k; j.m = m; j.s = fd_half(k); j.alpha = 1.0f; j.beta = 0.0f;
-    j.rows = fd_row_ptrs(NULL, dS, m, n, buf); j.W = W; j.ldw = ldw; j.dS = NULL; j.C = dX;
-    j.C1 = NULL;
+    fd_job_init(&j, FD_OP_DX, n, k, m, fd_row_ptrs(NULL, dS, m, n, buf), W, ldw, dX);
     fd_run_job(&j, threads);
 }
 
