@@ -31,7 +31,7 @@ if sys.platform != "win32":
     extra_compile += ["-fno-math-errno", "-Wno-unused-function"]
     if DEBUG:
         extra_compile += ["-O0", "-g"]
-    # the second thread of split products is a pthread (fastdense/_simd.h)
+    # the second thread of split products is a pthread (src/fastdense/_simd.h)
     extra_compile.append("-pthread")
     extra_link.append("-pthread")
     if SANITIZE:
@@ -41,9 +41,9 @@ if sys.platform != "win32":
 extensions = [
     Extension(
         "fastdense._kernels",
-        ["fastdense/_kernels.pyx"],
-        include_dirs=["fastdense"],
-        depends=["fastdense/_simd.h"],
+        ["src/fastdense/_kernels.pyx"],
+        include_dirs=["src/fastdense"],
+        depends=["src/fastdense/_simd.h"],
         extra_compile_args=extra_compile,
         extra_link_args=extra_link,
     ),

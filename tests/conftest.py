@@ -1,5 +1,4 @@
 """Shared fixtures. Tests import the installed fastdense (pytest runs with --import-mode=importlib)."""
-import os
 from pathlib import Path
 
 import numpy as np
@@ -7,9 +6,9 @@ import pytest
 
 import fastdense
 
-# ../shared beside the repository (CI lays a copy there); FASTDENSE_SHARED overrides.
-SHARED = Path(os.environ.get("FASTDENSE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-KERAS_FIXTURES = SHARED / "keras_fixtures"
+# The repository's own copy of the TF-Keras 3.15.1 reference fixtures (see its README.md).
+DATA = Path(__file__).resolve().parent / "data"
+KERAS_FIXTURES = DATA / "keras_fixtures"
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-HEADER = pathlib.Path(__file__).resolve().parents[1] / "fastdense" / "_simd.h"
+HEADER = pathlib.Path(__file__).resolve().parents[1] / "src" / "fastdense" / "_simd.h"
 
 
 @pytest.mark.parametrize("flags", [["-DFASTDENSE_NO_SIMD"], []], ids=["no-simd", "x86"])

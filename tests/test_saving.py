@@ -25,8 +25,7 @@ import fastdense
 from fastdense import saving
 from fastdense.layers import Dense, Dropout, Flatten
 
-SHARED = Path(os.environ.get("FASTDENSE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-KERAS_FIXTURES = SHARED / "keras_fixtures"
+from conftest import KERAS_FIXTURES
 FIXTURE_NAMES = sorted(p.stem for p in KERAS_FIXTURES.glob("*.keras"))
 REPO_ROOT = Path(fastdense.__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ trap rebuild_normal EXIT
 
 echo "== tools/debug_build.sh: building with FASTDENSE_DEBUG=1" >&2
 CYTHON_FORCE_REGEN=1 FASTDENSE_DEBUG=1 "$PYTHON" setup.py -q build_ext --inplace --force >/dev/null
-if ! grep -q "__Pyx_RaiseBufferIndexError" fastdense/_kernels.c; then
+if ! grep -q "__Pyx_RaiseBufferIndexError" src/fastdense/_kernels.c; then
     echo "tools/debug_build.sh: the generated C has no bounds checks; is FASTDENSE_DEBUG honoured?" >&2
     exit 2
 fi

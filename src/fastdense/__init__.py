@@ -7,11 +7,12 @@ from ._version import __version__
 
 try:
     from . import _kernels  # noqa: F401
-except ImportError as exc:  # pragma: no cover - only without a build
+except ImportError as exc:  # pragma: no cover - only without a build (e.g. PYTHONPATH=src)
     raise ImportError(
         "fastdense's compiled kernels (fastdense._kernels) could not be imported: "
-        f"{exc}. Install fastdense with `pip install .` (or a wheel), which compiles them; "
-        "running from a source checkout without building does not work."
+        f"{exc}. Build and install them with `pip install .` from the repository's root (it needs "
+        "a C compiler, e.g. `apt-get install build-essential python3-dev`), or "
+        "`pip install -e .` while developing."
     ) from exc
 
 from . import (activations, callbacks, config, datasets, initializers, layers, losses, metrics,
