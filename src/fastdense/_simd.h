@@ -1180,6 +1180,38 @@ static void fd_gemm_nt(int n, int m, int c0, int c1, const float *const *rows, c
 
 #define FD_SPIN_SECONDS 2e-3
 
+/* The floating-point control modes (rounding, flush-to-zero, denormals-are-zero) of the calling
+ * thread, to be given to the worker with each job: x86-64's MXCSR control bits (its low six bits
+ * are sticky exception flags, left alone), aarch64's FPCR. Elsewhere nothing is copied (see
+ * docs/design.md's platform table). */
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <xmmintrin.h>
+typedef unsigned fd_fpmode;
+static inline fd_fpmode fd_fpmode_get(void) { return _mm_getcsr() & ~0x3Fu; }
+static inline void fd_fpmode_set(fd_fpmode m)
+{
+    if ((_mm_getcsr() & ~0x3Fu) != m)
+        _mm_setcsr((_mm_getcsr() & 0x3Fu) | m);
+}
+#elif defined(__GNUC__) && defined(__aarch64__)
+typedef uint64_t fd_fpmode;
+static inline fd_fpmode fd_fpmode_get(void)
+{
+    uint64_t v;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(v));
+    return v;
+}
+static inline void fd_fpmode_set(fd_fpmode m)
+{
+    if (fd_fpmode_get() != m)
+        __asm__ __volatile__("msr fpcr, %0" : : "r"(m));
+}
+#else
+typedef unsigned fd_fpmode;
+static inline fd_fpmode fd_fpmode_get(void) { return 0; }
+static inline void fd_fpmode_set(fd_fpmode m) { (void)m; }
+#endif
+
 typedef void (*fd_task_fn)(void *arg, int part);
 
 static pthread_mutex_t fd_pool_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -1190,14 +1222,16 @@ static atomic_uint fd_pool_done;
 static atomic_int fd_pool_sleeping;
 static fd_task_fn fd_pool_fn;
 static void *fd_pool_arg;
-static unsigned fd_pool_csr;  /* the caller's MXCSR control bits for the current job */
+static fd_fpmode fd_pool_fpmode;  /* the caller's control modes for the current job */
 static int fd_pool_started;
 static int fd_pool_atfork_registered;
 
 static inline void fd_cpu_relax(void)
 {
-#if FD_X86
-    _mm_pause();
+#if defined(__GNUC__) && defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__GNUC__) && defined(__aarch64__)
+    __asm__ __volatile__("yield");
 #endif
 }
 
@@ -1234,13 +1268,10 @@ static void *fd_pool_worker(void *unused)
             pthread_mutex_unlock(&fd_pool_sleep_lock);
         }
         seen = atomic_load_explicit(&fd_pool_seq, memory_order_acquire);
-#if FD_X86
         /* The caller's rounding and flush-to-zero modes: a thread inherits them only when it is
          * created, and a library loaded later (one built with -ffast-math, say) may have turned
          * flush-to-zero on in the caller since: both halves of a job must round alike. */
-        if ((_mm_getcsr() & ~0x3Fu) != fd_pool_csr)
-            _mm_setcsr((_mm_getcsr() & 0x3Fu) | fd_pool_csr);
-#endif
+        fd_fpmode_set(fd_pool_fpmode);
         fd_pool_fn(fd_pool_arg, 1);
         atomic_store_explicit(&fd_pool_done, seen, memory_order_release);
     }
@@ -1291,9 +1322,7 @@ static void fd_run2(fd_task_fn fn, void *arg)
     }
     fd_pool_fn = fn;
     fd_pool_arg = arg;
-#if FD_X86
-    fd_pool_csr = _mm_getcsr() & ~0x3Fu;  /* control bits; the low six are sticky flags */
-#endif
+    fd_pool_fpmode = fd_fpmode_get();
     s = atomic_fetch_add(&fd_pool_seq, 1) + 1;
     /* Checked under the worker's sleep lock: the worker tests `seq` under the same lock before
      * it waits, so either it sees the new job or we see it asleep and wake it (no lost wake-up). */
