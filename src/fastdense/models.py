@@ -745,6 +745,15 @@ class Sequential:
 
         saving.load_weights(self, filepath)
 
+    # -- pickling (as Keras 3: through the .keras format) ----------------------------------------
+    def __reduce__(self):
+        """Pickles the model as the bytes of its `.keras` file (what `save` writes: architecture,
+        weights, compile config, optimizer state), as Keras 3 does, so joblib, Dask and
+        `copy.deepcopy` can move it; nothing else of the object is pickled. `history` is not kept."""
+        from . import _keras_bytes
+
+        return (_keras_bytes.from_bytes, (_keras_bytes.to_bytes(self),))
+
 
 def _human_bytes(n):
     for unit in ("B", "KB", "MB", "GB"):
