@@ -65,10 +65,11 @@ def test_map_blocks_prediction_over_a_dask_array(client):
     x = rng.normal(size=(1000, 6)).astype("float32")
     model = Sequential([Input((6,)), Dense(16, activation="tanh"), Dense(3, activation="softmax")])
     expected = model.predict(x, verbose=0)
-    blocks = da.from_array(x, chunks=(250, 6))
-    # the model travels to the workers pickled (its .keras bytes), once per block
-    out = blocks.map_blocks(lambda b, m=model: m.predict(b, verbose=0), dtype="float32",
-                            chunks=(250, 3))
+    blocks = da.from_array(x, chunks=(300, 6))  # 300, 300, 300, 100 rows
+    # the model travels to the workers pickled (its .keras bytes)
+    out = blocks.map_blocks(lambda b: model.predict(b, verbose=0), dtype="float32",
+                            chunks=(blocks.chunks[0], (3,)))
+    assert out.shape == (1000, 3)
     got = out.compute()
     np.testing.assert_array_equal(got, expected)  # rows do not depend on their batch
 

@@ -230,3 +230,17 @@ def test_grid_search_over_model_kwargs_with_two_processes():
                           cv=3, n_jobs=2)
     search.fit(X, y)
     assert search.best_params_["model_kwargs"] == {"learning_rate": 0.05}
+
+
+def test_optional_dependencies_load_on_first_use(monkeypatch):
+    import subprocess
+    import sys
+
+    code = ("import sys, fastdense; assert 'sklearn' not in sys.modules and 'onnx' not in sys.modules; "
+            "fastdense.wrappers.SKLearnRegressor; assert 'sklearn' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    import fastdense.wrappers as wrappers
+
+    monkeypatch.setattr(wrappers, "_SKLEARN", False)  # as if scikit-learn were not installed
+    with pytest.raises(ImportError, match=r'pip install "fastdense\[sklearn\]"'):
+        SKLearnClassifier(build)
