@@ -25,3 +25,13 @@ __all__ = [
     "datasets", "initializers", "layers", "losses", "metrics", "models", "optimizers",
     "regularizers", "saving", "utils",
 ]
+
+
+def __getattr__(name):
+    # `fastdense.wrappers` (scikit-learn) and `fastdense.export` (ONNX) load on first use, so
+    # `import fastdense` stays as light as before and their optional dependencies stay optional.
+    if name in ("wrappers", "export"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fastdense' has no attribute {name!r}")

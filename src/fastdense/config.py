@@ -30,23 +30,38 @@ def epsilon():
     return 1e-7
 
 
-def _default_threads():
+def _default_threads(environ=None):
+    """`FASTDENSE_NUM_THREADS` if set; else the cores this process may run on, at most
+    `OMP_NUM_THREADS`: process pools set it in their workers to each worker's share of the
+    machine (joblib's loky backend to `cpu_count() // n_jobs`, Dask's nanny to 1), as they do for
+    OpenBLAS and MKL, so a worker does not oversubscribe the cores."""
     import os
 
-    env = os.environ.get("FASTDENSE_NUM_THREADS")
+    environ = os.environ if environ is None else environ
+    env = environ.get("FASTDENSE_NUM_THREADS")
     if env:
         try:
             return max(1, int(env))
         except ValueError:
             pass
-    return min(2, os.cpu_count() or 1)
+    try:
+        budget = len(os.sched_getaffinity(0))  # cores of this process (taskset, cgroup cpusets)
+    except (AttributeError, OSError):
+        budget = os.cpu_count() or 1
+    limit = environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()  # "4,2": the outer level
+    if limit.isdigit() and int(limit) > 0:
+        budget = min(budget, int(limit))
+    return max(1, min(2, budget))
 
 
 _THREADS = {"max": None}
 
 
 def num_threads():
-    """The most threads `fit` (and inference over several batches) may use: 1 or 2."""
+    """The most threads `fit` (and inference over several batches) may use: 1 or 2.
+
+    The default is 2 on a machine with two or more cores, 1 where `OMP_NUM_THREADS=1` (as
+    joblib's and Dask's worker processes set it) or `FASTDENSE_NUM_THREADS=1`."""
     if _THREADS["max"] is None:
         _THREADS["max"] = min(2, _default_threads())
     return _THREADS["max"]

@@ -745,6 +745,44 @@ class Sequential:
 
         saving.load_weights(self, filepath)
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
+               **kwargs):
+        """Writes the inference function (`predict`) for serving without fastdense.
+
+        fastdense writes `format="onnx"`: a standard ONNX model with a dynamic batch dimension,
+        in the model's float type, that onnxruntime runs (`pip install "fastdense[onnx]"`).
+
+        Args:
+            filepath: where to write, e.g. `"model.onnx"`.
+            format: `"onnx"` (Keras's default, `"tf_saved_model"`, needs TensorFlow).
+            verbose: print where the file was written (default: yes, as Keras).
+            input_signature: `None` (the model's input shape, any batch size).
+            opset_version: the ONNX opset, 17 (default) to 21.
+        """
+        if format != "onnx":
+            raise ValueError("fastdense exports to ONNX only: call model.export(filepath, "
+                             f"format='onnx'). Received: format={format!r}")
+        if input_signature is not None:
+            raise ValueError("fastdense exports the model's own input shape with a dynamic batch "
+                             f"dimension. Received: input_signature={input_signature!r}")
+        unknown = set(kwargs) - {"opset_version"}
+        if unknown:
+            raise ValueError(f"Unknown argument(s) for the ONNX export: {sorted(unknown)}. "
+                             f"Received: {kwargs}")
+        from .export import onnx as onnx_export
+
+        return onnx_export.export_onnx(self, filepath, verbose=verbose,
+                                       opset_version=kwargs.get("opset_version"))
+
+    # -- pickling (as Keras 3: through the .keras format) ----------------------------------------
+    def __reduce__(self):
+        """Pickles the model as the bytes of its `.keras` file (what `save` writes: architecture,
+        weights, compile config, optimizer state), as Keras 3 does, so joblib, Dask and
+        `copy.deepcopy` can move it; nothing else of the object is pickled. `history` is not kept."""
+        from . import _keras_bytes
+
+        return (_keras_bytes.from_bytes, (_keras_bytes.to_bytes(self),))
+
 
 def _human_bytes(n):
     for unit in ("B", "KB", "MB", "GB"):
