@@ -2,7 +2,9 @@
 backend and batch prediction over a Dask array, on a LocalCluster of two worker processes; and
 inside joblib and Dask workers fastdense takes only its share of the cores."""
 import os
+import sys
 
+import cloudpickle
 import dask.array as da
 import joblib
 import numpy as np
@@ -15,6 +17,10 @@ import fastdense
 from fastdense import Input, Sequential
 from fastdense.layers import Dense
 from fastdense.wrappers import SKLearnClassifier
+
+# The functions below go to the workers by value: pytest may import this file under a package
+# name ("tests.test_dask") that the worker processes cannot import.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 # distributed warns about slow start-up or shutdown on a busy machine: not a test failure
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:distributed.*",
