@@ -1,5 +1,8 @@
 """fastdense.wrappers: Keras 3's scikit-learn wrappers, checked with scikit-learn's own
 `check_estimator`, and in Pipeline, cross_val_score and GridSearchCV(n_jobs=2)."""
+import sys
+
+import cloudpickle
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -14,6 +17,10 @@ import fastdense
 from fastdense import Input, Sequential
 from fastdense.layers import Dense
 from fastdense.wrappers import SKLearnClassifier, SKLearnRegressor, SKLearnTransformer
+
+# joblib's worker processes get this module's functions by value: pytest may import the file as
+# "tests.test_wrappers", which they cannot import.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 QUIET = {"verbose": 0}
 
