@@ -161,6 +161,17 @@ def test_loss_dtype_follows_y_pred():
     assert MSE()(y, p.astype(np.float32)) == pytest.approx(d32 ** 2 / 2, rel=1e-6)
 
 
+@pytest.mark.parametrize("policy", ["float32", "float64"])
+def test_integer_inputs_take_the_float_policy(policy):
+    fastdense.config.set_floatx(policy)
+    assert activations.sigmoid([0, 1]).dtype == np.dtype(policy)
+    assert activations.relu(np.ones(2, np.float16)).dtype == np.float32
+    assert activations.relu(np.ones(2, np.float32)).dtype == np.float32
+    # 2**24 + 1 is not a float32: only a float64 computation sees the difference.
+    big = MSE()([[2**24 + 1]], [[2**24]])
+    assert big == (1.0 if policy == "float64" else 0.0)
+
+
 # -- metrics --------------------------------------------------------------------------------------
 CA, SCA, BA = metrics.CategoricalAccuracy, metrics.SparseCategoricalAccuracy, metrics.BinaryAccuracy
 MSE_M, MAE_M = metrics.MeanSquaredError, metrics.MeanAbsoluteError

@@ -112,9 +112,11 @@ def as_float_matrix(name, arr, dtype, finite=True):
 
 
 def float_dtype(arr):
-    """The float type a direct call computes in: float64 for float64 input, else float32."""
-    return np.dtype(np.float64) if arr.dtype.kind == "f" and arr.dtype.itemsize == 8 \
-        else np.dtype(np.float32)
+    """The float type a direct call computes in: float32 or float64 inputs keep theirs, float16
+    becomes float32, and bool/int inputs take the policy (`config.floatx()`)."""
+    if arr.dtype.kind != "f":
+        return np.dtype(config.floatx())
+    return np.dtype(np.float64) if arr.dtype.itemsize == 8 else np.dtype(np.float32)
 
 
 def batch_dimension(name, arr):

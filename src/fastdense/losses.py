@@ -110,8 +110,8 @@ class Loss:
         """The mean weighted loss of a batch, as a float.
 
         y_pred (n,) or (n, k); y_true as `fit` takes it; sample_weight (n,), (n, 1) or a scalar.
-        Checked with `fit`'s messages; NaN/Inf give nan/inf, as in Keras. Computed in float64 for
-        float64 y_pred, else float32.
+        Checked with `fit`'s messages; NaN/Inf give nan/inf, as in Keras. Computed in y_pred's
+        float type (float16: float32; ints and bools: `fastdense.config.floatx()`).
         """
         pred = _validation.predictions("y_pred", y_pred)
         n, units = pred.shape
