@@ -6,7 +6,7 @@ with them. Arbitrary Python callables cannot run inside the compiled kernels and
 """
 import numpy as np
 
-from . import _kernels
+from . import _kernels, _validation
 
 _K = _kernels.CODES
 
@@ -40,9 +40,12 @@ class Activation:
         self.__name__ = name
 
     def __call__(self, x):
-        x = np.asarray(x)
-        dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype("float32")
-        z = np.array(x, dtype=dtype, order="C", copy=True)
+        """A new array act(x) (softmax over the last axis); float64 for float64 x, else float32.
+
+        Any shape, lists and scalars included; NaN/Inf propagate as in Keras.
+        """
+        x = _validation.numeric_array("x", x)
+        z = np.array(x, dtype=_validation.float_dtype(x).newbyteorder("="), order="C", copy=True)
         if z.size:
             flat = z.reshape(-1, z.shape[-1] if z.ndim else 1)
             _kernels.activation_forward(self.code, flat)

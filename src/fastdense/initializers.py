@@ -1,21 +1,39 @@
-"""Weight initializers with Keras's names and formulas, drawing from fastdense's seeded generator."""
+"""Weight initializers with Keras's names and formulas, drawing from fastdense's seeded generator.
+
+`init(shape, dtype=None)` checks its arguments as Keras does: `shape` a tuple (or list) of
+non-negative ints, `dtype` a float dtype (None: `fastdense.config.floatx()`; the constant
+initializers also take int and bool dtypes), `seed` None or a non-negative int.
+"""
 import math
 
 import numpy as np
 
-from . import _random
+from . import _random, _validation
 
 
 def _fans(shape):
+    """Keras's fans: scalars count 1; beyond 2-D the leading axes are a receptive field."""
+    if len(shape) == 0:
+        return 1, 1
     if len(shape) == 1:
         return shape[0], shape[0]
-    return shape[0], shape[1]
+    receptive = math.prod(shape[:-2])
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def _seed(seed):
+    return None if seed is None else _validation.nonneg_int("seed", seed)
 
 
 class Initializer:
-    """Base class: `init(shape, dtype)` returns a new array."""
+    """Base class: `init(shape, dtype=None)` returns a new array; subclasses fill `_generate`."""
+    dtype_kinds = "f"  # random draws need a float dtype
 
-    def __call__(self, shape, dtype="float32"):
+    def __call__(self, shape, dtype=None):
+        shape = _validation.shape_tuple(shape)
+        return self._generate(shape, _validation.dtype_arg(dtype, self.dtype_kinds))
+
+    def _generate(self, shape, dtype):
         raise NotImplementedError
 
     def get_config(self):
@@ -32,20 +50,26 @@ class Initializer:
 
 
 class Zeros(Initializer):
-    def __call__(self, shape, dtype="float32"):
+    dtype_kinds = "biuf"
+
+    def _generate(self, shape, dtype):
         return np.zeros(shape, dtype=dtype)
 
 
 class Ones(Initializer):
-    def __call__(self, shape, dtype="float32"):
+    dtype_kinds = "biuf"
+
+    def _generate(self, shape, dtype):
         return np.ones(shape, dtype=dtype)
 
 
 class Constant(Initializer):
-    def __init__(self, value=0.0):
-        self.value = float(value)
+    dtype_kinds = "biuf"
 
-    def __call__(self, shape, dtype="float32"):
+    def __init__(self, value=0.0):
+        self.value = _validation.finite_float("value", value)
+
+    def _generate(self, shape, dtype):
         return np.full(shape, self.value, dtype=dtype)
 
     def get_config(self):
@@ -54,9 +78,11 @@ class Constant(Initializer):
 
 class RandomNormal(Initializer):
     def __init__(self, mean=0.0, stddev=0.05, seed=None):
-        self.mean, self.stddev, self.seed = float(mean), float(stddev), seed
+        self.mean = _validation.finite_float("mean", mean)
+        self.stddev = _validation.finite_float("stddev", stddev)
+        self.seed = _seed(seed)
 
-    def __call__(self, shape, dtype="float32"):
+    def _generate(self, shape, dtype):
         rng = _rng(self.seed)
         return (rng.standard_normal(shape) * self.stddev + self.mean).astype(dtype)
 
@@ -66,9 +92,11 @@ class RandomNormal(Initializer):
 
 class RandomUniform(Initializer):
     def __init__(self, minval=-0.05, maxval=0.05, seed=None):
-        self.minval, self.maxval, self.seed = float(minval), float(maxval), seed
+        self.minval = _validation.finite_float("minval", minval)
+        self.maxval = _validation.finite_float("maxval", maxval)
+        self.seed = _seed(seed)
 
-    def __call__(self, shape, dtype="float32"):
+    def _generate(self, shape, dtype):
         return _rng(self.seed).uniform(self.minval, self.maxval, shape).astype(dtype)
 
     def get_config(self):
@@ -89,9 +117,10 @@ class VarianceScaling(Initializer):
                 "Invalid `distribution` argument: expected 'truncated_normal', "
                 f"'untruncated_normal' or 'uniform'. Received: distribution={distribution!r}"
             )
-        self.scale, self.mode, self.distribution, self.seed = float(scale), mode, distribution, seed
+        self.scale = _validation.finite_float("scale", scale, positive=True)
+        self.mode, self.distribution, self.seed = mode, distribution, _seed(seed)
 
-    def __call__(self, shape, dtype="float32"):
+    def _generate(self, shape, dtype):
         fan_in, fan_out = _fans(shape)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
         variance = self.scale / max(1.0, n)

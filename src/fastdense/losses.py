@@ -61,8 +61,13 @@ class Loss:
     def sparse(self):
         return self.kind == "scce"
 
-    def prepare_targets(self, y, n, units, dtype, name="y", xname="x"):
-        """Validated targets as the kernels read them: (n, units) floats, or (n, 1) class ids."""
+    def prepare_targets(self, y, n, units, dtype, name="y", xname="x", outputs=None, finite=True):
+        """Validated targets as the kernels read them: (n, units) floats, or (n, 1) class ids.
+
+        `outputs` names what has the `units` columns ("a model with 3 output units", or `y_pred` in
+        a direct call); finite=False keeps NaN/Inf in dense targets (a direct call computes with them).
+        """
+        outputs = outputs or f"a model with {units} output units"
         arr = _validation.numeric_array(name, y)
         _validation.same_length(n, name, arr, xname)
         if self.kind == "scce":
@@ -78,21 +83,7 @@ class Loss:
                     f"`{name}` must hold one integer class label per sample, shape (n,) or (n, 1), "
                     f"for the loss '{self.name}'. Received: {name}.shape={arr.shape}"
                 )
-            flat = arr.reshape(-1)
-            if arr.dtype.kind == "f":
-                bad = flat[~np.isfinite(flat) | (flat != np.round(flat))]
-                if bad.size:
-                    raise ValueError(
-                        f"`{name}` must hold integer class labels for the loss '{self.name}'. "
-                        f"Received: non-integer values such as {bad[:3].tolist()}"
-                    )
-            lo, hi = flat.min(), flat.max()
-            if lo < 0 or hi >= units:
-                bad = lo if lo < 0 else hi
-                raise ValueError(
-                    f"`{name}` holds a class label outside [0, {units}) for a model with {units} "
-                    f"output units. Received: label {bad.item()!r}"
-                )
+            flat = _validation.class_labels(name, arr, units, f"the loss '{self.name}'", outputs)
             return np.ascontiguousarray(flat.reshape(-1, 1), dtype=dtype)
         if arr.ndim == 1 and units == 1:
             arr = arr.reshape(-1, 1)
@@ -104,10 +95,10 @@ class Loss:
             )
         if arr.ndim != 2 or arr.shape[1] != units:
             raise ValueError(
-                f"`{name}` must have shape (n, {units}) to match the model's {units} output units "
-                f"for the loss '{self.name}'. Received: {name}.shape={arr.shape}"
+                f"`{name}` must have shape (n, {units}) for {outputs} and the loss "
+                f"'{self.name}'. Received: {name}.shape={arr.shape}"
             )
-        out = _validation.as_float_matrix(name, arr, dtype)
+        out = _validation.as_float_matrix(name, arr, dtype, finite=finite)
         if self.label_smoothing:
             ls = self.label_smoothing
             out = out * (1 - ls) + (ls / units if self.kind == "cce" else 0.5 * ls)
@@ -116,13 +107,18 @@ class Loss:
 
     # -- Keras's callable interface ------------------------------------------------------------
     def __call__(self, y_true, y_pred, sample_weight=None):
-        """The mean weighted loss of a batch, as a float."""
-        pred = np.asarray(y_pred)
-        dtype = pred.dtype if pred.dtype in (np.float32, np.float64) else np.float32
-        pred = _validation.as_float_matrix("y_pred", pred.reshape(len(pred), -1), dtype)
-        y = self.prepare_targets(y_true, len(pred), pred.shape[1], dtype, name="y_true")
-        sw = np.empty(0, dtype) if sample_weight is None else \
-            np.ascontiguousarray(np.asarray(sample_weight, dtype=dtype).reshape(-1))
+        """The mean weighted loss of a batch, as a float.
+
+        y_pred (n,) or (n, k); y_true as `fit` takes it; sample_weight (n,), (n, 1) or a scalar.
+        Checked with `fit`'s messages; NaN/Inf give nan/inf, as in Keras. Computed in y_pred's
+        float type (float16: float32; ints and bools: `fastdense.config.floatx()`).
+        """
+        pred = _validation.predictions("y_pred", y_pred)
+        n, units = pred.shape
+        y = self.prepare_targets(y_true, n, units, pred.dtype, name="y_true", xname="y_pred",
+                                 outputs=f"`y_pred` with {units} columns", finite=False)
+        sw = np.empty(0, pred.dtype) if sample_weight is None else _validation.sample_weights(
+            "sample_weight", sample_weight, n, "y_pred", pred.dtype, finite=False)
         code, _ = self.codes(None)
         return float(_kernels.loss_grad(code, pred, y, sw))
 

@@ -270,13 +270,8 @@ class Sequential:
     def _resolve_metrics(self, y_arr):
         resolved = [metrics_mod.resolve(m, y_arr.shape, self._output_units, self.loss.sparse)
                     for m in self._metric_ids]
-        width = 1 if y_arr.ndim < 2 else y_arr.shape[1]
         for metric in resolved:
-            if metric.elementwise and width != self._output_units:
-                raise ValueError(
-                    f"The metric {metric.name!r} compares targets and outputs element by element, "
-                    f"so `y` needs {self._output_units} columns like the model's output. "
-                    f"Received: y.shape={y_arr.shape}")
+            metric.check_target_shape(y_arr, self._output_units)
         return resolved
 
     @property
@@ -320,17 +315,7 @@ class Sequential:
                                       xname=xname)
         sw = None
         if sample_weight is not None:
-            sw_arr = _validation.numeric_array(swname, sample_weight)
-            if sw_arr.ndim == 2 and sw_arr.shape[1] == 1:
-                sw_arr = sw_arr.reshape(-1)
-            if sw_arr.ndim != 1:
-                raise ValueError(f"`{swname}` must be 1-D, one weight per sample. "
-                                 f"Received: {swname}.shape={sw_arr.shape}")
-            _validation.same_length(len(X), swname, sw_arr, xname)
-            sw = _validation.as_float_matrix(swname, sw_arr.reshape(-1, 1), np.float64).reshape(-1)
-            if (sw < 0).any():
-                raise ValueError(f"`{swname}` must be non-negative. Received: a weight of "
-                                 f"{sw[sw < 0][0].item()!r}")
+            sw = _validation.sample_weights(swname, sample_weight, len(X), xname)
         if class_weight is not None:
             if sample_weight is not None:
                 raise ValueError("You cannot use `class_weight` and `sample_weight` at the same "

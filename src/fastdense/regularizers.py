@@ -2,6 +2,9 @@
 
 They are applied inside the compiled training step, with their gradients.
 """
+import numpy as np
+
+from . import _validation
 
 
 class Regularizer:
@@ -10,27 +13,17 @@ class Regularizer:
     l2 = 0.0
 
     def __call__(self, x):
-        import numpy as np
-
-        x = np.asarray(x, dtype=np.float64)
+        """The penalty of a weight array (any shape), as a float64 scalar; NaN propagates."""
+        x = _validation.numeric_array("x", x).astype(np.float64)
         return self.l1 * np.abs(x).sum() + self.l2 * np.square(x).sum()
 
     def get_config(self):
         return {"l1": self.l1, "l2": self.l2}
 
 
-def _check(name, value):
-    import math
-
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"Value for argument `{name}` must be a non-negative finite number. Received: {name}={value!r}"
-        )
-    return value
+def _check(name, value, default=0.0):
+    # Keras 3 takes None as the default and refuses strings, negatives and non-finite factors.
+    return default if value is None else _validation.finite_float(name, value, minimum=0.0)
 
 
 class L1L2(Regularizer):
@@ -41,7 +34,7 @@ class L1L2(Regularizer):
 
 class L1(Regularizer):
     def __init__(self, l1=0.01):
-        self.l1 = _check("l1", l1)
+        self.l1 = _check("l1", l1, 0.01)
 
     def get_config(self):
         return {"l1": self.l1}
@@ -49,7 +42,7 @@ class L1(Regularizer):
 
 class L2(Regularizer):
     def __init__(self, l2=0.01):
-        self.l2 = _check("l2", l2)
+        self.l2 = _check("l2", l2, 0.01)
 
     def get_config(self):
         return {"l2": self.l2}
