@@ -241,6 +241,8 @@ class Optimizer:
         if len(grads) != len(variables):
             raise ValueError(f"There must be one gradient per variable. Received: {len(grads)} "
                              f"gradients for {len(variables)} variables")
+        for i, v in enumerate(variables):
+            _check_variable(f"trainable_variables[{i}]", v)
         if not self.built:
             self.build(variables)
         pairs = [(i, g, v) for i, (g, v) in enumerate(zip(grads, variables)) if g is not None]
@@ -254,14 +256,13 @@ class Optimizer:
         # Checked and converted first, so that a bad pair changes no variable.
         work = []
         for i, g, v in pairs:
-            _check_variable(f"trainable_variables[{i}]", v)
             k = self._var_index.get(id(v))
             if k is None or self._variables[k] is not v:
                 raise ValueError(
-                    f"Unknown variable: trainable_variables[{i}] of shape {v.shape} is not one "
-                    f"of the {len(self._variables)} arrays this optimizer was built with. Call "
-                    "`optimizer.build(variables)` with every variable, or use a new optimizer "
-                    "for a new set of variables.")
+                    f"Unknown variable: this optimizer was built with {len(self._variables)} "
+                    "arrays and updates only those; call `optimizer.build(variables)` with every "
+                    "variable, or use a new optimizer for a new set of variables. Received: "
+                    f"trainable_variables[{i}] of shape {v.shape}, not one of them")
             if self._var_slots[k].size != self.n_slots * v.size or \
                     self._var_slots[k].dtype != v.dtype:
                 raise ValueError(f"trainable_variables[{i}] changed shape or dtype since the "
