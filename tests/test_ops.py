@@ -457,6 +457,9 @@ LOSS_ERRORS = [
     (lambda: ops.loss("mse", G, np.full((5, 4), np.inf)), ValueError, r"y_pred contains Inf"),
     (lambda: ops.loss_grad("mse", G, G, out=np.empty((5, 4), np.float32)), TypeError,
      r"`out` must have dtype float64"),
+    # a loss object called directly runs the same checks (a short sample_weight was read past)
+    (lambda: losses.MeanSquaredError()(G, G, sample_weight=[1.0]), ValueError,
+     r"y_pred sizes: 5, sample_weight sizes: 1"),
 ]
 
 

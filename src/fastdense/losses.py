@@ -116,15 +116,10 @@ class Loss:
 
     # -- Keras's callable interface ------------------------------------------------------------
     def __call__(self, y_true, y_pred, sample_weight=None):
-        """The mean weighted loss of a batch, as a float."""
-        pred = np.asarray(y_pred)
-        dtype = pred.dtype if pred.dtype in (np.float32, np.float64) else np.float32
-        pred = _validation.as_float_matrix("y_pred", pred.reshape(len(pred), -1), dtype)
-        y = self.prepare_targets(y_true, len(pred), pred.shape[1], dtype, name="y_true")
-        sw = np.empty(0, dtype) if sample_weight is None else \
-            np.ascontiguousarray(np.asarray(sample_weight, dtype=dtype).reshape(-1))
-        code, _ = self.codes(None)
-        return float(_kernels.loss_grad(code, pred, y, sw))
+        """The mean weighted loss of a batch, as a float (checked as `fastdense.ops.loss`)."""
+        from . import ops
+
+        return ops.loss(self, y_true, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
         cfg = {"name": self.name, "reduction": "sum_over_batch_size"}
