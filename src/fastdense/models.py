@@ -893,8 +893,11 @@ def clone_model(model, input_tensors=None, clone_function=None, **kwargs):
         raise ValueError("Expected `model` argument to be a fastdense `Sequential` model. "
                          f"Received: model={model!r}")
     if input_tensors is not None or kwargs:
-        given = dict(kwargs, **({"input_tensors": input_tensors} if input_tensors is not None else {}))
-        raise ValueError(f"fastdense's clone_model supports `clone_function` only. Received: {given}")
+        given = dict(kwargs)
+        if input_tensors is not None:
+            given["input_tensors"] = input_tensors
+        raise ValueError("fastdense's clone_model supports `clone_function` only. "
+                         f"Received: {given}")
     if clone_function is None:
         def clone_function(layer):
             return type(layer).from_config(layer.get_config())

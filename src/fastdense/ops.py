@@ -16,8 +16,6 @@ Non-finite values in `x`, weights or gradients are not searched for (that would 
 the weights on every call, more than a one-row product); the loss functions refuse them, as
 `Model.fit` does. Note that `relu` (like the kernels `fit` runs) maps NaN to 0.
 """
-import numbers
-
 import numpy as np
 
 from . import _kernels, _validation, activations as activations_mod, config, losses as losses_mod
