@@ -226,6 +226,15 @@ def test_build_then_apply_without_variables_and_strided_variables():
     np.testing.assert_allclose(other, expect[1], rtol=1e-12)
 
 
+def test_empty_call_is_a_no_op_that_does_not_build():
+    opt = optimizers.SGD(0.5)
+    assert opt.apply_gradients(zip([np.ones(2)], [])) == 0
+    assert not opt.built and opt.iterations == 0
+    w = np.ones(2)
+    opt.apply_gradients([(np.ones(2), w)])
+    np.testing.assert_array_equal(w, [0.5, 0.5])
+
+
 def test_none_gradient_skips_its_variable_with_a_warning():
     a, b = np.ones(2), np.ones(3)
     opt = optimizers.SGD(0.5)

@@ -225,19 +225,21 @@ class Optimizer:
                 must pass variables from that set.
 
         Learning-rate schedules, `clipvalue`, `global_clipnorm` (over all the gradients of the
-        call) and `weight_decay` apply as in `fit`; `iterations` grows by one per call.
+        call) and `weight_decay` apply as in `fit`; `iterations` grows by one per call (an empty
+        call is a no-op, as in Keras).
         Everything is checked before any variable changes.
         """
         grads = list(grads)
-        if trainable_variables is None:
+        variables = None if trainable_variables is None else list(trainable_variables)
+        if not grads and not variables:
+            return  # nothing to update, as in Keras (the optimizer is not built by it)
+        if variables is None:
             if not self.built:
                 raise ValueError("When passing `grads` without `trainable_variables`, the "
                                  "optimizer must already be built: call "
                                  "`optimizer.build(variables)` or pass the variables. "
                                  "Received: trainable_variables=None")
             variables = list(self._variables)
-        else:
-            variables = list(trainable_variables)
         if len(grads) != len(variables):
             raise ValueError(f"There must be one gradient per variable. Received: {len(grads)} "
                              f"gradients for {len(variables)} variables")
