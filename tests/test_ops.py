@@ -369,6 +369,20 @@ def test_out_buffers_are_used_and_results_match():
     np.testing.assert_allclose(out, np.maximum(x @ w + b, 0), rtol=1e-12)
 
 
+def test_dense_grad_out_buffers():
+    x, w, b = _data()
+    g = np.random.default_rng(13).normal(size=(5, 4))
+    ref = ops.dense_grad(x, w, b, g, "sigmoid")
+    bufs = (np.empty_like(x), np.empty_like(w), np.empty_like(b))
+    got = ops.dense_grad(x, w, b, g, "sigmoid", out=bufs)
+    assert all(a is c for a, c in zip(got, bufs))
+    for a, c in zip(got, ref):
+        np.testing.assert_array_equal(a, c)
+    dx, dw, db = ops.dense_grad(x, w, None, g, out=[None, bufs[1], None])
+    assert dw is bufs[1] and db is None
+    np.testing.assert_allclose(dw, x.T @ g, rtol=1e-12)
+
+
 def test_nan_propagates_through_dense_as_in_numpy():
     x, w, b = _data()
     x[0, 0] = np.nan
@@ -422,6 +436,16 @@ GRAD_ERRORS = [
      r"Received: outputs.shape=\(5, 3\)"),
     (lambda: ops.dense_grad(X, W, B, None), TypeError, r"`outputs_grad` must be array-like"),
     (lambda: ops.dense_grad(X, W[:3], B, G), ValueError, r"Received: kernel.shape=\(3, 4\)"),
+    (lambda: ops.dense_grad(X, W, B, G, out=np.empty((5, 7))), ValueError,
+     r"`out` must be a tuple \(x_grad, kernel_grad, bias_grad\).*Received: out of type ndarray"),
+    (lambda: ops.dense_grad(X, W, None, G, out=(None, None, np.empty(4))), ValueError,
+     r"`out\[2\]` must be None when `bias` is None"),
+    (lambda: ops.dense_grad(X, W, B, G, out=(None, np.empty((7, 3)), None)), ValueError,
+     r"`out\[1\]` must have shape \(7, 4\). Received: out\[1\].shape=\(7, 3\)"),
+    (lambda: ops.dense_grad(X, W, B, G, out=(np.empty((5, 7), np.float32), None, None)),
+     TypeError, r"`out\[0\]` must have dtype float64"),
+    (lambda: ops.dense_grad(X, W, B, G, out=(None, W, None)), ValueError,
+     r"`out\[1\]` must not share memory with the inputs. Received: out\[1\] overlapping `kernel`"),
     (lambda: ops.activation("relu", np.empty((0, 3))), ValueError, r"`z` is empty.*\(0, 3\)"),
     (lambda: ops.activation("nope", X), ValueError, r"Unknown activation"),
     (lambda: ops.activation("relu", X, out=X[:, :3].copy()), ValueError, r"`out` must have shape"),
@@ -474,3 +498,6 @@ def test_out_overlapping_an_input_is_refused():
     with pytest.raises(ValueError, match=r"`out` must not share memory with the inputs. "
                                          r"Received: out overlapping `x`"):
         ops.dense(x, np.eye(4), out=x)
+    big = np.empty(100)
+    with pytest.raises(ValueError, match=r"Received: out\[1\] overlapping `out\[0\]`"):
+        ops.dense_grad(X, W, B, G, out=(big[:35].reshape(5, 7), big[30:58].reshape(7, 4), None))

@@ -190,7 +190,7 @@ def dense(x, kernel, bias=None, activation=None, out=None):
     return Z
 
 
-def dense_grad(x, kernel, bias, outputs_grad, activation=None, outputs=None):
+def dense_grad(x, kernel, bias, outputs_grad, activation=None, outputs=None, out=None):
     """Gradients of `sum(outputs_grad * dense(x, kernel, bias, activation))`.
 
     `x_grad = d @ kernel.T`, `kernel_grad = x.T @ d`, `bias_grad = d.sum(0)`, where
@@ -202,6 +202,8 @@ def dense_grad(x, kernel, bias, outputs_grad, activation=None, outputs=None):
         outputs_grad: the gradient with respect to the layer's output, `(n_samples, units)`.
         outputs: optionally the forward result `dense(x, kernel, bias, activation)`, to skip
             recomputing it. (swish and gelu need the pre-activation, which is recomputed.)
+        out: optional destinations `(x_grad, kernel_grad, bias_grad)`; any of them may be None
+            (allocated), bias_grad must be None when bias is.
 
     Returns:
         `(x_grad, kernel_grad, bias_grad)`, shaped like x, kernel and bias; `bias_grad` is None
@@ -235,11 +237,31 @@ def dense_grad(x, kernel, bias, outputs_grad, activation=None, outputs=None):
             _FORWARD[dtype](X, W, b, act.code, Z)
         dS = np.empty((n, units), dtype)
         _ACT_BACKWARD[dtype](act.code, S, Z, dZ, dS)
-    dX = np.empty((n, x.shape[1]), dtype)
-    dW = np.empty((x.shape[1], units), dtype)
-    db = np.empty(units if bias is not None else 0, dtype)
+    dX, dW, db = _grad_outputs(out, (n, x.shape[1]), (x.shape[1], units), units, bias, dtype,
+                               {"x": x, "kernel": kernel, "bias": bias,
+                                "outputs_grad": dZ_in, "outputs": outputs})
     _BACKWARD[dtype](X, W, dS, dW, db, dX)
     return dX, dW, (db if bias is not None else None)
+
+
+def _grad_outputs(out, x_shape, kernel_shape, units, bias, dtype, inputs):
+    """dense_grad's three destinations: `out`'s (checked, none overlapping another) or new."""
+    if out is None:
+        out = (None, None, None)
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise ValueError("`out` must be a tuple (x_grad, kernel_grad, bias_grad) of arrays or "
+                         f"None. Received: out of type {type(out).__name__}")
+    if bias is None and out[2] is not None:
+        raise ValueError("`out[2]` must be None when `bias` is None (there is no bias gradient). "
+                         f"Received: out[2] of type {type(out[2]).__name__}")
+    inputs = dict(inputs)
+    dX = _output(out[0], x_shape, dtype, inputs, "out[0]")
+    inputs["out[0]"] = dX
+    dW = _output(out[1], kernel_shape, dtype, inputs, "out[1]")
+    inputs["out[1]"] = dW
+    db = _output(out[2], (units,), dtype, inputs, "out[2]") if bias is not None \
+        else np.empty(0, dtype)
+    return dX, dW, db
 
 
 # ---------------------------------------------------------------------------------------------
