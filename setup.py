@@ -28,7 +28,9 @@ directives = {
 extra_compile = []
 extra_link = []
 if sys.platform != "win32":
-    extra_compile += ["-fno-math-errno", "-Wno-unused-function"]
+    # -ffp-contract=off: no fused multiply-add unless the source asks for one (fmaf, intrinsics),
+    # so scalar arithmetic rounds alike on every target (GCC fuses a*b+c on aarch64 by default).
+    extra_compile += ["-fno-math-errno", "-ffp-contract=off", "-Wno-unused-function"]
     if DEBUG:
         extra_compile += ["-O0", "-g"]
     # the second thread of split products is a pthread (src/fastdense/_simd.h)

@@ -12,8 +12,9 @@ Design
   objects inside `with nogil:`, and assume what validation guarantees: C-contiguous buffers of one
   float type, finite inputs, labels in range, sizes < 2**31.
 * float32 and float64 come from one source through Cython's fused type `floating`.
-* float32 products of up to FD_MAX_ROWS rows run on the AVX2/FMA micro-kernels of `_simd.h` (chosen
-  at run time); the rest go to the BLAS shipped with SciPy (`scipy.linalg.cython_blas`). Our arrays
+* float32 products of up to FD_MAX_ROWS rows run on the micro-kernels of `_simd.h`: AVX2/FMA where
+  compiled in and the CPU has it (chosen at run time), else portable C kernels with the same
+  arithmetic (same bits); the rest go to the BLAS shipped with SciPy (`scipy.linalg.cython_blas`). Our arrays
   are row-major and BLAS is column-major, so the row-major `C = A @ B` is issued as the column-major
   `C^T = B^T @ A^T` by swapping the operands: no copies, no transposes.
 * Threading: every public function releases the GIL for its arithmetic. During `fit` the products
@@ -81,11 +82,11 @@ dgemm = <dgemm_t>_capsule_pointer(_blas_module.__pyx_capi__["dgemm"])
 cdef extern from "_simd.h" nogil:
     int fd_have_avx2_fma()
     void fd_set_simd(int enabled)
-    void fd_sigmoid_avx2(float* z, Py_ssize_t size)
+    void fd_sigmoid(float* z, Py_ssize_t size)
     void fd_exp_shifted(const float* x, float mx, float* out, int m)
-    void fd_tanh_avx2(float* z, Py_ssize_t size)
+    void fd_tanh(float* z, Py_ssize_t size)
     enum: FD_GRAD_SIGMOID, FD_GRAD_TANH, FD_GRAD_RELU
-    void fd_act_grad_avx2(int kind, const float* z, const float* dz, float* ds, Py_ssize_t size)
+    void fd_act_grad(int kind, const float* z, const float* dz, float* ds, Py_ssize_t size)
     int FD_PANELS
     ctypedef struct fd_counter:
         pass
@@ -130,7 +131,8 @@ cdef long long _split_min = 1 << 19
 
 
 cdef inline bint _own(int n) noexcept nogil:
-    return n <= _own_gemm_rows and fd_have_avx2_fma()
+    # the own kernels: AVX2 where the CPU has it, the portable C kernels otherwise (same bits)
+    return n <= _own_gemm_rows
 
 
 cdef inline int _threads(int n, int k, int m) noexcept nogil:
@@ -242,12 +244,11 @@ cdef inline floating _log1p(floating x) noexcept nogil:
 
 cdef inline void _exp_shift(const floating* x, floating mx, floating* out,
                             Py_ssize_t m) noexcept nogil:
-    """out[j] := exp(x[j] - mx), j < m (out may be x): 8 lanes at a time on the own kernels."""
+    """out[j] := exp(x[j] - mx), j < m (out may be x); float32 by fd_exp_shifted (see _simd.h)."""
     cdef Py_ssize_t j
     if floating is float:
-        if fd_have_avx2_fma():
-            fd_exp_shifted(x, mx, out, <int>m)
-            return
+        fd_exp_shifted(x, mx, out, <int>m)
+        return
     for j in range(m):
         out[j] = _exp(x[j] - mx)
 
@@ -330,16 +331,14 @@ cdef void _act_forward(int act, floating* Z, Py_ssize_t n, Py_ssize_t m) noexcep
                 row[j] *= s
     elif act == ACT_SIGMOID:
         if floating is float:
-            if fd_have_avx2_fma():
-                fd_sigmoid_avx2(Z, size)
-                return
+            fd_sigmoid(Z, size)
+            return
         for i in range(size):
             Z[i] = _sigmoid(Z[i])
     elif act == ACT_TANH:
         if floating is float:
-            if fd_have_avx2_fma():
-                fd_tanh_avx2(Z, size)
-                return
+            fd_tanh(Z, size)
+            return
         for i in range(size):
             Z[i] = _tanh(Z[i])
     elif act == ACT_RELU:
@@ -388,8 +387,8 @@ cdef void _act_backward(int act, const floating* S, const floating* Z, const flo
     cdef Py_ssize_t i, j, size = n * m
     cdef floating x, z, s, g
     if floating is float:
-        if (act == ACT_SIGMOID or act == ACT_TANH or act == ACT_RELU) and fd_have_avx2_fma():
-            fd_act_grad_avx2(FD_GRAD_SIGMOID if act == ACT_SIGMOID else
+        if act == ACT_SIGMOID or act == ACT_TANH or act == ACT_RELU:
+            fd_act_grad(FD_GRAD_SIGMOID if act == ACT_SIGMOID else
                              FD_GRAD_TANH if act == ACT_TANH else FD_GRAD_RELU, Z, dZ, dS, size)
             return
     if act == ACT_LINEAR:
@@ -461,7 +460,7 @@ cdef inline void _dense_forward(const floating** rows, const floating* X, const 
     """Z := act(X @ W + b); S := X @ W + b when S is not NULL. b may be NULL (no bias).
 
     X (n, n_in) is given by its row pointers `rows` or, when rows is NULL, contiguous at X; the
-    BLAS path (float64, batches over _own_gemm_rows, no AVX2) needs X. W's rows are ldw apart
+    BLAS path (float64, batches over _own_gemm_rows) needs X. W's rows are ldw apart
     (n_out, more, or FD_PANELS for train_steps' copy). part: n x n_out scratch. With epilogue False
     (own kernels only) the two partial sums are left in Z and part, without bias or activation
     (train_steps finishes them row block by row block: see _middle_part).
@@ -1118,7 +1117,7 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
     # On the own kernels the first dense layer reads the batch's rows where they are (through
     # `order`), with no gathered copy. BLAS (and a first op that is not dense) needs the copy.
     cdef bint in_place = (floating is float and batch_size <= _own_gemm_rows
-                          and fd_have_avx2_fma() and plan[0, PLAN_KIND] == OP_DENSE)
+                          and plan[0, PLAN_KIND] == OP_DENSE)
     cdef const floating* rows0[FD_MAX_ROWS]
     cdef const floating* rows1[FD_MAX_ROWS]  # the next batch's, when its forward product ran early
     cdef bint fwd_ready = False
@@ -1451,8 +1450,7 @@ cdef float* _inference_panels(const Py_ssize_t* plan, const float* P,
     caller frees it."""
     cdef Py_ssize_t k = plan[PLAN_N_IN], m = plan[PLAN_N_OUT]
     cdef float* W0
-    if (plan[PLAN_KIND] != OP_DENSE or m % 16 == 0 or rows < 256
-            or not fd_have_avx2_fma()):
+    if plan[PLAN_KIND] != OP_DENSE or m % 16 == 0 or rows < 256:
         return NULL
     W0 = <float*>malloc(((m + 15) // 16 * 16) * k * sizeof(float))
     if W0 != NULL:
@@ -1469,7 +1467,7 @@ cdef bint _pair_setup(_Pair* c, int threads, Py_ssize_t start, Py_ssize_t stop, 
     or an allocation failed. The caller frees with _pair_free. W0: the caller's panel copy of
     the first layer's weights (_inference_panels), or NULL."""
     cdef Py_ssize_t n_batches = (stop - start + batch_size - 1) // batch_size
-    if threads < 2 or n_batches < 2 or n_batches > 2147483647 or not fd_have_avx2_fma():
+    if threads < 2 or n_batches < 2 or n_batches > 2147483647:
         return False
     c.work[1] = <float*>malloc(work_size * sizeof(float))
     c.slots = <double*>malloc(n_batches * n_slot * sizeof(double)) if n_slot > 0 else NULL
@@ -1698,8 +1696,9 @@ def activation_forward(int act, floating[:, ::1] Z):
 
 
 def _set_simd(bint enabled):
-    """Turns fastdense's AVX2/FMA kernels on (when the CPU has them) or off (BLAS and scalar
-    maths only); for tests and benchmarks. Returns whether they are now in use."""
+    """Turns fastdense's AVX2/FMA kernels on (when compiled in and the CPU has them) or off (the
+    portable C kernels and scalar maths); for tests and benchmarks. Returns whether they are now
+    in use."""
     fd_set_simd(1 if enabled else 0)
     return bool(fd_have_avx2_fma())
 

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <math.h>
+#include <string.h>
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(FASTDENSE_NO_SIMD)
 #define FD_X86 1
@@ -32,6 +33,7 @@
 #define FD_NR 16   /* columns of a register tile: two 8-float vectors */
 #define FD_KC 256  /* depth of a B panel kept in L1: 256 x 16 floats = 16 KiB */
 #define FD_MC 66   /* rows of A kept in L2 while the panels of B pass (a multiple of FD_MR) */
+#define FD_MR8 8   /* rows of the narrow tile (a last block of at most 8 columns) */
 
 /* How a tile reads A: FD_A_ROWS: A(i, p) = rows[i][p] (a batch given by its row pointers: the
  * forward product and dS @ W^T); FD_A_COLS: A(i, p) = rows[p][i] (the same batch transposed: the
@@ -62,6 +64,112 @@ static void fd_set_simd(int enabled)
     fd_cpu_flag = enabled ? -1 : 0;
     if (enabled)
         (void)fd_have_avx2_fma();
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * float32 activations, one element at a time, with the arithmetic of the 8-lane AVX2 versions
+ * below: the same constants, the same operations in the same order, fmaf where they fuse. So the
+ * portable path gives the AVX2 path's bits (in the default round-to-nearest mode), and every
+ * platform computes sigmoid, tanh and softmax's exp alike.
+ * ------------------------------------------------------------------------------------------------ */
+
+static inline float fd_bits_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* exp(x) for |x| <= 87.3, not NaN: x = n ln2 + r (Cody-Waite, |r| <= ln2/2), a degree-6
+ * polynomial in r, times 2^n built in the exponent bits; about 1 ulp. */
+static inline float fd_exp1(float x)
+{
+    const float n = nearbyintf(x * 1.44269504088896341f);
+    float r = fmaf(-n, 0.693359375f, x);
+    float p = 1.9875691500e-4f;
+    r = fmaf(-n, -2.12194440e-4f, r);
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r + 1.0f);
+    return p * fd_bits_float((uint32_t)((int)n + 127) << 23);
+}
+
+/* min(lim, a) as the vector min does it: a when either is NaN */
+static inline float fd_min_lim(float lim, float a)
+{
+    return (lim < a) ? lim : a;
+}
+
+static inline float fd_sigmoid1(float x)
+{
+    if (x >= 0.0f)
+        return 1.0f / (1.0f + expf(-x));
+    {
+        const float e = expf(x);
+        return e / (1.0f + e);
+    }
+}
+
+/* sigmoid: 1 / (1 + exp(-|x|)), times exp(-|x|) for x < 0; |x| > 80 takes fd_sigmoid1 (exact
+ * limits, denormals). */
+static inline float fd_sigmoid_v(float x)
+{
+    const float ax = fabsf(x);
+    float e, s;
+    if (ax > 80.0f)
+        return fd_sigmoid1(x);
+    if (x != x)
+        return x;
+    e = fd_exp1(-fd_min_lim(80.0f, ax));
+    s = 1.0f / (1.0f + e);
+    return (x < 0.0f) ? e * s : s;
+}
+
+/* tanh: |x| < 0.625: x + x^3 P(x^2) (the Cephes tanhf polynomial); else 1 - 2 / (exp(2|x|) + 1)
+ * with |x| clamped to 20 (tanh is 1 in float from 9.01); x's sign on both branches, so
+ * tanh(-0) = -0. About 1-2 ulp; +-Inf gives +-1, NaN stays NaN. */
+static inline float fd_tanh_v(float x)
+{
+    const float ax = fabsf(x), x2 = x * x;
+    float p = -5.70498872745e-3f, r;
+    if (x != x)
+        return x;
+    p = fmaf(p, x2, 2.06390887954e-2f);
+    p = fmaf(p, x2, -5.37397155531e-2f);
+    p = fmaf(p, x2, 1.33314422036e-1f);
+    p = fmaf(p, x2, -3.33332819422e-1f);
+    p = fmaf(p * x2, x, x);
+    if (ax < 0.625f)
+        r = p;
+    else
+        r = 1.0f - 2.0f / (fd_exp1(2.0f * fd_min_lim(20.0f, ax)) + 1.0f);
+    return copysignf(fabsf(r), x);
+}
+
+/* exp(d), d = x - mx <= 0 for a softmax row's max mx: fd_exp1 on [-87, 87], expf elsewhere
+ * (exact zeros and denormals) and for NaN. */
+static inline float fd_exp_shifted1(float x, float mx)
+{
+    const float d = x - mx;
+    if (!(d >= -87.0f) || d > 87.0f)
+        return expf(x - mx);
+    return fd_exp1(d);
+}
+
+/* The backward pass of an activation from its output z, dS := dZ * act'(.), for
+ *   FD_GRAD_SIGMOID: (dZ * z) * (1 - z), rounded in that order;
+ *   FD_GRAD_TANH:    dZ * (1 - z * z), with 1 - z * z as one fused operation;
+ *   FD_GRAD_RELU:    dZ where z > 0, else +0 (relu'(0) = 0 as in Keras; NaN z gives 0). */
+enum { FD_GRAD_SIGMOID, FD_GRAD_TANH, FD_GRAD_RELU };
+
+static inline float fd_grad1(int kind, float z, float dz)
+{
+    return (kind == FD_GRAD_SIGMOID) ? (dz * z) * (1.0f - z)
+         : (kind == FD_GRAD_TANH) ? dz * fmaf(-z, z, 1.0f)
+         : (z > 0.0f ? dz : 0.0f);
 }
 
 #if FD_X86
@@ -279,9 +387,9 @@ static void fd_tile_masked(int mr, int nr, int kc, const float *const *rp, int m
     fd_tile_body(mr, nr, kc, rp, mode, off, B, ldb, C, ldc, alpha, beta, tstore, pl, 0);
 }
 
-static void fd_tile(int mr, int nr, int kc, const float *const *rp, int mode, ptrdiff_t off,
-                    const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
-                    float beta, int tstore, const int *pl)
+static void fd_tile_avx2(int mr, int nr, int kc, const float *const *rp, int mode,
+                         ptrdiff_t off, const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
+                         float alpha, float beta, int tstore, const int *pl)
 {
     if (nr == FD_NR)
         fd_tile_full(mr, kc, rp, mode, off, B, ldb, C, ldc, alpha, beta, tstore, pl);
@@ -292,11 +400,10 @@ static void fd_tile(int mr, int nr, int kc, const float *const *rp, int mode, pt
 /* The narrow tile for a last column block of at most 8 columns (m = 100 leaves 4): up to 8 rows
  * by one 8-float vector, so the masked lanes waste half as much as in the 16-wide tile. Same
  * per-element arithmetic as fd_tile. */
-#define FD_MR8 8
 __attribute__((target("avx2,fma")))
-static void fd_tile8(int mr, int nr, int kc, const float *const *rp, int mode, ptrdiff_t off,
-                     const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
-                     float beta)
+static void fd_tile8_avx2(int mr, int nr, int kc, const float *const *rp, int mode,
+                          ptrdiff_t off, const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
+                          float alpha, float beta)
 {
     /* The accumulators are plain locals, copied into acc[] only after the loop: taking their
      * addresses made the compiler keep them on the stack, one store per FMA (3.6x slower). */
@@ -354,7 +461,7 @@ static void fd_tile8(int mr, int nr, int kc, const float *const *rp, int mode, p
  * pl; returns their count. w <= 24. A zero of A adds nothing to a chain of FMAs (see
  * fd_dw_sparse), so a tile of a weight gradient needs only these rows. */
 __attribute__((target("avx2,fma")))
-static int fd_nonzero_rows(const float *const *rp, int n, int i, int w, int *pl)
+static int fd_nonzero_rows_avx2(const float *const *rp, int n, int i, int w, int *pl)
 {
     const __m256i bits = _mm256_set1_epi32(0x7fffffff);
     const int tail = w - ((w - 1) / 8) * 8;
@@ -378,16 +485,16 @@ static int fd_nonzero_rows(const float *const *rp, int n, int i, int w, int *pl)
  * left half of its lanes idle on 4 columns. Each element is the same chain of FMAs over p as in
  * fd_tile (fma(A, B, c) from zero, then alpha and beta, rounded alike): bit-identical results. */
 __attribute__((target("avx2,fma")))
-static void fd_tiles_cols_narrow(int i0, int i1, int nr, int kc, const float *const *rp,
-                                 const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
-                                 float alpha, float beta, int sparse)
+static void fd_cols_narrow_avx2(int i0, int i1, int nr, int kc, const float *const *rp,
+                               const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
+                               float alpha, float beta, int sparse)
 {
     int i, j0, p, j, r, t, np;
     int pl[FD_MAX_ROWS];
     for (i = i0; i < i1; i += 24) {
         const int rows = (i1 - i < 24) ? i1 - i : 24;
         if (sparse)
-            np = fd_nonzero_rows(rp, kc, i, rows, pl);
+            np = fd_nonzero_rows_avx2(rp, kc, i, rows, pl);
         else
             for (np = 0; np < kc; np++)
                 pl[np] = np;
@@ -449,40 +556,6 @@ static void fd_tiles_cols_narrow(int i0, int i1, int nr, int kc, const float *co
     }
 }
 
-/* Rows of the next 6-row tile when `left` rows remain: 6, but a remainder of 1 or 2 rows ends as
- * 4 + 3 or 4 + 4 instead (a tile of 1 or 2 rows has too few independent FMA chains, 2 or 4, to
- * keep both FMA units busy). */
-static inline int fd_rows6(int left)
-{
-    return (left < FD_MR) ? left : (left == 7 || left == 8) ? 4 : FD_MR;
-}
-
-/* Output rows i0..i1 of one column block (nr columns, depth kc starting at `off` in A's depth):
- * the 6x16 tile, or the 8x8 one when the block has 8 columns or fewer. A is read as in fd_tile:
- * FD_A_ROWS from rows[i] + off, FD_A_COLS from rows[off + p] + i. C points at the block's column. */
-__attribute__((target("avx2,fma")))
-static void fd_tiles(int i0, int i1, int nr, int kc, const float *const *rows, int mode, int off,
-                     const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
-                     float beta)
-{
-    const int step = (nr <= 8) ? FD_MR8 : FD_MR;
-    int i;
-    if (mode == FD_A_COLS && nr <= 8) {
-        fd_tiles_cols_narrow(i0, i1, nr, kc, rows + off, B, ldb, C, ldc, alpha, beta, 0);
-        return;
-    }
-    for (i = i0; i < i1; ) {
-        const int mr = (step == FD_MR) ? fd_rows6(i1 - i) : ((i1 - i < step) ? i1 - i : step);
-        const float *const *rp = (mode == FD_A_ROWS) ? rows + i : rows + off;
-        const ptrdiff_t o = (mode == FD_A_ROWS) ? off : i;
-        if (nr <= 8)
-            fd_tile8(mr, nr, kc, rp, mode, o, B, ldb, C + i * ldc, ldc, alpha, beta);
-        else
-            fd_tile(mr, nr, kc, rp, mode, o, B, ldb, C + i * ldc, ldc, alpha, beta, 0, NULL);
-        i += mr;
-    }
-}
-
 /* One row: c(1 x m) := alpha * a[k0:k1] @ B[k0:k1, :] + beta * c, up to 104 columns (13 vectors,
  * 13 accumulators) per pass, so that a layer of up to 104 units reads each row of B once, in
  * memory order (a one-row product is bound by reading B). Same depth chunks (FD_KC from k0) and
@@ -490,8 +563,8 @@ static void fd_tiles(int i0, int i1, int nr, int kc, const float *const *rows, i
  * computed inside a larger batch. */
 #define FD_RV 13
 __attribute__((target("avx2,fma")))
-static void fd_sgemv_row(int k0, int k1, int m, float alpha, const float *a, const float *B,
-                         ptrdiff_t ldb, float beta, float *c)
+static void fd_sgemv_row_avx2(int k0, int k1, int m, float alpha, const float *a,
+                              const float *B, ptrdiff_t ldb, float beta, float *c)
 {
     int jc, pc, p, v;
     for (jc = 0; jc < m; jc += 8 * FD_RV) {
@@ -593,79 +666,6 @@ static void fd_sgemv_row(int k0, int k1, int m, float alpha, const float *a, con
     }
 }
 
-/* C(n x m) := alpha * A[:, k0:k1] @ B[k0:k1, :] + beta * C, A(i, p) = rows[i][p]. */
-__attribute__((target("avx2,fma")))
-static void fd_gemm_rows(int n, int k0, int k1, int m, float alpha, const float *const *rows,
-                         const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc)
-{
-    int ib, jc, pc;
-    if (n == 1) {
-        fd_sgemv_row(k0, k1, m, alpha, rows[0], B, ldb, beta, C);
-        return;
-    }
-    /* Blocks of FD_MC rows, so that a block's inputs stay in L2 while every column panel of B
-     * passes over them (a large batch would otherwise be re-read from memory once per panel). */
-    for (ib = 0; ib < n; ib += FD_MC) {
-        const int ie = (n - ib < FD_MC) ? n : ib + FD_MC;
-        for (jc = 0; jc < m; jc += FD_NR) {
-            const int nr = (m - jc < FD_NR) ? m - jc : FD_NR;
-            for (pc = k0; pc < k1; pc += FD_KC) {
-                const int kc = (k1 - pc < FD_KC) ? k1 - pc : FD_KC;
-                const float b = (pc == k0) ? beta : 1.0f;
-                fd_tiles(ib, ie, nr, kc, rows, FD_A_ROWS, pc, B + pc * ldb + jc, ldb, C + jc,
-                         ldc, alpha, b);
-            }
-        }
-    }
-}
-
-/* Rows r0..r1 of C(k x m) := alpha * A^T @ B + beta * C with A (n x k) given by its rows:
- * C(i, j) = alpha * sum_{p < n} rows[p][i] * B(p, j) + beta * C(i, j). The weight gradient. */
-__attribute__((target("avx2,fma")))
-static void fd_gemm_cols(int r0, int r1, int n, int m, float alpha, const float *const *rows,
-                         const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc)
-{
-    int jc, pc;
-    for (jc = 0; jc < m; jc += FD_NR) {
-        const int nr = (m - jc < FD_NR) ? m - jc : FD_NR;
-        for (pc = 0; pc < n; pc += FD_KC) {
-            const int kc = (n - pc < FD_KC) ? n - pc : FD_KC;
-            const float b = (pc == 0) ? beta : 1.0f;
-            fd_tiles(r0, r1, nr, kc, rows, FD_A_COLS, pc, B + pc * ldb + jc, ldb, C + jc, ldc,
-                     alpha, b);
-        }
-    }
-}
-
-/* Columns c0..c1 of C(n x k) := A(n x m) @ B(k x m)^T, A(i, p) = rows[i][p]. B's rows are packed
- * 16 at a time into a contiguous panel (the transposition a BLAS would do in its packing step). */
-__attribute__((target("avx2,fma")))
-static void fd_gemm_nt(int n, int m, int c0, int c1, const float *const *rows, const float *B,
-                       ptrdiff_t ldb, float *C, ptrdiff_t ldc)
-{
-    float panel[FD_KC * FD_NR] __attribute__((aligned(32)));
-    int jc, pc, ic, p, j;
-    for (jc = c0; jc < c1; jc += FD_NR) {
-        const int nr = (c1 - jc < FD_NR) ? c1 - jc : FD_NR;
-        for (pc = 0; pc < m; pc += FD_KC) {
-            const int kc = (m - pc < FD_KC) ? m - pc : FD_KC;
-            for (j = 0; j < nr; j++) {
-                const float *src = B + (jc + j) * ldb + pc;
-                for (p = 0; p < kc; p++)
-                    panel[p * FD_NR + j] = src[p];
-            }
-            for (; j < FD_NR; j++)
-                for (p = 0; p < kc; p++)
-                    panel[p * FD_NR + j] = 0.0f;
-            for (ic = 0; ic < n; ic += FD_MR) {
-                const int mr = (n - ic < FD_MR) ? n - ic : FD_MR;
-                fd_tile(mr, nr, kc, rows + ic, FD_A_ROWS, pc, panel, FD_NR,
-                        C + ic * ldc + jc, ldc, 1.0f, pc == 0 ? 0.0f : 1.0f, 0, NULL);
-            }
-        }
-    }
-}
-
 /* exp for 8 floats, |x| <= 87.3 (the caller keeps the rest on the scalar path): Cody-Waite
  * range reduction x = n ln2 + r, |r| <= ln2/2, and a degree-6 polynomial; about 1 ulp. */
 __attribute__((target("avx2,fma")))
@@ -692,7 +692,7 @@ static inline __m256 fd_exp8(__m256 x)
  * fd_exp8 on 8 lanes at a time, expf for lanes outside [-87, 87] (where fd_exp8's scaling
  * would leave the normal range: exact zeros and denormals, overflow) or NaN. */
 __attribute__((target("avx2,fma")))
-static void fd_exp_shifted(const float *x, float mx, float *out, int m)
+static void fd_exp_shifted_avx2(const float *x, float mx, float *out, int m)
 {
     const __m256 vmx = _mm256_set1_ps(mx), lo = _mm256_set1_ps(-87.0f);
     int j, k;
@@ -713,15 +713,6 @@ static void fd_exp_shifted(const float *x, float mx, float *out, int m)
     }
 }
 
-static inline float fd_sigmoid1(float x)
-{
-    if (x >= 0.0f)
-        return 1.0f / (1.0f + expf(-x));
-    {
-        const float e = expf(x);
-        return e / (1.0f + e);
-    }
-}
 
 /* z := f(z) in place, 8 floats at a time: the last group of fewer than 8 is loaded and stored
  * under a mask, and goes through the same f as every other, so an element's value does not
@@ -805,12 +796,8 @@ static void fd_tanh_avx2(float *z, ptrdiff_t size)
     fd_map_groups(z, size, fd_tanh8);
 }
 
-/* The backward pass of an activation from its output z, dS := dZ * act'(.), for
- *   FD_GRAD_SIGMOID: (dZ * z) * (1 - z), rounded in that order;
- *   FD_GRAD_TANH:    dZ * (1 - z * z), with 1 - z * z as one fused operation;
- *   FD_GRAD_RELU:    dZ where z > 0, else +0 (relu'(0) = 0 as in Keras; NaN z gives 0).
- * Every element by the same expression, the tail of fewer than 8 included; dS may alias dZ. */
-enum { FD_GRAD_SIGMOID, FD_GRAD_TANH, FD_GRAD_RELU };
+/* The backward pass of an activation from its output z (fd_grad1), 8 lanes at a time; every
+ * element by the same expression, the tail of fewer than 8 included; dS may alias dZ. */
 
 __attribute__((target("avx2,fma")))
 static inline __m256 fd_grad8(int kind, __m256 z, __m256 dz)
@@ -831,27 +818,351 @@ static void fd_act_grad_avx2(int kind, const float *z, const float *dz, float *d
     for (; i + 8 <= size; i += 8)
         _mm256_storeu_ps(ds + i, fd_grad8(kind, _mm256_loadu_ps(z + i), _mm256_loadu_ps(dz + i)));
     for (; i < size; i++)
-        ds[i] = (kind == FD_GRAD_SIGMOID) ? (dz[i] * z[i]) * (1.0f - z[i])
-              : (kind == FD_GRAD_TANH) ? dz[i] * fmaf(-z[i], z[i], 1.0f)
-              : (z[i] > 0.0f ? dz[i] : 0.0f);
-}
-
-#else  /* no x86 SIMD: never called, since fd_have_avx2_fma() is 0 */
-
-enum { FD_GRAD_SIGMOID, FD_GRAD_TANH, FD_GRAD_RELU };
-static void fd_sigmoid_avx2(float *z, ptrdiff_t size) { (void)z; (void)size; }
-static void fd_tanh_avx2(float *z, ptrdiff_t size) { (void)z; (void)size; }
-static void fd_exp_shifted(const float *x, float mx, float *out, int m)
-{
-    (void)x; (void)mx; (void)out; (void)m;
-}
-static void fd_act_grad_avx2(int kind, const float *z, const float *dz, float *ds,
-                             ptrdiff_t size)
-{
-    (void)kind; (void)z; (void)dz; (void)ds; (void)size;
+        ds[i] = fd_grad1(kind, z[i], dz[i]);
 }
 
 #endif /* FD_X86 */
+
+/* ------------------------------------------------------------------------------------------------
+ * The portable micro-kernels: plain C with the arithmetic contract of the AVX2 ones.
+ *
+ * Used where the AVX2 kernels are not compiled in (other architectures, MSVC, FASTDENSE_NO_SIMD)
+ * or the CPU lacks AVX2/FMA. Every element of C is the same chain as in fd_tile: acc = 0, then
+ * acc = fmaf(A(r, p), B(p, j), acc) for each p of the depth chunk in order, then v = alpha * acc
+ * and C = fmaf(beta, C, v) (C = v when beta is 0). fmaf rounds once, like the vector FMA, so these
+ * kernels give the AVX2 kernels' bits, and a row's result never depends on the batch around it or
+ * on the thread that computed it. The inner loops run over a fixed width of columns with no
+ * dependence between them, so compilers vectorise them (NEON fmla on aarch64, where FMA is part
+ * of the base architecture; with no hardware FMA, fmaf is a library call: correct but slow).
+ * ------------------------------------------------------------------------------------------------ */
+
+#define FD_TILE_ROWS_MAX FD_MR8  /* the portable tile takes the 6-row and the 8-row tiles' shapes */
+
+/* One tile: mr <= 8 rows by nr <= 16 columns, A read as in fd_tile_avx2 (pl: FD_A_COLS only, the
+ * list of depth indices to run over, kc of them; NULL for 0..kc-1). tstore > 0: C transposed, its
+ * first tstore columns, element (r, j) at C[j * ldc + r]. */
+static inline void fd_tile_c_body(int mr, int nr, int kc, const float *const *rp, int mode,
+                                  ptrdiff_t off, const float *B, ptrdiff_t ldb, float *C,
+                                  ptrdiff_t ldc, float alpha, float beta, int tstore,
+                                  const int *pl)
+{
+    float acc[FD_TILE_ROWS_MAX][FD_NR];
+    int r, j, t;
+    for (r = 0; r < mr; r++)
+        for (j = 0; j < FD_NR; j++)
+            acc[r][j] = 0.0f;
+    for (t = 0; t < kc; t++) {
+        const int p = (pl != NULL) ? pl[t] : t;
+        const float *restrict bp = B + (ptrdiff_t)p * ldb;
+        for (r = 0; r < mr; r++) {
+            const float a = (mode == FD_A_ROWS) ? rp[r][off + p] : rp[p][off + r];
+            float *restrict ar = acc[r];
+            for (j = 0; j < nr; j++)
+                ar[j] = fmaf(a, bp[j], ar[j]);
+        }
+    }
+    for (r = 0; r < mr; r++)
+        for (j = 0; j < (tstore > 0 ? tstore : nr); j++) {
+            float *cp = (tstore > 0) ? C + (ptrdiff_t)j * ldc + r : C + (ptrdiff_t)r * ldc + j;
+            const float v = alpha * acc[r][j];
+            *cp = (beta != 0.0f) ? fmaf(beta, *cp, v) : v;
+        }
+}
+
+static void fd_tile_c(int mr, int nr, int kc, const float *const *rp, int mode, ptrdiff_t off,
+                      const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
+                      float beta, int tstore, const int *pl)
+{
+    /* the full width as a constant: the compiler then unrolls and vectorises the column loop */
+    if (nr == FD_NR)
+        fd_tile_c_body(mr, FD_NR, kc, rp, mode, off, B, ldb, C, ldc, alpha, beta, tstore, pl);
+    else
+        fd_tile_c_body(mr, nr, kc, rp, mode, off, B, ldb, C, ldc, alpha, beta, tstore, pl);
+}
+
+/* The rows p < n whose rp[p][i .. i + w) are not all zero (+0 or -0), in order; their count. */
+static int fd_nonzero_rows_c(const float *const *rp, int n, int i, int w, int *pl)
+{
+    int p, c, np = 0;
+    for (p = 0; p < n; p++) {
+        const float *x = rp[p] + i;
+        uint32_t bits = 0;
+        for (c = 0; c < w; c++) {
+            uint32_t u;
+            memcpy(&u, x + c, sizeof u);
+            bits |= u & 0x7fffffffu;
+        }
+        pl[np] = p;
+        np += (bits != 0);
+    }
+    return np;
+}
+
+/* One row: c(1 x m) := alpha * a[k0:k1] @ B[k0:k1, :] + beta * c, in depth chunks of FD_KC from
+ * k0 like fd_gemm_rows, so a row computed here has the bits of the same row inside a batch. */
+#define FD_ROW_COLS 64  /* columns per pass: the accumulators stay in registers or L1 */
+static void fd_sgemv_row_c(int k0, int k1, int m, float alpha, const float *a, const float *B,
+                           ptrdiff_t ldb, float beta, float *c)
+{
+    float acc[FD_ROW_COLS];
+    int jc, pc, p, j;
+    for (jc = 0; jc < m; jc += FD_ROW_COLS) {
+        const int nr = (m - jc < FD_ROW_COLS) ? m - jc : FD_ROW_COLS;
+        for (pc = k0; pc < k1; pc += FD_KC) {
+            const int pe = (k1 - pc < FD_KC) ? k1 : pc + FD_KC;
+            const float b = (pc == k0) ? beta : 1.0f;
+            for (j = 0; j < nr; j++)
+                acc[j] = 0.0f;
+            for (p = pc; p < pe; p++) {
+                const float x = a[p];
+                const float *restrict bp = B + (ptrdiff_t)p * ldb + jc;
+                for (j = 0; j < nr; j++)
+                    acc[j] = fmaf(x, bp[j], acc[j]);
+            }
+            for (j = 0; j < nr; j++) {
+                const float v = alpha * acc[j];
+                c[jc + j] = (b != 0.0f) ? fmaf(b, c[jc + j], v) : v;
+            }
+        }
+    }
+}
+
+/* The narrow block of a weight gradient (FD_A_COLS, nr <= 8 columns), rows i0..i1 of C: 6-row
+ * tiles, each over the rows of A that are not all zero when `sparse` (see fd_dw_sparse). */
+static void fd_cols_narrow_c(int i0, int i1, int nr, int kc, const float *const *rp,
+                             const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
+                             float beta, int sparse)
+{
+    int pl[FD_MAX_ROWS];
+    int i;
+    for (i = i0; i < i1; i += FD_MR) {
+        const int mr = (i1 - i < FD_MR) ? i1 - i : FD_MR;
+        const int np = sparse ? fd_nonzero_rows_c(rp, kc, i, mr, pl) : kc;
+        fd_tile_c(mr, nr, np, rp, FD_A_COLS, i, B, ldb, C + (ptrdiff_t)i * ldc, ldc, alpha, beta,
+                  0, sparse ? pl : NULL);
+    }
+}
+
+/* The kernels the products below call: AVX2 when compiled in and the CPU has it, else portable.
+ * Same arguments and the same bits either way. */
+static void fd_tile(int mr, int nr, int kc, const float *const *rp, int mode, ptrdiff_t off,
+                    const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
+                    float beta, int tstore, const int *pl)
+{
+#if FD_X86
+    if (fd_have_avx2_fma()) {
+        fd_tile_avx2(mr, nr, kc, rp, mode, off, B, ldb, C, ldc, alpha, beta, tstore, pl);
+        return;
+    }
+#endif
+    fd_tile_c(mr, nr, kc, rp, mode, off, B, ldb, C, ldc, alpha, beta, tstore, pl);
+}
+
+/* up to 8 rows by up to 8 columns */
+static void fd_tile8(int mr, int nr, int kc, const float *const *rp, int mode, ptrdiff_t off,
+                     const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
+                     float beta)
+{
+#if FD_X86
+    if (fd_have_avx2_fma()) {
+        fd_tile8_avx2(mr, nr, kc, rp, mode, off, B, ldb, C, ldc, alpha, beta);
+        return;
+    }
+#endif
+    fd_tile_c(mr, nr, kc, rp, mode, off, B, ldb, C, ldc, alpha, beta, 0, NULL);
+}
+
+static int fd_nonzero_rows(const float *const *rp, int n, int i, int w, int *pl)
+{
+#if FD_X86
+    if (fd_have_avx2_fma())
+        return fd_nonzero_rows_avx2(rp, n, i, w, pl);
+#endif
+    return fd_nonzero_rows_c(rp, n, i, w, pl);
+}
+
+static void fd_tiles_cols_narrow(int i0, int i1, int nr, int kc, const float *const *rp,
+                                 const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
+                                 float alpha, float beta, int sparse)
+{
+#if FD_X86
+    if (fd_have_avx2_fma()) {
+        fd_cols_narrow_avx2(i0, i1, nr, kc, rp, B, ldb, C, ldc, alpha, beta, sparse);
+        return;
+    }
+#endif
+    fd_cols_narrow_c(i0, i1, nr, kc, rp, B, ldb, C, ldc, alpha, beta, sparse);
+}
+
+static void fd_sgemv_row(int k0, int k1, int m, float alpha, const float *a, const float *B,
+                         ptrdiff_t ldb, float beta, float *c)
+{
+#if FD_X86
+    if (fd_have_avx2_fma()) {
+        fd_sgemv_row_avx2(k0, k1, m, alpha, a, B, ldb, beta, c);
+        return;
+    }
+#endif
+    fd_sgemv_row_c(k0, k1, m, alpha, a, B, ldb, beta, c);
+}
+
+/* float32 activations in place (softmax's exp into out): 8 lanes at a time on AVX2, one element
+ * at a time here; the same bits either way (see fd_exp1). */
+static void fd_sigmoid(float *z, ptrdiff_t size)
+{
+    ptrdiff_t i;
+#if FD_X86
+    if (fd_have_avx2_fma()) {
+        fd_sigmoid_avx2(z, size);
+        return;
+    }
+#endif
+    for (i = 0; i < size; i++)
+        z[i] = fd_sigmoid_v(z[i]);
+}
+
+static void fd_tanh(float *z, ptrdiff_t size)
+{
+    ptrdiff_t i;
+#if FD_X86
+    if (fd_have_avx2_fma()) {
+        fd_tanh_avx2(z, size);
+        return;
+    }
+#endif
+    for (i = 0; i < size; i++)
+        z[i] = fd_tanh_v(z[i]);
+}
+
+static void fd_exp_shifted(const float *x, float mx, float *out, int m)
+{
+    int j;
+#if FD_X86
+    if (fd_have_avx2_fma()) {
+        fd_exp_shifted_avx2(x, mx, out, m);
+        return;
+    }
+#endif
+    for (j = 0; j < m; j++)
+        out[j] = fd_exp_shifted1(x[j], mx);
+}
+
+static void fd_act_grad(int kind, const float *z, const float *dz, float *ds, ptrdiff_t size)
+{
+    ptrdiff_t i;
+#if FD_X86
+    if (fd_have_avx2_fma()) {
+        fd_act_grad_avx2(kind, z, dz, ds, size);
+        return;
+    }
+#endif
+    for (i = 0; i < size; i++)
+        ds[i] = fd_grad1(kind, z[i], dz[i]);
+}
+
+/* Rows of the next 6-row tile when `left` rows remain: 6, but a remainder of 1 or 2 rows ends as
+ * 4 + 3 or 4 + 4 instead (a tile of 1 or 2 rows has too few independent FMA chains, 2 or 4, to
+ * keep both FMA units busy). */
+static inline int fd_rows6(int left)
+{
+    return (left < FD_MR) ? left : (left == 7 || left == 8) ? 4 : FD_MR;
+}
+
+/* Output rows i0..i1 of one column block (nr columns, depth kc starting at `off` in A's depth):
+ * the 6x16 tile, or the 8x8 one when the block has 8 columns or fewer. A is read as in fd_tile:
+ * FD_A_ROWS from rows[i] + off, FD_A_COLS from rows[off + p] + i. C points at the block's column. */
+static void fd_tiles(int i0, int i1, int nr, int kc, const float *const *rows, int mode, int off,
+                     const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
+                     float beta)
+{
+    const int step = (nr <= 8) ? FD_MR8 : FD_MR;
+    int i;
+    if (mode == FD_A_COLS && nr <= 8) {
+        fd_tiles_cols_narrow(i0, i1, nr, kc, rows + off, B, ldb, C, ldc, alpha, beta, 0);
+        return;
+    }
+    for (i = i0; i < i1; ) {
+        const int mr = (step == FD_MR) ? fd_rows6(i1 - i) : ((i1 - i < step) ? i1 - i : step);
+        const float *const *rp = (mode == FD_A_ROWS) ? rows + i : rows + off;
+        const ptrdiff_t o = (mode == FD_A_ROWS) ? off : i;
+        if (nr <= 8)
+            fd_tile8(mr, nr, kc, rp, mode, o, B, ldb, C + i * ldc, ldc, alpha, beta);
+        else
+            fd_tile(mr, nr, kc, rp, mode, o, B, ldb, C + i * ldc, ldc, alpha, beta, 0, NULL);
+        i += mr;
+    }
+}
+
+/* C(n x m) := alpha * A[:, k0:k1] @ B[k0:k1, :] + beta * C, A(i, p) = rows[i][p]. */
+static void fd_gemm_rows(int n, int k0, int k1, int m, float alpha, const float *const *rows,
+                         const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc)
+{
+    int ib, jc, pc;
+    if (n == 1) {
+        fd_sgemv_row(k0, k1, m, alpha, rows[0], B, ldb, beta, C);
+        return;
+    }
+    /* Blocks of FD_MC rows, so that a block's inputs stay in L2 while every column panel of B
+     * passes over them (a large batch would otherwise be re-read from memory once per panel). */
+    for (ib = 0; ib < n; ib += FD_MC) {
+        const int ie = (n - ib < FD_MC) ? n : ib + FD_MC;
+        for (jc = 0; jc < m; jc += FD_NR) {
+            const int nr = (m - jc < FD_NR) ? m - jc : FD_NR;
+            for (pc = k0; pc < k1; pc += FD_KC) {
+                const int kc = (k1 - pc < FD_KC) ? k1 - pc : FD_KC;
+                const float b = (pc == k0) ? beta : 1.0f;
+                fd_tiles(ib, ie, nr, kc, rows, FD_A_ROWS, pc, B + pc * ldb + jc, ldb, C + jc,
+                         ldc, alpha, b);
+            }
+        }
+    }
+}
+
+/* Rows r0..r1 of C(k x m) := alpha * A^T @ B + beta * C with A (n x k) given by its rows:
+ * C(i, j) = alpha * sum_{p < n} rows[p][i] * B(p, j) + beta * C(i, j). The weight gradient. */
+static void fd_gemm_cols(int r0, int r1, int n, int m, float alpha, const float *const *rows,
+                         const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc)
+{
+    int jc, pc;
+    for (jc = 0; jc < m; jc += FD_NR) {
+        const int nr = (m - jc < FD_NR) ? m - jc : FD_NR;
+        for (pc = 0; pc < n; pc += FD_KC) {
+            const int kc = (n - pc < FD_KC) ? n - pc : FD_KC;
+            const float b = (pc == 0) ? beta : 1.0f;
+            fd_tiles(r0, r1, nr, kc, rows, FD_A_COLS, pc, B + pc * ldb + jc, ldb, C + jc, ldc,
+                     alpha, b);
+        }
+    }
+}
+
+/* Columns c0..c1 of C(n x k) := A(n x m) @ B(k x m)^T, A(i, p) = rows[i][p]. B's rows are packed
+ * 16 at a time into a contiguous panel (the transposition a BLAS would do in its packing step). */
+static void fd_gemm_nt(int n, int m, int c0, int c1, const float *const *rows, const float *B,
+                       ptrdiff_t ldb, float *C, ptrdiff_t ldc)
+{
+    float panel[FD_KC * FD_NR];
+    int jc, pc, ic, p, j;
+    for (jc = c0; jc < c1; jc += FD_NR) {
+        const int nr = (c1 - jc < FD_NR) ? c1 - jc : FD_NR;
+        for (pc = 0; pc < m; pc += FD_KC) {
+            const int kc = (m - pc < FD_KC) ? m - pc : FD_KC;
+            for (j = 0; j < nr; j++) {
+                const float *src = B + (jc + j) * ldb + pc;
+                for (p = 0; p < kc; p++)
+                    panel[p * FD_NR + j] = src[p];
+            }
+            for (; j < FD_NR; j++)
+                for (p = 0; p < kc; p++)
+                    panel[p * FD_NR + j] = 0.0f;
+            for (ic = 0; ic < n; ic += FD_MR) {
+                const int mr = (n - ic < FD_MR) ? n - ic : FD_MR;
+                fd_tile(mr, nr, kc, rows + ic, FD_A_ROWS, pc, panel, FD_NR,
+                        C + ic * ldc + jc, ldc, 1.0f, pc == 0 ? 0.0f : 1.0f, 0, NULL);
+            }
+        }
+    }
+}
+
 
 /* ------------------------------------------------------------------------------------------------
  * A second thread for split products.
@@ -1079,7 +1390,6 @@ typedef struct {
 static void fd_forward_cols(int n, int k0, int k1, int c0, int nc, const float *const *rows,
                             const fd_job *j, float *C)
 {
-#if FD_X86
     int c;
     if (j->ldw != FD_PANELS) {
         fd_gemm_rows(n, k0, k1, nc, 1.0f, rows, j->W + c0, j->ldw, 0.0f, C, j->m);
@@ -1088,9 +1398,6 @@ static void fd_forward_cols(int n, int k0, int k1, int c0, int nc, const float *
     for (c = c0; c < c0 + nc; c += FD_NR)
         fd_gemm_rows(n, k0, k1, (c0 + nc - c < FD_NR) ? c0 + nc - c : FD_NR, 1.0f, rows,
                      fd_panel(j->W, j->k, c), FD_NR, 0.0f, C + (c - c0), j->m);
-#else
-    (void)n; (void)k0; (void)k1; (void)c0; (void)nc; (void)rows; (void)j; (void)C;
-#endif
 }
 
 /* Rows r0..r1 of a weight gradient, dW = alpha * A^T @ dS + beta * dW, skipping the zeros of A:
@@ -1101,7 +1408,6 @@ static void fd_forward_cols(int n, int k0, int k1, int c0, int nc, const float *
  * are skipped for a list of rows built per tile. */
 static void fd_dw_sparse(const fd_job *j, int r0, int r1)
 {
-#if FD_X86
     const int panels = (j->ldw == FD_PANELS), narrow = j->m % FD_NR;
     int pl[FD_MAX_ROWS];
     int i, c;
@@ -1125,15 +1431,11 @@ static void fd_dw_sparse(const fd_job *j, int r0, int r1)
                              panels ? fd_panel(j->C, j->k, c) : j->C + c,
                              panels ? FD_NR : j->ldw, j->alpha, j->beta, 1);
     }
-#else
-    (void)j; (void)r0; (void)r1;
-#endif
 }
 
 static void fd_job_unit(const fd_job *j, int h, int u)
 {
     const int lo = h ? j->s : 0, hi = h ? j->k : j->s;
-#if FD_X86
     const int panels = (j->ldw == FD_PANELS);
     int c;
     switch (j->op) {
@@ -1191,9 +1493,6 @@ static void fd_job_unit(const fd_job *j, int h, int u)
         break;
     }
     }
-#else
-    (void)j; (void)h; (void)u; (void)lo; (void)hi;
-#endif
 }
 
 /* Runs the units of half h that no thread has taken yet; each one done adds 1 to *done when
@@ -1336,7 +1635,7 @@ static void fd_weight_grad_job(fd_job *j, int n, int k, int m, float alpha, floa
 {
     fd_job_init(j, FD_OP_DW, n, k, m, rows, NULL, ldw, dW);
     j->alpha = alpha; j->beta = beta; j->dS = dS;
-    j->sparse = fd_sparse_dw && fd_have_avx2_fma() && fd_finite32(dS, (size_t)n * m);
+    j->sparse = fd_sparse_dw && fd_finite32(dS, (size_t)n * m);
 }
 
 static void fd_weight_grad(int n, int k, int m, float alpha, float beta,
