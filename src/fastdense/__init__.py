@@ -16,13 +16,13 @@ except ImportError as exc:  # pragma: no cover - only without a build (e.g. PYTH
     ) from exc
 
 from . import (activations, callbacks, config, datasets, initializers, layers, losses, metrics,
-               models, optimizers, regularizers, saving, utils)
+               models, ops, optimizers, regularizers, saving, utils)
 from .layers import Input
 from .models import Sequential, load_model
 
 __all__ = [
     "__version__", "Sequential", "Input", "load_model", "activations", "callbacks", "config",
-    "datasets", "initializers", "layers", "losses", "metrics", "models", "optimizers",
+    "datasets", "initializers", "layers", "losses", "metrics", "models", "ops", "optimizers",
     "regularizers", "saving", "utils",
 ]
 

@@ -287,7 +287,6 @@ class Dense(Layer):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config.pop("trainable", None)
         config.pop("quantization_config", None)
         return cls(**config)
 

@@ -1,5 +1,6 @@
 """`Sequential`: Keras's model API for a stack of dense layers, running on fastdense's kernels."""
 import math
+import numbers
 import sys
 import threading
 import warnings
@@ -768,6 +769,104 @@ class Sequential:
 
         return (_keras_bytes.from_bytes, (_keras_bytes.to_bytes(self),))
 
+    # -- the classic custom training loop and Keras's model utilities ---------------------------
+    @property
+    def trainable_weights(self):
+        """The weights an optimizer updates, in `get_weights()` order: views into the model's
+        parameter vector, so `optimizer.apply_gradients(zip(grads, model.trainable_weights))`
+        updates the model in place. (A later `add`, `pop` or rebuild makes new arrays.)"""
+        return [w for l in self._layers for w in _layer_weights(l, True)]
+
+    @property
+    def non_trainable_weights(self):
+        """The weights of layers with `trainable=False` (and a layer's own non-trainable ones)."""
+        return [w for l in self._layers for w in _layer_weights(l, False)]
+
+    trainable_variables = trainable_weights
+    non_trainable_variables = non_trainable_weights
+
+    def loss_and_gradients(self, x, y, sample_weight=None):
+        """`(loss, grads)` of one batch, for a custom training loop.
+
+        The compiled loss (with regularization penalties) and its gradient with respect to
+        each of `trainable_variables`, in training mode (dropout active): the arithmetic of one
+        `fit` step, without the update. So over the batches of an epoch,
+
+            loss, grads = model.loss_and_gradients(xb, yb)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+        gives `fit`'s weights (shuffle=False) to float32 rounding. A non-finite loss comes back
+        as it is, with NaN gradients (which `apply_gradients` refuses).
+
+        Args:
+            x, y, sample_weight: one batch, checked as in `fit`.
+        Returns:
+            `(loss, grads)`: a float and one new array per trainable variable, shaped like it.
+        """
+        self._require_compiled()
+        X, Y, sw, _ = self._prepare_xy(x, y, sample_weight, None)
+        n = len(X)
+        loss_code, fused = self.loss.codes(self._plan(n).last_activation)
+        plan = self._plan(n, keep_logits=fused, training=True)
+        # train_steps always ends with an update: it updates a copy of the parameters here, and
+        # plain SGD with a weight decay term is a rule it never folds into the products, so
+        # `grads` receives the whole gradient first.
+        hp = np.zeros(_K["N_HP"], dtype=np.float64)
+        hp[_K["HP_WEIGHT_DECAY"]] = 1.0
+        grads = np.empty_like(self._params)
+        stats = _engine.stats_buffer(0)
+        rng_state = np.array([_random.generator().integers(0, 2**63)], dtype=np.uint64)
+        _kernels.train_steps(
+            self._params.copy(), grads, np.empty(0, dtype=self.dtype), plan.plan, plan.reg,
+            plan.layout, plan.workspace(self.dtype), X, Y, sw, np.empty(0, dtype=np.intp), 0, n,
+            n, loss_code, fused, np.empty(0, dtype=np.intp), _K["OPT_SGD"], hp,
+            np.ones(1, dtype=np.float64), 0, rng_state, stats)
+        loss = float(stats[0] / stats[1])
+        if stats[-1] != 0:
+            grads.fill(np.nan)  # the kernel stops before the backward pass of a non-finite loss
+        return loss, [self._flat_view(grads, w).copy() for w in self.trainable_weights]
+
+    def _flat_view(self, flat, weight):
+        """The part of `flat` (shaped like the parameter vector) that `weight` occupies in it."""
+        base = self._params.__array_interface__["data"][0]
+        off, rem = divmod(weight.__array_interface__["data"][0] - base, self._params.itemsize)
+        if rem or off < 0 or off + weight.size > self._params.size or not weight.flags.c_contiguous:
+            raise RuntimeError(f"A weight of shape {weight.shape} is not part of the model's "
+                               "parameter vector (was the model rebuilt?)")
+        return flat[off:off + weight.size].reshape(weight.shape)
+
+    def get_layer(self, name=None, index=None):
+        """A layer by its name or its index in `model.layers` (not both)."""
+        if index is not None and name is not None:
+            raise ValueError("Provide only a layer name or a layer index. "
+                             f"Received: index={index!r}, name={name!r}.")
+        if index is not None:
+            if isinstance(index, (bool, np.bool_)) or not isinstance(index, numbers.Integral):
+                raise TypeError(f"`index` must be an integer. Received: index={index!r}")
+            if not -len(self._layers) <= index < len(self._layers):
+                raise ValueError(f"Was asked to retrieve layer at index {index} but model only "
+                                 f"has {len(self._layers)} layers. Received: index={index}")
+            return self._layers[index]
+        if name is not None:
+            for layer in self._layers:
+                if layer.name == name:
+                    return layer
+            raise ValueError(f"No such layer: {name}. Existing layers are: "
+                             f"{[l.name for l in self._layers]}. Received: name={name!r}")
+        raise ValueError("Provide either a layer name or layer index at `get_layer`. "
+                         "Received: name=None, index=None")
+
+    def to_json(self, **kwargs):
+        """The model's architecture (and compile config) as Keras 3's JSON: what
+        `keras.models.model_from_json` and `fastdense.models.model_from_json` read. Keyword
+        arguments go to `json.dumps` (e.g. `indent=2`). Weights are not included."""
+        import json
+
+        from . import saving
+
+        return json.dumps(saving._model_file_config(self), allow_nan=False,
+                          default=_json_default, **kwargs)
+
 
 def _human_bytes(n):
     for unit in ("B", "KB", "MB", "GB"):
@@ -784,3 +883,100 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
 
 
 Model = Sequential
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras's model utilities
+# ---------------------------------------------------------------------------------------------
+def _layer_weights(layer, trainable):
+    """A layer's trainable (or non-trainable) weights: all of them by its `trainable` flag,
+    unless the layer lists its own (a layer with non-trainable statistics)."""
+    own = getattr(layer, "trainable_weights" if trainable else "non_trainable_weights", None)
+    if own is not None:
+        return list(own) if layer.trainable or not trainable else []
+    return list(layer.weights) if bool(layer.trainable) == trainable else []
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def clone_model(model, input_tensors=None, clone_function=None, **kwargs):
+    """A new model with `model`'s architecture, freshly initialized weights, and no compile
+    state (Keras's `clone_model`). Layers keep their configs (and names).
+
+    Args:
+        model: a `Sequential` model.
+        clone_function: optional `layer -> new layer`; default
+            `type(layer).from_config(layer.get_config())`.
+    """
+    if not isinstance(model, Sequential):
+        raise ValueError("Expected `model` argument to be a fastdense `Sequential` model. "
+                         f"Received: model={model!r}")
+    if input_tensors is not None or kwargs:
+        given = dict(kwargs)
+        if input_tensors is not None:
+            given["input_tensors"] = input_tensors
+        raise ValueError("fastdense's clone_model supports `clone_function` only. "
+                         f"Received: {given}")
+    if clone_function is None:
+        def clone_function(layer):
+            return type(layer).from_config(layer.get_config())
+    elif not callable(clone_function):
+        raise ValueError("`clone_function` must be callable. "
+                         f"Received: clone_function={clone_function!r}")
+    clone = Sequential(name=model.name)
+    if model._input_layer is not None:
+        clone.add(InputLayer.from_config(model._input_layer.get_config()))
+    for layer in model.layers:
+        new = clone_function(layer)
+        if not isinstance(new, Layer):
+            raise ValueError("`clone_function` must return a fastdense layer. "
+                             f"Received: {new!r} for layer {layer.name!r}")
+        if new is layer:
+            raise ValueError("`clone_function` must return a new layer: a layer belongs to one "
+                             f"model. Received: the original layer {layer.name!r}")
+        clone.add(new)
+    if model.built and not clone.built:
+        clone.build(model.input_shape)
+    return clone
+
+
+def model_from_json(json_string, custom_objects=None):
+    """A new model from `model.to_json()` or Keras 3's `to_json()` output: architecture (and the
+    compile config, when the JSON has one), freshly initialized weights. Names in the JSON are
+    looked up in fastdense's own tables; nothing in it names code to import."""
+    import json
+
+    from . import saving
+
+    if custom_objects:
+        raise ValueError("fastdense loads its own layers only: `custom_objects` is not "
+                         f"supported. Received: custom_objects={custom_objects!r}")
+    if not isinstance(json_string, (str, bytes, bytearray)):
+        raise TypeError("`json_string` must be a JSON string. "
+                        f"Received: json_string of type {type(json_string).__name__}")
+
+    def reject_constant(constant):
+        raise ValueError(f"holds {constant}, which is not valid JSON")
+
+    try:
+        config = json.loads(json_string, parse_constant=reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"Invalid model JSON: {exc}. Received: a string of "
+                         f"{len(json_string)} characters") from None
+    if not isinstance(config, dict):
+        raise ValueError("Invalid model JSON: expected an object with `class_name` and `config`. "
+                         f"Received: {type(config).__name__}")
+    try:
+        plan = saving._model_plan(config)
+        compile_plan = saving._compile_plan(config, plan)
+    except saving._FormatError as exc:
+        raise ValueError(f"Invalid model JSON: {exc}") from None
+    model = saving._sequential_from_plan(plan)
+    if compile_plan is not None:
+        model.compile(optimizer=compile_plan["optimizer"], loss=compile_plan["loss"],
+                      metrics=compile_plan["metrics"])
+    return model

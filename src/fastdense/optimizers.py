@@ -122,6 +122,10 @@ class Optimizer:
         self.name = name or self.default_name
         self.iterations = 0
         self._slots = None
+        # Keras 3 state for plain arrays (build(var_list), apply): the variables, their slots
+        self._variables = None
+        self._var_index = {}
+        self._var_slots = []
 
     @property
     def learning_rate(self):
@@ -169,11 +173,122 @@ class Optimizer:
     def _initial_slots(self, n_params, dtype):
         return np.zeros(self.n_slots * n_params, dtype=dtype)
 
-    def build(self, n_params, dtype):
-        """(Re)allocates the slots for a model with n_params parameters of `dtype`."""
-        if self._slots is None or self._slots.size != self.n_slots * n_params or \
-                self._slots.dtype != np.dtype(dtype):
-            self._slots = self._initial_slots(n_params, dtype)
+    def build(self, var_list, dtype=None):
+        """Creates the optimizer's state (momenta, moments) for the variables it will update.
+
+        `build(var_list)` (Keras 3): one set of slots per array of `var_list`, kept until the
+        next `build`; `apply`/`apply_gradients` build on their first call and then accept only
+        these arrays. `build(n_params, dtype)`: the slots for a model's flat parameter vector,
+        as `fit` uses them (reallocated only when the size or dtype changes).
+        """
+        if dtype is not None or isinstance(var_list, numbers.Integral):
+            n_params = var_list
+            if self._slots is None or self._slots.size != self.n_slots * n_params or \
+                    self._slots.dtype != np.dtype(dtype):
+                self._slots = self._initial_slots(n_params, dtype)
+            return
+        variables = _checked_variables(var_list)
+        self._variables = variables
+        self._var_index = {id(v): i for i, v in enumerate(variables)}
+        self._var_slots = [self._initial_slots(v.size, v.dtype) for v in variables]
+
+    @property
+    def built(self):
+        """Whether `build(var_list)` has run (explicitly or by a first `apply`)."""
+        return self._variables is not None
+
+    def apply_gradients(self, grads_and_vars):
+        """Updates each variable in place from its gradient: `apply_gradients(zip(grads, vars))`.
+
+        Returns the number of updates applied so far (`iterations`). See `apply`.
+        """
+        pairs = list(grads_and_vars)
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError("`grads_and_vars` must hold (gradient, variable) pairs, e.g. "
+                                 "zip(grads, variables). Received: item "
+                                 f"{i} of type {type(pair).__name__}")
+        grads = [g for g, _ in pairs]
+        variables = [v for _, v in pairs]
+        self.apply(grads, variables)
+        return self.iterations
+
+    def apply(self, grads, trainable_variables=None):
+        """One update of every variable from its gradient, in place (Keras 3's rule and state).
+
+        Args:
+            grads: one gradient per variable, shaped like it (any float dtype; never modified).
+                A None gradient skips its variable (with a warning, as in Keras).
+            trainable_variables: writable float32/float64 NumPy arrays (e.g.
+                `model.trainable_variables`); default: the variables the optimizer was built
+                with. The first call builds the optimizer with these variables; later calls
+                must pass variables from that set.
+
+        Learning-rate schedules, `clipvalue`, `global_clipnorm` (over all the gradients of the
+        call) and `weight_decay` apply as in `fit`; `iterations` grows by one per call (an empty
+        call is a no-op, as in Keras).
+        Everything is checked before any variable changes.
+        """
+        grads = list(grads)
+        variables = None if trainable_variables is None else list(trainable_variables)
+        if not grads and not variables:
+            return  # nothing to update, as in Keras (the optimizer is not built by it)
+        if variables is None:
+            if not self.built:
+                raise ValueError("When passing `grads` without `trainable_variables`, the "
+                                 "optimizer must already be built: call "
+                                 "`optimizer.build(variables)` or pass the variables. "
+                                 "Received: trainable_variables=None")
+            variables = list(self._variables)
+        if len(grads) != len(variables):
+            raise ValueError(f"There must be one gradient per variable. Received: {len(grads)} "
+                             f"gradients for {len(variables)} variables")
+        for i, v in enumerate(variables):
+            _check_variable(f"trainable_variables[{i}]", v)
+        if not self.built:
+            self.build(variables)
+        pairs = [(i, g, v) for i, (g, v) in enumerate(zip(grads, variables)) if g is not None]
+        if not pairs:
+            raise ValueError("No gradients provided for any variable. Received: grads with "
+                             f"only None for {len(variables)} variables")
+        if len(pairs) < len(variables):
+            warnings.warn(f"Gradients do not exist for {len(variables) - len(pairs)} of the "
+                          f"{len(variables)} variables; those variables are not updated.",
+                          UserWarning, stacklevel=2)
+        # Checked and converted first, so that a bad pair changes no variable.
+        work = []
+        for i, g, v in pairs:
+            k = self._var_index.get(id(v))
+            if k is None or self._variables[k] is not v:
+                raise ValueError(
+                    f"Unknown variable: this optimizer was built with {len(self._variables)} "
+                    "arrays and updates only those; call `optimizer.build(variables)` with every "
+                    "variable, or use a new optimizer for a new set of variables. Received: "
+                    f"trainable_variables[{i}] of shape {v.shape}, not one of them")
+            if self._var_slots[k].size != self.n_slots * v.size or \
+                    self._var_slots[k].dtype != v.dtype:
+                raise ValueError(f"trainable_variables[{i}] changed shape or dtype since the "
+                                 f"optimizer was built. Received: shape {v.shape}, dtype {v.dtype}")
+            work.append((_checked_gradient(f"grads[{i}]", g, v), v, self._var_slots[k]))
+        lr = float(self._rates(self.iterations, 1)[0])
+        hp = self._hyper()
+        if self.global_clipnorm:
+            # the norm is over all the gradients of this call, as in fit's flat vector
+            norm = math.sqrt(sum(float(np.dot(g.astype(np.float64).ravel(),
+                                              g.astype(np.float64).ravel())) for g, _, _ in work))
+            if norm > self.global_clipnorm:
+                for g, v, _ in work:
+                    g *= v.dtype.type(self.global_clipnorm / norm)
+            hp[_K["HP_GLOBAL_CLIPNORM"]] = 0.0
+        code = self._kernel_code()
+        for g, v, slots in work:
+            if v.size == 0:
+                continue
+            flat = v.reshape(-1) if v.flags.c_contiguous else np.ascontiguousarray(v).reshape(-1)
+            _kernels.optimizer_step(code, hp, lr, self.iterations, flat, g.reshape(-1), slots)
+            if not v.flags.c_contiguous:
+                v[...] = flat.reshape(v.shape)
+        self.iterations += 1
 
     def get_config(self):
         lr = self._learning_rate
@@ -220,6 +335,50 @@ def _deserialize_schedule(cfg):
         raise ValueError(f"Unknown learning-rate schedule: expected one of {sorted(classes)}. "
                          f"Received: class_name={cfg.get('class_name')!r}")
     return cls(**(cfg.get("config") or {}))
+
+
+def _checked_variables(var_list):
+    if isinstance(var_list, np.ndarray) or not hasattr(var_list, "__iter__"):
+        raise TypeError("`var_list` must be a list of arrays. Received: "
+                        f"var_list of type {type(var_list).__name__}")
+    variables = list(var_list)
+    seen = set()
+    for i, v in enumerate(variables):
+        _check_variable(f"var_list[{i}]", v)
+        if id(v) in seen:
+            raise ValueError(f"Each variable may appear once in `var_list`. Received: "
+                             f"var_list[{i}] twice")
+        seen.add(id(v))
+    return variables
+
+
+def _check_variable(name, v):
+    """A variable the optimizer updates in place: a writable float32/float64 ndarray."""
+    if not isinstance(v, np.ndarray):
+        raise TypeError(f"`{name}` must be a NumPy array, which the optimizer updates in place. "
+                        f"Received: {name} of type {type(v).__name__}")
+    if v.dtype not in (np.float32, np.float64) or not v.dtype.isnative:
+        raise TypeError(f"`{name}` must have dtype float32 or float64 (native byte order). "
+                        f"Received: {name}.dtype={v.dtype}")
+    if not v.flags.writeable:
+        raise ValueError(f"`{name}` is read-only; the optimizer updates variables in place. "
+                         f"Received: {name} with writeable=False")
+
+
+def _checked_gradient(name, g, v):
+    """`g` as a new C-contiguous array of v's dtype (the update clips it in place)."""
+    arr = _validation.numeric_array(name, g)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"`{name}` must hold floating-point values. Received: {name}.dtype={arr.dtype}")
+    if arr.shape != v.shape:
+        raise ValueError(f"`{name}` must have the shape of its variable, {v.shape}. "
+                         f"Received: {name}.shape={arr.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.array(arr, dtype=v.dtype, order="C", copy=True)
+    if not np.isfinite(out).all():
+        raise ValueError(f"`{name}` contains NaN or Inf (or values too large for {v.dtype}); "
+                         "no variable was updated. Received: a non-finite gradient")
+    return out
 
 
 def _unit_interval(name, value):
