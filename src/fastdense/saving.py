@@ -72,6 +72,7 @@ _MAX_MEMBERS = 64                # zip members (Keras writes 3)
 _MAX_ZIP_DIRECTORY = 1 << 20     # bytes of the zip's central directory
 _H5_BASE_OVERHEAD = 1 << 20      # allowance for HDF5 structure, on top of the arrays' bytes
 _H5_OBJECT_OVERHEAD = 4 << 10    # per group / dataset (Keras and fastdense use under 1 KiB)
+_MAX_EXTRA_GROUPS = 64           # layer groups in a weights file beyond the model's layers
 _DEFLATE_MAX_RATIO = 1032        # no deflate stream expands more than this
 _ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
 _MAX_DIM = 2**31 - 1             # BLAS takes C int sizes
@@ -863,7 +864,8 @@ def _model_plan(config):
         where = f"layer {i}"
         _dict(entry, where)
         lname = entry.get("class_name")
-        where = f"layer {i} ({_short(lname)})"
+        label = lname if isinstance(lname, str) and lname.isidentifier() else _short(lname)
+        where = f"layer {i} ({label})"
         module = entry.get("module")
         if not _layer_module_ok(module):
             raise _FormatError(f"{where} names module {_short(module)}: fastdense "
@@ -957,8 +959,8 @@ def _h5_size_limit(weight_shapes, n_layers):
 def _check_h5_size(size, weight_shapes):
     need = 2 * _n_elements(weight_shapes)  # at least 2 bytes per weight (float16)
     if size < need:
-        raise _FormatError(f"{_WEIGHTS_NAME} holds {size} bytes, too few for the "
-                           f"{_n_elements(weight_shapes)} weights its config describes")
+        raise _FormatError(f"it holds {size} bytes, too few for the "
+                           f"{_n_elements(weight_shapes):,} weights config.json describes")
 
 
 def _number(value, where):
@@ -1203,6 +1205,10 @@ def _read_h5_state(source, file_size, h5_layers, opt_specs, dtype, strict_optimi
                 weights.append(_in_dtype(arr, dtype, name))
         layers_group = _vars_group(f, "layers", "the layers")
         if layers_group is not None:
+            if len(layers_group) > len(h5_layers) + _MAX_EXTRA_GROUPS:  # each costs lookups
+                raise _FormatError(f"the file has {len(layers_group)} layer groups under layers/ "
+                                   f"for a model of {len(h5_layers)} layers: it was saved from a "
+                                   "different architecture")
             for key in layers_group.keys():
                 if key in expected:
                     continue
