@@ -194,7 +194,7 @@ def load_weights(model, filepath):
         raise ValueError(
             "The model must be built before its weights can be loaded: give the first layer "
             "`input_shape=` (or start with `Input(shape)`), or call `model.build(input_shape)`. "
-            f"Received: an unbuilt model {model.name!r}")
+            f"Received: an unbuilt model {model.name!r}, filepath={path}")
     specs = _model_h5_layers(model)
     shapes = [w.shape for w in model.weights]
     opt = model.optimizer if getattr(model, "compiled", False) else None
