@@ -6,11 +6,9 @@ memory matters run in a child process under an address-space limit (RLIMIT_AS), 
 much its peak RSS (ru_maxrss) grew during each load: a regression fails the test instead of
 harming pytest. The bombs are sized so that decompressing them would exceed the asserted bound.
 """
-import bz2
 import io
 import json
 import os
-import random
 import resource
 import struct
 import subprocess
@@ -26,7 +24,7 @@ import pytest
 
 import fastdense
 from fastdense import saving
-from fastdense.layers import Dense, Dropout
+from fastdense.layers import Dense
 
 MB = 1 << 20
 GROWTH_MB = 48        # what a refused load may add to the child's peak RSS
