@@ -602,6 +602,7 @@ def test_hostile_configs_refused_and_nothing_executed(marker, tmp_path):
         with pytest.raises(ValueError) as info:
             fastdense.load_model(path)
         assert fragment in str(info.value), (what, str(info.value))
+        assert f"{path}': config.json: " in str(info.value), (what, str(info.value))
         assert not marker.exists(), what
         assert MARKER_MODULE not in sys.modules, what
     assert n > 15

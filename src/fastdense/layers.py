@@ -245,10 +245,17 @@ class Dense(Layer):
         super().build(input_shape)
         n_in = feature_shape[0]
         if self.kernel is None or self.kernel.shape != (n_in, self.units):
-            self.kernel = np.ascontiguousarray(self.kernel_initializer((n_in, self.units), self.dtype),
-                                               dtype=self.dtype)
-            self.bias = np.ascontiguousarray(self.bias_initializer((self.units,), self.dtype),
-                                             dtype=self.dtype) if self.use_bias else None
+            try:
+                kernel = np.ascontiguousarray(self.kernel_initializer((n_in, self.units), self.dtype),
+                                              dtype=self.dtype)
+                bias = np.ascontiguousarray(self.bias_initializer((self.units,), self.dtype),
+                                            dtype=self.dtype) if self.use_bias else None
+            except MemoryError:  # a clear error for a size this machine cannot hold
+                gib = n_in * self.units * np.dtype(self.dtype).itemsize / 2**30
+                raise ValueError(f"Dense layer {self.name!r} cannot allocate its kernel of shape "
+                                 f"({n_in}, {self.units}) ({gib:.1f} GiB of {self.dtype}): not "
+                                 f"enough memory. Received: units={self.units}") from None
+            self.kernel, self.bias = kernel, bias
 
     @property
     def weights(self):

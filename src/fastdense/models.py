@@ -64,23 +64,8 @@ class Sequential:
 
     def add(self, layer):
         """Appends a layer (an `Input(...)` is accepted first)."""
-        if isinstance(layer, InputLayer):
-            if self._layers or self._input_layer is not None:
-                raise ValueError("An Input can only be the first element of a Sequential model. "
-                                 f"Received: {layer!r} after {len(self._layers)} layers")
-            self._input_layer = layer
-            self._feature_shape = layer.shape
+        if not self._append(layer, {l.name for l in self._layers}):
             return
-        if not isinstance(layer, Layer):
-            raise ValueError("Only instances of fastdense.layers.Layer can be added to a Sequential "
-                             f"model. Received: {layer!r} (of type {type(layer).__name__})")
-        if any(l.name == layer.name for l in self._layers):
-            raise ValueError(f"All layers added to a Sequential model should have unique names. "
-                             f"Name {layer.name!r} is already the name of a layer in this model.")
-        if not self._layers and self._input_layer is None and layer._input_shape_arg is not None:
-            self._feature_shape = layer._input_shape_arg
-        self._layers.append(layer)
-        self._invalidate()
         if self._feature_shape is not None:
             try:
                 self.build((None,) + tuple(self._feature_shape))
@@ -90,6 +75,39 @@ class Sequential:
                 if self._layers:
                     self.build((None,) + tuple(self._feature_shape))
                 raise
+
+    def _append(self, layer, names):
+        """`add` without the build: checks `layer` (its name against the set `names`, which it
+        joins), appends it; False for an `Input`, which only sets the input shape."""
+        if isinstance(layer, InputLayer):
+            if self._layers or self._input_layer is not None:
+                raise ValueError("An Input can only be the first element of a Sequential model. "
+                                 f"Received: {layer!r} after {len(self._layers)} layers")
+            self._input_layer = layer
+            self._feature_shape = layer.shape
+            return False
+        if not isinstance(layer, Layer):
+            raise ValueError("Only instances of fastdense.layers.Layer can be added to a Sequential "
+                             f"model. Received: {layer!r} (of type {type(layer).__name__})")
+        if layer.name in names:
+            raise ValueError(f"All layers added to a Sequential model should have unique names. "
+                             f"Name {layer.name!r} is already the name of a layer in this model.")
+        if not self._layers and self._input_layer is None and layer._input_shape_arg is not None:
+            self._feature_shape = layer._input_shape_arg
+        names.add(layer.name)
+        self._layers.append(layer)
+        self._invalidate()
+        return True
+
+    def _add_all(self, layers):
+        """`add` of every layer, building once at the end instead of after each layer (which is
+        quadratic in the layer count: a file of 20,000 layers would never load). Used to
+        rebuild models from configs; a failure leaves a half-filled model, so build a new one."""
+        names = {l.name for l in self._layers}
+        for layer in layers:
+            self._append(layer, names)
+        if self._feature_shape is not None and self._layers:
+            self.build((None,) + tuple(self._feature_shape))
 
     def pop(self):
         """Removes the last layer."""

@@ -18,9 +18,17 @@ A `.weights.h5` file is the same HDF5 file on its own.
 
 Safety (see RELIABILITY.md, "Persistence"): no pickle; every class, function and module named in a
 file is looked up in fastdense's own tables, and anything else is refused with a ValueError naming
-it; sizes are bounded before anything is allocated (zip members against the config, every HDF5
-dataset's shape and dtype against the model before it is read); everything is validated before
-anything is assigned, so a failed load leaves the model unchanged; corrupted files raise ValueError.
+it; everything is validated before anything is assigned, so a failed load leaves the model
+unchanged; corrupted files raise ValueError naming the file and the member or field at fault.
+
+Files from strangers: memory and time are bounded by the size of the model a file describes, and
+that size by documented limits (`MAX_PARAMS`, `MAX_LAYERS`, the member caps below), each checked
+before anything is allocated or decompressed. Only regular files are opened (a FIFO would block
+forever). Zip members must be stored or deflated (zipfile inflates bzip2/lzma members in one call,
+without an output cap), with declared sizes a deflate stream of their compressed size can hold,
+read through a capped stream. HDF5 datasets are checked by `_hdf5_reader` before they are read
+(layouts and filters Keras and fastdense write, every byte present). Values are checked after
+the cast to the model's dtype (1e300 stored as float64 is inf in a float32 model).
 Writes are atomic: a temp file in the target's directory, flushed and fsynced, then `os.replace`d
 onto the target. fastdense writes its HDF5 with checksummed metadata and Fletcher-32 checksums on
 the arrays (both standard HDF5, readable by Keras), and the zip's CRC-32 covers every member.
@@ -33,12 +41,15 @@ import math
 import numbers
 import os
 import re
+import stat
+import struct
 import warnings
 import zipfile
 
 import numpy as np
 
 from . import activations, initializers, regularizers
+from . import _hdf5_reader
 from ._atomic import atomic_write as _atomic_write, check_overwrite as _check_overwrite
 from . import layers as layers_mod
 from . import losses as losses_mod
@@ -51,17 +62,34 @@ KERAS_VERSION = "3.15.1"  # what metadata.json declares: Keras 3 reads the file 
 _CONFIG_NAME = "config.json"
 _METADATA_NAME = "metadata.json"
 _WEIGHTS_NAME = "model.weights.h5"
-_MAX_CONFIG_BYTES = 16 << 20
-_MAX_METADATA_BYTES = 1 << 20
+# Limits on what a file may describe (README, "Loading files from others"). Each is checked before
+# anything is allocated or decompressed; beyond one, a load is a ValueError naming it.
+MAX_PARAMS = 2**27               # parameters (weights) of the model: 512 MiB in float32
+MAX_LAYERS = 10_000              # layers of the model
+_MAX_CONFIG_BYTES = 16 << 20     # config.json, decompressed
+_MAX_METADATA_BYTES = 1 << 20    # metadata.json, decompressed
+_MAX_MEMBERS = 64                # zip members (Keras writes 3)
+_MAX_ZIP_DIRECTORY = 1 << 20     # bytes of the zip's central directory
 _H5_BASE_OVERHEAD = 1 << 20      # allowance for HDF5 structure, on top of the arrays' bytes
-_H5_OBJECT_OVERHEAD = 64 << 10   # per group / dataset
+_H5_OBJECT_OVERHEAD = 4 << 10    # per group / dataset (Keras and fastdense use about 1 KiB)
+_MAX_EXTRA_GROUPS = 64           # layer groups in a weights file beyond the model's layers
+_DEFLATE_MAX_RATIO = 1032        # no deflate stream expands more than this
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
 _MAX_DIM = 2**31 - 1             # BLAS takes C int sizes
 _MAX_ITERATIONS = 2**62
-_ALLOWED_H5_FILTERS = {1, 2, 3, 32000}  # deflate, shuffle, fletcher32, lzf
+_MAX_SEED = 2**64 - 1
 
 
 class _FormatError(ValueError):
-    """A clear message about a file's content (passed through the error wrapping unchanged)."""
+    """A clear message about a file's content (passed through the error wrapping unchanged);
+    `section` is the member or part of the file it is about, once the message names it."""
+
+    def __init__(self, message, section=None):
+        super().__init__(message)
+        self.section = section
+
+
+_CLEAR_ERRORS = (_FormatError, _hdf5_reader.StorageError)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,33 +150,35 @@ def load_model(filepath, compile=True):
             rate, slots), so training resumes exactly where it stopped.
 
     Raises:
-        ValueError: for a missing, truncated, corrupted or unsupported file, or a config naming
-            anything fastdense does not implement (the message names it).
+        ValueError: for a missing, truncated, corrupted or unsupported file, a config naming
+            anything fastdense does not implement, or a model beyond the documented limits
+            (`MAX_PARAMS`, `MAX_LAYERS`); the message names the file and the member or field.
     """
     path = _fspath(filepath)
     if not path.endswith(".keras"):
         raise ValueError(
             f"File format not supported: filepath={path}. fastdense loads Keras 3 `.keras` files "
             "(and weights from `.weights.h5` files with `model.load_weights`).")
-    if not os.path.exists(path):
-        raise ValueError(f"File not found: filepath={path}. Please ensure the file is an "
-                         "accessible `.keras` zip file.")
-    with open(path, "rb") as fh, _wrap_errors(path):
-        zf = _open_zip(fh)
-        metadata = _read_json_member(zf, _METADATA_NAME, _MAX_METADATA_BYTES)
-        _check_metadata(metadata)
-        config = _read_json_member(zf, _CONFIG_NAME, _MAX_CONFIG_BYTES)
-        plan = _model_plan(config)
-        compile_plan = _compile_plan(config, plan) if compile else None
-        opt_specs = None
-        if compile_plan is not None:
-            opt_specs = _optimizer_specs(compile_plan["optimizer"], plan["weight_shapes"])
-        info = _member(zf, _WEIGHTS_NAME)
-        _check_h5_size(info.file_size, plan["weight_shapes"])
-        data = _read_member(zf, info, _h5_size_limit(plan["weight_shapes"], len(plan["layers"])))
-        weights, opt_state = _read_h5_state(io.BytesIO(data), plan["h5_layers"], opt_specs,
-                                            strict_optimizer=True)
-    return _assemble(plan, compile_plan, weights, opt_state, opt_specs)
+    with _open_regular(path) as (fh, size), _wrap_errors(path):
+        zf = _open_zip(fh, size)
+        with _section(_METADATA_NAME):
+            _check_metadata(_read_json_member(zf, _METADATA_NAME, _MAX_METADATA_BYTES, size))
+        with _section(_CONFIG_NAME):
+            config = _read_json_member(zf, _CONFIG_NAME, _MAX_CONFIG_BYTES, size)
+            plan = _model_plan(config)
+            compile_plan = _compile_plan(config, plan) if compile else None
+            opt_specs = None
+            if compile_plan is not None:
+                opt_specs = _optimizer_specs(compile_plan["optimizer"], plan["weight_shapes"])
+        with _section(_WEIGHTS_NAME):
+            info = _member(zf, _WEIGHTS_NAME)
+            _check_h5_size(info.file_size, plan["weight_shapes"])
+            limit = _h5_size_limit(plan["weight_shapes"], len(plan["layers"]))
+            data = _read_member(zf, info, limit, size)
+            weights, opt_state = _read_h5_state(io.BytesIO(data), len(data), plan["h5_layers"],
+                                                opt_specs, plan["dtype"], strict_optimizer=True)
+            del data
+        return _assemble(plan, compile_plan, weights, opt_state, opt_specs)
 
 
 def load_weights(model, filepath):
@@ -160,30 +190,34 @@ def load_weights(model, filepath):
         raise ValueError(
             f"File format not supported: filepath={path}. `load_weights` reads `.weights.h5` "
             "files (from `save_weights`) and `.keras` files (from `save`).")
-    if not os.path.exists(path):
-        raise ValueError(f"File not found: filepath={path}.")
     if not model.built:
         raise ValueError(
             "The model must be built before its weights can be loaded: give the first layer "
             "`input_shape=` (or start with `Input(shape)`), or call `model.build(input_shape)`. "
-            f"Received: an unbuilt model {model.name!r}")
+            f"Received: an unbuilt model {model.name!r}, filepath={path}")
     specs = _model_h5_layers(model)
     shapes = [w.shape for w in model.weights]
     opt = model.optimizer if getattr(model, "compiled", False) else None
     opt_specs = _optimizer_specs(opt, shapes) if opt is not None else None
-    with open(path, "rb") as fh, _wrap_errors(path):
+    limit = _h5_size_limit(shapes, len(specs))
+    with _open_regular(path) as (fh, size), _wrap_errors(path):
         if is_keras:
-            zf = _open_zip(fh)
-            info = _member(zf, _WEIGHTS_NAME)
-            limit = _h5_size_limit(shapes, len(specs))
-            data = _read_member(zf, info, limit)
-            source = io.BytesIO(data)
+            zf = _open_zip(fh, size)
+            with _section(_WEIGHTS_NAME):
+                data = _read_member(zf, _member(zf, _WEIGHTS_NAME), limit, size)
+            source, source_size, section = io.BytesIO(data), len(data), _WEIGHTS_NAME
         else:
-            source = fh
-        weights, opt_state = _read_h5_state(source, specs, opt_specs, strict_optimizer=False)
-        state = None
-        if opt_state is not None:
-            state = _checked_optimizer_state(opt, opt_state, opt_specs, shapes, model.dtype)
+            if size > limit:
+                raise _FormatError(f"the file holds {size} bytes, more than the {limit} bytes a "
+                                   f"weights file of this model (its {_n_elements(shapes):,} "
+                                   "weights, optimizer state and HDF5 structure) can need")
+            source, source_size, section = fh, size, None
+        with _section(section):
+            weights, opt_state = _read_h5_state(source, source_size, specs, opt_specs,
+                                                model.dtype, strict_optimizer=False)
+            state = None
+            if opt_state is not None:
+                state = _checked_optimizer_state(opt, opt_state, opt_specs, shapes, model.dtype)
     # Everything is validated: assign (set_weights checks again, then assigns all at once).
     model.set_weights(weights)
     if state is not None:
@@ -192,20 +226,20 @@ def load_weights(model, filepath):
 
 def model_from_config(config):
     """A new, unweighted `Sequential` from `model.get_config()` or a Keras `config.json` dict,
-    with the same checks as `load_model` (every name looked up in fastdense's own tables)."""
+    with the same checks and limits as `load_model` (every name looked up in fastdense's own
+    tables)."""
     if not isinstance(config, dict):
         raise ValueError(f"A model config must be a dict. Received: {type(config).__name__}")
     if "class_name" not in config:
         config = {"module": "keras", "class_name": "Sequential", "config": config}
     try:
-        plan = _model_plan(config)
+        return _sequential_from_plan(_model_plan(config))
     except _FormatError as exc:
         raise ValueError(f"Invalid model config: {exc}") from None
-    return _sequential_from_plan(plan)
 
 
 # ---------------------------------------------------------------------------------------------
-# Paths, atomic writes, error wrapping
+# Paths, opening, error wrapping
 # ---------------------------------------------------------------------------------------------
 def _fspath(filepath):
     try:
@@ -219,26 +253,108 @@ def _fspath(filepath):
 
 
 @contextlib.contextmanager
+def _open_regular(path):
+    """(file object, size in bytes) of `path` opened for reading, if it is a regular file. A FIFO
+    would block `open()` forever (O_NONBLOCK makes that open return at once, then it is refused)
+    and a device could stream without end; directories are refused too."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | \
+        getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise ValueError(f"File not found: filepath={path}. Please ensure the file exists and "
+                         "is an accessible Keras file.") from None
+    except OSError as exc:
+        kind = "a directory" if os.path.isdir(path) else f"not readable ({exc.strerror})"
+        raise ValueError(f"Could not load {path!r}: it is {kind}; fastdense reads Keras files "
+                         "from regular files only") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else
+                    "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else
+                    "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
+                    "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+            raise ValueError(f"Could not load {path!r}: it is {kind}, not a regular file; "
+                             "fastdense reads Keras files from regular files only")
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
+        yield fh, st.st_size
+
+
+@contextlib.contextmanager
 def _wrap_errors(path):
-    """Turns whatever a damaged file makes zipfile, json or h5py raise into one clear ValueError."""
+    """Turns whatever a damaged file makes zipfile, json or h5py raise into one clear ValueError
+    naming the file; a MemoryError (a model within the limits, on a machine with less memory)
+    becomes a ValueError too."""
     try:
         yield
-    except _FormatError as exc:
+    except _CLEAR_ERRORS as exc:
         raise ValueError(f"Could not load {path!r}: {exc}") from None
+    except MemoryError:
+        raise ValueError(f"Could not load {path!r}: not enough memory for the model it describes "
+                         f"(fastdense loads models of up to MAX_PARAMS={MAX_PARAMS:,} "
+                         "parameters)") from None
     except Exception as exc:  # zipfile/zlib/h5py/json errors, struct errors, ...
         raise ValueError(
             f"Could not load {path!r}: the file is truncated, corrupted or not a Keras 3 file "
             f"({type(exc).__name__}: {exc})") from exc
 
 
+@contextlib.contextmanager
+def _section(name):
+    """Names the member (or part) of the file an error comes from: clear messages get the prefix
+    `name: `, anything else (h5py, zlib, json, ...) becomes one saying `name` is damaged."""
+    try:
+        yield
+    except _CLEAR_ERRORS as exc:
+        if name is None or getattr(exc, "section", None) is not None:
+            raise
+        raise _FormatError(f"{name}: {exc}", section=name) from None
+    except MemoryError:
+        raise
+    except Exception as exc:
+        what = name or "the HDF5 weights file"
+        raise _FormatError(f"{what} is truncated, corrupted or not in Keras 3's format "
+                           f"({type(exc).__name__}: {exc})", section=what) from exc
+
+
 # ---------------------------------------------------------------------------------------------
 # Zip and JSON
 # ---------------------------------------------------------------------------------------------
-def _open_zip(fh):
+def _open_zip(fh, size):
+    _check_zip_directory(fh, size)
+    fh.seek(0)
     try:
         return zipfile.ZipFile(fh, "r")
     except zipfile.BadZipFile as exc:
         raise _FormatError(f"it is not a valid `.keras` zip archive ({exc})") from None
+
+
+def _check_zip_directory(fh, size):
+    """Refuses an archive whose central directory is larger than a Keras file's, before zipfile
+    reads it whole and makes an object per entry. Finds the end record as zipfile does."""
+    tail_len = min(size, 22 + 65535)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    at = tail.rfind(b"PK\x05\x06", 0, max(0, len(tail) - 18))  # a whole 22-byte record
+    if at < 0:
+        return  # zipfile reports it is not a zip
+    entries, directory = struct.unpack_from("<HI", tail, at + 10)
+    locator = at - 20
+    if (entries == 0xFFFF or directory == 0xFFFFFFFF) and locator >= 0 \
+            and tail[locator:locator + 4] == b"PK\x06\x07":
+        fh.seek(struct.unpack_from("<Q", tail, locator + 8)[0])
+        record = fh.read(56)
+        if len(record) == 56 and record[:4] == b"PK\x06\x06":
+            entries, directory = struct.unpack_from("<QQ", record, 32)
+    if entries > _MAX_MEMBERS or directory > _MAX_ZIP_DIRECTORY:
+        raise _FormatError(f"the zip archive declares {entries} members in a {directory}-byte "
+                           f"directory; a Keras file has at most {_MAX_MEMBERS} members in "
+                           f"{_MAX_ZIP_DIRECTORY} bytes")
 
 
 def _member(zf, name):
@@ -249,27 +365,47 @@ def _member(zf, name):
                            f"{_METADATA_NAME}, {_CONFIG_NAME} and {_WEIGHTS_NAME}") from None
 
 
-def _read_member(zf, info, limit):
+def _read_member(zf, info, limit, archive_size):
+    """The member's bytes, at most `limit` of them, checked before anything is decompressed:
+    only the methods Keras writes (stored, deflated: zipfile inflates bzip2 and lzma members in
+    one call without an output cap), a declared size within `limit` that the compressed bytes
+    can hold, and those bytes inside the archive."""
+    name = info.filename
+    method = _ZIP_METHODS.get(info.compress_type)
+    if method is None:
+        raise _FormatError(f"member {name!r} is compressed with zip method {info.compress_type}; "
+                           "Keras writes members stored (0) or deflated (8), the only methods "
+                           "fastdense reads")
+    if info.flag_bits & 0x1:
+        raise _FormatError(f"member {name!r} is encrypted")
     if info.file_size > limit:
-        raise _FormatError(f"member {info.filename!r} declares {info.file_size} bytes, more than "
-                           f"the {limit} bytes its content can need")
+        raise _FormatError(f"member {name!r} declares {info.file_size} bytes, more than the "
+                           f"{limit} bytes its content can need")
+    most = info.compress_size if method == "stored" else \
+        info.compress_size * _DEFLATE_MAX_RATIO + 64
+    if info.file_size > most:
+        raise _FormatError(f"member {name!r} declares {info.file_size} bytes, more than its "
+                           f"{info.compress_size} {method} bytes can hold")
+    if info.header_offset + info.compress_size > archive_size:
+        raise _FormatError(f"member {name!r} declares {info.compress_size} bytes at offset "
+                           f"{info.header_offset}, beyond the end of the file (truncated)")
     with zf.open(info, "r") as member:
         data = member.read(limit + 1)  # the CRC-32 is checked once the member is read to its end
         if len(data) > limit:
-            raise _FormatError(f"member {info.filename!r} is larger than {limit} bytes")
+            raise _FormatError(f"member {name!r} is larger than {limit} bytes")
         if member.read(1):
-            raise _FormatError(f"member {info.filename!r} is longer than declared")
+            raise _FormatError(f"member {name!r} is longer than declared")
     if len(data) != info.file_size:
-        raise _FormatError(f"member {info.filename!r} holds {len(data)} bytes, "
+        raise _FormatError(f"member {name!r} holds {len(data)} bytes, "
                            f"not the {info.file_size} declared")
     return data
 
 
-def _read_json_member(zf, name, limit):
-    data = _read_member(zf, _member(zf, name), limit)
+def _read_json_member(zf, name, limit, archive_size):
+    data = _read_member(zf, _member(zf, name), limit, archive_size)
 
     def reject_constant(constant):
-        raise _FormatError(f"{name} holds {constant}, which is not valid JSON")
+        raise _FormatError(f"it holds {constant}, which is not valid JSON")
 
     try:
         text = data.decode("utf-8")
@@ -277,9 +413,9 @@ def _read_json_member(zf, name, limit):
     except _FormatError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _FormatError(f"{name} is not valid JSON ({type(exc).__name__}: {exc})") from None
+        raise _FormatError(f"not valid JSON ({type(exc).__name__}: {exc})") from None
     if not isinstance(value, dict):
-        raise _FormatError(f"{name} must hold a JSON object. Received: {type(value).__name__}")
+        raise _FormatError(f"must hold a JSON object. Received: {type(value).__name__}")
     return value
 
 
@@ -304,7 +440,7 @@ def _json_bytes(obj):
 def _check_metadata(metadata):
     version = metadata.get("keras_version")
     if not isinstance(version, str) or not re.match(r"^3\.\d+", version):
-        raise _FormatError(f"metadata.json must name a Keras 3 version. "
+        raise _FormatError(f"it must name a Keras 3 version. "
                            f"Received: keras_version={version!r}")
 
 
@@ -545,12 +681,13 @@ _BACKEND_OPTIMIZER_MODULE = re.compile(
 
 def _check_keras_module(entry, allowed, what):
     module = entry.get("module")
-    if module is not None and module not in allowed:
+    if module is not None and (not isinstance(module, str) or module not in allowed):
         raise _FormatError(f"{what} names module {_short(module)}: fastdense loads only Keras's "
                            f"built-in {', '.join(sorted(allowed))} objects, and never imports code "
                            "named in a file")
     registered = entry.get("registered_name")
-    if registered is not None and registered != entry.get("class_name"):
+    if registered is not None and (not isinstance(registered, str)
+                                   or registered != entry.get("class_name")):
         raise _FormatError(f"{what} is a custom registered object {_short(registered)}, which "
                            "fastdense does not implement")
 
@@ -594,9 +731,15 @@ def _initializer(value, where):
             if cfg[key] is not None:
                 raise _FormatError(f"{where}: fastdense does not support {key}={_short(cfg[key])}")
             del cfg[key]
-    if "seed" in cfg and cfg["seed"] is not None and not _is_int(cfg["seed"]):
-        raise _FormatError(f"{where}: seed must be an integer or null. Received: {_short(cfg['seed'])}")
+    _check_seed(cfg, where)
     return {"class_name": cname, "config": cfg}
+
+
+def _check_seed(cfg, where):
+    seed = cfg.get("seed")
+    if seed is not None and not (_is_int(seed) and 0 <= seed <= _MAX_SEED):
+        raise _FormatError(f"{where}: seed must be null or an integer in [0, 2**64). "
+                           f"Received: seed={_short(seed)}")
 
 
 def _regularizer(value, where):
@@ -680,8 +823,8 @@ def _layer_kwargs(cname, cfg, where):
     if cname == "Flatten" and cfg.get("data_format") not in (None, "channels_last"):
         raise _FormatError(f"{where} sets data_format={_short(cfg.get('data_format'))}; fastdense "
                            "flattens channels_last inputs only")
-    if cname == "Dropout" and cfg.get("seed") is not None and not _is_int(cfg.get("seed")):
-        raise _FormatError(f"{where}: seed must be an integer or null")
+    if cname == "Dropout":
+        _check_seed(cfg, where)
     for key in ("batch_shape", "batch_input_shape"):
         if cfg.get(key) is not None:
             _shape_list(cfg[key], f"{where} {key}")
@@ -711,6 +854,9 @@ def _model_plan(config):
     entries = mcfg.get("layers")
     if not isinstance(entries, list):
         raise _FormatError(f"the model's config must hold a list of layers. Received: {_short(entries)}")
+    if len(entries) > MAX_LAYERS + 1:  # + an InputLayer
+        raise _FormatError(f"the model has {len(entries):,} layers, more than the "
+                           f"MAX_LAYERS={MAX_LAYERS:,} fastdense loads")
     layers, frozen = [], []
     if mcfg.get("trainable") is False:
         frozen.append(name or "the model")
@@ -718,9 +864,11 @@ def _model_plan(config):
         where = f"layer {i}"
         _dict(entry, where)
         lname = entry.get("class_name")
+        label = lname if isinstance(lname, str) and lname.isidentifier() else _short(lname)
+        where = f"layer {i} ({label})"
         module = entry.get("module")
         if not _layer_module_ok(module):
-            raise _FormatError(f"{where} ({_short(lname)}) names module {_short(module)}: fastdense "
+            raise _FormatError(f"{where} names module {_short(module)}: fastdense "
                                "loads only its own layers and never imports code named in a file")
         if entry.get("registered_name") not in (None, lname):
             raise _FormatError(f"{where} is a custom registered layer "
@@ -728,15 +876,15 @@ def _model_plan(config):
                                "implement")
         cls = layers_mod.LAYER_CLASSES.get(lname) if isinstance(lname, str) else None
         if cls is None:
-            raise _FormatError(f"{where} is a {_short(lname)} layer, which fastdense does not "
+            raise _FormatError(f"layer {i} is a {_short(lname)} layer, which fastdense does not "
                                f"implement (it has {sorted(layers_mod.LAYER_CLASSES)})")
-        cfg = _layer_kwargs(lname, _dict(entry.get("config") or {}, f"{where} config"), f"{where} ({lname})")
+        cfg = _layer_kwargs(lname, _dict(entry.get("config") or {}, f"{where} config"), where)
         if cls is layers_mod.InputLayer and i != 0:
             raise _FormatError(f"{where}: an InputLayer can only come first")
         try:
             layer = cls.from_config(cfg)
         except (TypeError, ValueError) as exc:
-            raise _FormatError(f"{where} ({lname}) has an invalid config: {exc}") from None
+            raise _FormatError(f"{where} has an invalid config: {exc}") from None
         layers.append(layer)
         if cfg.get("trainable") is False:
             frozen.append(layer.name)
@@ -767,6 +915,7 @@ def _model_plan(config):
     weight_shapes, h5_layers = [], []
     gnames = _generic_names([type(l).__name__ for l in body])
     shape = feature
+    n_params = 0
     for gname, layer in zip(gnames, body):
         shapes = []
         if shape is not None:
@@ -780,10 +929,20 @@ def _model_plan(config):
                 shape = (int(math.prod(shape)),)
             if any(d > _MAX_DIM for s in shapes for d in s) or any(d > _MAX_DIM for d in shape):
                 raise _FormatError(f"layer {layer.name!r} is too large (a dimension >= 2**31)")
+            n_params += _n_elements(shapes)
+            if n_params > MAX_PARAMS:
+                raise _FormatError(f"the model is too large: its layers up to {layer.name!r} have "
+                                   f"{n_params:,} parameters, more than the MAX_PARAMS="
+                                   f"{MAX_PARAMS:,} fastdense loads")
         weight_shapes += shapes
         h5_layers.append((gname, layer.name, shapes))
+    # The model's dtype, as Sequential.build finds it (which refuses mixed ones): values from
+    # the file are checked after the cast to it.
+    weighted = [l for l, (_, _, s) in zip(body, h5_layers) if s] or \
+        [l for l in body if isinstance(l, layers_mod.Dense)] or body
+    dtype = weighted[0].dtype
     return {"name": name, "layers": layers, "feature_shape": feature, "frozen": frozen,
-            "weight_shapes": weight_shapes, "h5_layers": h5_layers}
+            "weight_shapes": weight_shapes, "h5_layers": h5_layers, "dtype": dtype}
 
 
 def _n_elements(shapes):
@@ -800,8 +959,8 @@ def _h5_size_limit(weight_shapes, n_layers):
 def _check_h5_size(size, weight_shapes):
     need = 2 * _n_elements(weight_shapes)  # at least 2 bytes per weight (float16)
     if size < need:
-        raise _FormatError(f"{_WEIGHTS_NAME} holds {size} bytes, too few for the "
-                           f"{_n_elements(weight_shapes)} weights its config describes")
+        raise _FormatError(f"it holds {size} bytes, too few for the "
+                           f"{_n_elements(weight_shapes):,} weights config.json describes")
 
 
 def _number(value, where):
@@ -929,6 +1088,7 @@ def _compile_plan(config, plan):
                            "every layer, so it cannot restore this training state. Load the "
                            "model with compile=False")
     optimizer = _optimizer_from_config(cc.get("optimizer", "rmsprop"))
+    _check_hyperparameters(optimizer, plan["dtype"])
     loss = _loss_from_config(cc["loss"])
     metric_values = cc.get("metrics")
     if metric_values is None:
@@ -939,6 +1099,24 @@ def _compile_plan(config, plan):
         raise _FormatError(f"compile_config metrics must be a list. Received: {_short(metric_values)}")
     metric_list = [_metric_from_config(m) for m in metric_values]
     return {"optimizer": optimizer, "loss": loss, "metrics": metric_list}
+
+
+def _check_hyperparameters(opt, dtype):
+    """The optimizer's numbers (and its schedule's) must be finite in the model's dtype, where
+    the kernels use them, and a constant learning rate positive there."""
+    cfg = opt.get_config()
+    items = list(cfg.items())
+    if isinstance(cfg.get("learning_rate"), dict):
+        items += [(f"learning_rate {k}", v) for k, v in
+                  (cfg["learning_rate"].get("config") or {}).items()]
+    for key, value in items:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            with np.errstate(over="ignore", under="ignore"):
+                cast = np.asarray(value, dtype=np.float64).astype(dtype)
+            if not np.isfinite(cast) or (key == "learning_rate" and not cast > 0):
+                raise _FormatError(f"compile_config's optimizer sets {key}={value!r}, which is "
+                                   f"{'not positive' if np.isfinite(cast) else 'not finite'} "
+                                   f"in the model's dtype {dtype}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -959,25 +1137,14 @@ def _child(group, name, kind, where):
     return obj
 
 
-def _read_dataset(ds, shape, kinds, where):
-    if ds.shape != tuple(shape):
-        raise _FormatError(f"{where} has shape {ds.shape}; the model needs {tuple(shape)}")
-    dt = ds.dtype
-    if dt.kind not in kinds or dt.itemsize not in (2, 4, 8) or dt.fields is not None \
-            or dt.subdtype is not None:
-        raise _FormatError(f"{where} has dtype {dt}; expected a "
-                           f"{'float' if kinds == 'f' else 'integer'} dataset")
-    if ds.external or ds.is_virtual:
-        raise _FormatError(f"{where} refers to data outside the file, which fastdense refuses")
-    plist = ds.id.get_create_plist()
-    for i in range(plist.get_nfilters()):
-        code = plist.get_filter(i)[0]
-        if code not in _ALLOWED_H5_FILTERS:
-            raise _FormatError(f"{where} uses HDF5 filter {code}, which fastdense does not read")
-    arr = np.asarray(ds[()])
-    if arr.shape != tuple(shape):
-        raise _FormatError(f"{where} read back with shape {arr.shape}")
-    return arr
+def _in_dtype(arr, dtype, where):
+    """`arr` cast to the model's dtype, which must leave every value finite: 1e300 stored as
+    float64 is finite, but inf in a float32 model (and one training step spreads it)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.asarray(arr).astype(dtype)
+    if not np.isfinite(out).all():
+        raise _FormatError(f"{where} holds NaN or Inf once cast to the model's dtype {dtype}")
+    return out
 
 
 def _vars_group(f, path, where):
@@ -1008,9 +1175,10 @@ def _open_h5(source):
                            f"{exc})") from None
 
 
-def _read_h5_state(source, h5_layers, opt_specs, strict_optimizer):
+def _read_h5_state(source, file_size, h5_layers, opt_specs, dtype, strict_optimizer):
     """Reads and validates all layer weights (and the optimizer's variables, when `opt_specs`
-    is given) from an HDF5 file in Keras 3's layout. Returns (weights, optimizer arrays or None).
+    is given) from an HDF5 file of `file_size` bytes in Keras 3's layout, cast to the model's
+    `dtype`. Returns (weights, optimizer arrays or None).
     """
     h5py = _h5py()
     with _open_h5(source) as f:
@@ -1022,22 +1190,25 @@ def _read_h5_state(source, h5_layers, opt_specs, strict_optimizer):
         for gname, lname, shapes in h5_layers:
             where = f"the weights of layer {lname!r} (layers/{gname}/vars)"
             expected.add(gname)
+            if not shapes:  # nothing to read (a lookup per layer would dominate for many layers)
+                continue
             group = _vars_group(f, f"layers/{gname}/vars", where)
             if group is None:
-                if shapes:
-                    raise _FormatError(f"the file has no weights for layer {lname!r} "
-                                       f"(expected the group layers/{gname}/vars): the file "
-                                       "was saved from a different architecture")
-                continue
+                raise _FormatError(f"the file has no weights for layer {lname!r} "
+                                   f"(expected the group layers/{gname}/vars): the file "
+                                   "was saved from a different architecture")
             _expect_keys(group, len(shapes), where)
             for i, shape in enumerate(shapes):
                 ds = _child(group, str(i), h5py.Dataset, f"{where}/{i}")
-                arr = _read_dataset(ds, shape, "f", f"layers/{gname}/vars/{i}")
-                if not np.isfinite(arr).all():
-                    raise _FormatError(f"layers/{gname}/vars/{i} holds NaN or Inf")
-                weights.append(arr)
+                name = f"layers/{gname}/vars/{i}"
+                arr = _hdf5_reader.read_dataset(ds, shape, "f", file_size, name)
+                weights.append(_in_dtype(arr, dtype, name))
         layers_group = _vars_group(f, "layers", "the layers")
         if layers_group is not None:
+            if len(layers_group) > len(h5_layers) + _MAX_EXTRA_GROUPS:  # each costs lookups
+                raise _FormatError(f"the file has {len(layers_group)} layer groups under layers/ "
+                                   f"for a model of {len(h5_layers)} layers: it was saved from a "
+                                   "different architecture")
             for key in layers_group.keys():
                 if key in expected:
                     continue
@@ -1048,12 +1219,13 @@ def _read_h5_state(source, h5_layers, opt_specs, strict_optimizer):
                                        "architecture")
         opt_arrays = None
         if opt_specs is not None:
-            opt_arrays = _read_optimizer(f, opt_specs, [s for _, _, ss in h5_layers for s in ss],
+            opt_arrays = _read_optimizer(f, file_size, opt_specs,
+                                         [s for _, _, ss in h5_layers for s in ss], dtype,
                                          strict_optimizer)
     return weights, opt_arrays
 
 
-def _read_optimizer(f, specs, weight_shapes, strict):
+def _read_optimizer(f, file_size, specs, weight_shapes, dtype, strict):
     h5py = _h5py()
     group = _vars_group(f, "optimizer/vars", "the optimizer's variables")
     if group is None:
@@ -1072,23 +1244,24 @@ def _read_optimizer(f, specs, weight_shapes, strict):
         where = f"optimizer/vars/{i}"
         ds = _child(group, str(i), h5py.Dataset, where)
         if spec[0] == "iterations":
-            arr = _read_dataset(ds, (), "iu", where + " (iterations)")
+            arr = _hdf5_reader.read_dataset(ds, (), "iu", file_size, where + " (iterations)")
             value = int(arr)
             if not 0 <= value <= _MAX_ITERATIONS:
                 raise _FormatError(f"{where} (iterations) is out of range: {value}")
             out.append(value)
         elif spec[0] == "learning_rate":
-            arr = _read_dataset(ds, (), "f", where + " (learning rate)")
-            if not (np.isfinite(arr) and arr > 0):
-                raise _FormatError(f"{where} (learning rate) must be positive and finite. "
-                                   f"Received: {arr!r}")
-            out.append(arr)
+            name = where + " (learning rate)"
+            arr = _hdf5_reader.read_dataset(ds, (), "f", file_size, name)
+            with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                cast = np.asarray(arr).astype(dtype)
+            if not (np.isfinite(cast) and cast > 0):
+                raise _FormatError(f"{name} must be positive and finite in the model's dtype "
+                                   f"{dtype}. Received: {arr!r}")
+            out.append(cast)
         else:
             _, k, w = spec
-            arr = _read_dataset(ds, weight_shapes[w], "f", where)
-            if not np.isfinite(arr).all():
-                raise _FormatError(f"{where} holds NaN or Inf")
-            out.append(arr)
+            arr = _hdf5_reader.read_dataset(ds, weight_shapes[w], "f", file_size, where)
+            out.append(_in_dtype(arr, dtype, where))
     return out
 
 
@@ -1098,7 +1271,7 @@ def _checked_optimizer_state(opt, arrays, specs, weight_shapes, dtype):
     offs, n_params = _weight_offsets(weight_shapes)
     iterations, lr = 0, None
     slots = np.array(opt._initial_slots(n_params, dtype), dtype=dtype, copy=True)
-    for spec, arr in zip(specs, arrays):
+    for i, (spec, arr) in enumerate(zip(specs, arrays)):
         if spec[0] == "iterations":
             iterations = arr
         elif spec[0] == "learning_rate":
@@ -1115,8 +1288,8 @@ def _checked_optimizer_state(opt, arrays, specs, weight_shapes, dtype):
             start = k * n_params + offs[w]
             flat = arr.astype(dtype).reshape(-1)
             if _nonnegative_slot(opt, k) and (flat < 0).any():
-                raise _FormatError(f"optimizer slot {k} of weight {w} holds negative values, "
-                                   "which a sum of squares cannot")
+                raise _FormatError(f"optimizer/vars/{i} (slot {k} of weight {w}) holds negative "
+                                   "values, which a sum of squares cannot")
             slots[start:start + flat.size] = flat
     return iterations, lr, slots
 
@@ -1133,41 +1306,48 @@ def _assign_optimizer_state(opt, state, n_params, dtype):
 # ---------------------------------------------------------------------------------------------
 # Assembling a loaded model
 # ---------------------------------------------------------------------------------------------
-def _sequential_from_plan(plan):
-    """A new, built `Sequential` from a validated plan (what `Sequential.from_config` would do)."""
+def _sequential_from_plan(plan, weights=None):
+    """A new `Sequential` from a validated plan (what `Sequential.from_config` does), built once
+    at the end (linear in the layer count). Given the file's `weights` (validated, in the model's
+    dtype), Dense layers start from them: no initializer runs, no random draw is spent."""
     from .models import Sequential
 
     kwargs = {"name": plan["name"]} if plan["name"] else {}
     model = Sequential(**kwargs)
-    for layer in plan["layers"]:
-        model.add(layer)
+    if weights is not None and plan["feature_shape"] is not None:
+        arrays = iter(weights)
+        body = [l for l in plan["layers"] if not isinstance(l, layers_mod.InputLayer)]
+        for layer, (_, _, shapes) in zip(body, plan["h5_layers"]):
+            mine = [next(arrays) for _ in shapes]
+            if isinstance(layer, layers_mod.Dense) and mine:
+                layer.kernel = mine[0]
+                layer.bias = mine[1] if layer.use_bias else None
+    model._add_all(plan["layers"])
     if not model.built and plan["feature_shape"] is not None:
         model.build((None,) + tuple(plan["feature_shape"]))
     return model
 
 
 def _assemble(plan, compile_plan, weights, opt_state, opt_specs):
-    try:
-        model = _sequential_from_plan(plan)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"Could not rebuild the saved model: {exc}") from None
-    if model.built:
-        got = [tuple(w.shape) for w in model.weights]
-        if got != [tuple(s) for s in plan["weight_shapes"]]:
-            raise ValueError(f"The rebuilt model's weights {got} do not match the file's "
-                             f"{plan['weight_shapes']}")
-        model.set_weights(weights)
-    if compile_plan is None:
-        return model
-    opt = compile_plan["optimizer"]
-    model.compile(optimizer=opt, loss=compile_plan["loss"], metrics=compile_plan["metrics"])
-    if opt_state is not None:
-        dtype = model.dtype if model.built else "float32"
+    with _section(_CONFIG_NAME):
         try:
+            model = _sequential_from_plan(plan, weights)
+        except (TypeError, ValueError) as exc:
+            raise _FormatError(f"the model it describes cannot be built: {exc}") from None
+        if model.built:
+            got = [tuple(w.shape) for w in model.weights]
+            if got != [tuple(s) for s in plan["weight_shapes"]]:
+                raise _FormatError(f"the rebuilt model's weights {got} do not match the "
+                                   f"file's {plan['weight_shapes']}")
+            model.set_weights(weights)
+        if compile_plan is None:
+            return model
+        opt = compile_plan["optimizer"]
+        model.compile(optimizer=opt, loss=compile_plan["loss"], metrics=compile_plan["metrics"])
+    if opt_state is not None:
+        with _section(_WEIGHTS_NAME):
             state = _checked_optimizer_state(opt, opt_state, opt_specs, plan["weight_shapes"],
-                                             dtype)
-        except _FormatError as exc:
-            raise ValueError(f"Could not restore the optimizer's state: {exc}") from None
+                                             plan["dtype"])
         if model.built:
             _assign_optimizer_state(opt, state, model._params.size, model.dtype)
         else:  # an unbuilt model: Keras's unbuilt optimizer has only these two variables
