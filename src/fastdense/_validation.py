@@ -81,12 +81,16 @@ def _finite(out):
     return bool(np.isfinite(out).all())
 
 
-def as_float_matrix(name, arr, dtype):
-    """2-D C-contiguous native `dtype` array, finite; a copy only when needed."""
-    # Sizes first: refusing a (2**31, 1) broadcast view must not allocate 8 GB on the way.
+def blas_sizes(name, arr):
     if any(d > _INT_MAX for d in arr.shape[:2]):
         raise ValueError(f"`{name}` has a dimension >= 2**31, beyond what BLAS accepts. "
                          f"Received: {name}.shape={arr.shape}")
+
+
+def as_float_matrix(name, arr, dtype):
+    """2-D C-contiguous native `dtype` array, finite; a copy only when needed."""
+    # Sizes first: refusing a (2**31, 1) broadcast view must not allocate 8 GB on the way.
+    blas_sizes(name, arr)
     target = np.dtype(dtype).newbyteorder("=")
     # A float64 1e300 cast to float32 is Inf: reported below as an error, not as a
     # RuntimeWarning from inside NumPy's cast.

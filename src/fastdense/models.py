@@ -317,6 +317,7 @@ class Sequential:
         x_arr = _validation.numeric_array(xname, x)
         self._ensure_built(x_arr)
         if lazy_x:
+            _validation.blas_sizes(xname, x_arr)
             _validation.model_input(xname, x_arr[:1], self._feature_shape, self.dtype)  # shape
             X = x_arr
         else:
@@ -981,6 +982,7 @@ class Sequential:
         was_built = self.built
         try:
             self._ensure_built(x_arr)
+            _validation.blas_sizes("x", x_arr)
             _validation.model_input("x", x_arr[:1], self._feature_shape, self.dtype)
         except Exception:
             if not was_built:
