@@ -29,6 +29,15 @@ from .utils import PyDataset
 STREAM_BYTES = 1 << 28
 # Rows per piece when an ArraySource is evaluated or predicted.
 PIECE_ROWS = 8192
+# The most bytes of converted inputs one training chunk holds: with a small model the ~50 ms a
+# chunk aims at could be hundreds of MB of rows, and streamed memory must not grow with the data.
+CHUNK_BYTES = 1 << 24
+
+
+def chunk_batches(k, batch_size, width, dtype):
+    """k, capped so that k batches of (batch_size, width) floats take at most CHUNK_BYTES."""
+    per_batch = batch_size * width * np.dtype(dtype).itemsize
+    return max(1, min(k, CHUNK_BYTES // max(1, per_batch)))
 
 
 def is_batch_stream(x):
@@ -262,6 +271,7 @@ class ArrayFeed:
         start = self.batch * self.batch_size
         if start >= self.n:
             return None
+        k = chunk_batches(k, self.batch_size, self.source.x.shape[1], self.source.dtype)
         stop = min(self.n, start + k * self.batch_size)
         ids = slice(start, stop) if self.order is None else self.order[start:stop]
         X = self.source.rows(ids)
@@ -293,7 +303,8 @@ class BatchFeed:
     def take(self, k):
         parts = []
         size = None
-        while len(parts) < k:
+        nbytes = 0
+        while len(parts) < k and nbytes < CHUNK_BYTES:
             if self._held is not None:
                 part, self._held = self._held, None
             else:
@@ -307,6 +318,7 @@ class BatchFeed:
                 self._held = part  # a bigger batch starts the next chunk
                 break
             parts.append(part)
+            nbytes += part[0].nbytes
             if n < size:
                 break  # a smaller batch ends the run of equal batches
         if not parts:
