@@ -166,11 +166,15 @@ class NpzDataset:
         check_sha256(filename, self.sha256, self.title)
         try:
             with np.load(filename, allow_pickle=False) as f:
-                missing = [k for k in keys if k not in f.files]
-                if missing:
-                    raise ValueError(f"{filename}: not a {self.title} file: it lacks the arrays "
-                                     f"{missing} (it holds {sorted(f.files)}).")
-                return [np.array(f[k]) for k in keys]
-        except (OSError, EOFError) as err:  # not a zip / truncated
-            raise ValueError(f"{filename}: not a readable .npz file ({type(err).__name__}: "
-                             f"{err}).") from err
+                if not hasattr(f, "files"):
+                    raise ValueError("it holds one array, not an .npz archive")
+                names = list(f.files)
+                arrays = {k: np.array(f[k]) for k in keys if k in names}
+        except (OSError, EOFError, ValueError) as err:  # not a zip, truncated, pickled objects
+            raise ValueError(f"{filename}: not a readable {self.title} .npz file "
+                             f"({type(err).__name__}: {err}).") from err
+        missing = [k for k in keys if k not in arrays]
+        if missing:
+            raise ValueError(f"{filename}: not a {self.title} file: it lacks the arrays "
+                             f"{missing} (it holds {sorted(names)}).")
+        return [arrays[k] for k in keys]
