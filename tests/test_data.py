@@ -436,3 +436,47 @@ def test_a_rejected_first_batch_leaves_the_model_unbuilt():
     with pytest.raises(ValueError, match="batch 0"):
         model.fit(_gen((np.zeros((4, D)), np.full(4, 9))), verbose=0)
     assert not model.built
+
+
+def test_endless_pydataset_needs_steps(data):
+    x, y, _, _, _ = data
+
+    class Endless(PyDataset):
+        num_batches = None
+
+        def __getitem__(self, i):
+            return x[:10], y[:10]
+
+    with pytest.raises(ValueError, match=r"is endless.*`steps_per_epoch`"):
+        make_model().fit(Endless(), verbose=0)
+    history = make_model().fit(Endless(), steps_per_epoch=3, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+
+
+def test_streamed_evaluate_and_predict_run_callbacks_per_batch(data):
+    x, y, _, _, _ = data
+    model = make_model()
+    seen = {"test": [], "predict": []}
+    cb = fastdense.callbacks.LambdaCallback(
+        on_test_batch_end=lambda b, logs: seen["test"].append(b),
+        on_predict_batch_end=lambda b, logs: seen["predict"].append(b))
+    # per-batch hooks make the array path evaluate in the user's batches too: the same sums
+    expected = model.evaluate(x, y, batch_size=100, callbacks=[cb], verbose=0)
+    assert seen["test"] == [0, 1, 2]
+    assert model.evaluate(Batches(x, y, batch_size=100), callbacks=[cb], verbose=0) == expected
+    assert seen["test"] == [0, 1, 2] * 2
+    out = model.predict(Batches(x, batch_size=100), callbacks=[cb], verbose=0)
+    np.testing.assert_array_equal(out, model.predict(x, verbose=0))
+    assert seen["predict"] == [0, 1, 2]
+
+
+def test_streamed_fit_runs_callbacks_per_batch(data):
+    x, y, _, _, _ = data
+    m1 = make_model()
+    h1 = m1.fit(x, y, batch_size=64, epochs=2, shuffle=False, verbose=0)
+    batches_seen = []
+    cb = fastdense.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: batches_seen.append(b))
+    m2 = make_model()
+    h2 = m2.fit(Batches(x, y, batch_size=64), epochs=2, shuffle=False, verbose=0, callbacks=[cb])
+    assert_same_training(m1, h1, m2, h2)
+    assert batches_seen == [0, 1, 2, 3, 4] * 2

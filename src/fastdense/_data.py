@@ -133,6 +133,10 @@ class BatchSource:
                         f"{self.source} holds {n} batches, fewer than the {steps} steps asked "
                         f"per epoch. Lower the steps or lengthen the PyDataset. "
                         f"Received: steps={steps}, len({name})={n}")
+            if n is None and steps is None:
+                raise ValueError(f"{self.source} is endless (its num_batches is None): pass the "
+                                 "number of batches per epoch as `steps_per_epoch` (or `steps`, "
+                                 "`validation_steps`). Received: steps=None")
             self.length = n
             self.steps = steps if steps is not None else n
             self._iter = None
@@ -331,28 +335,24 @@ class BatchFeed:
 
 
 def join(parts, bufs):
-    """Concatenates prepared (X, Y, sw) parts into buffers kept in `bufs` between calls; a part
+    """Concatenates prepared (X, Y, sw) parts, into buffers kept in `bufs` between calls; a part
     without weights gets weight 1 when another has some."""
+    if len(parts) == 1:
+        return parts[0]
     rows = sum(len(p[0]) for p in parts)
     out = []
-    for j in range(2):
+    for j, what in ((0, "x"), (1, "y")):
         first = parts[0][j]
         width = first.shape[1]
-        for i, p in enumerate(parts):
+        for p in parts:
             if p[j].shape[1] != width:
-                what = "x" if j == 0 else "y"
                 raise ValueError(
                     f"Batches must agree in shape: one has {what} of width {width}, another "
                     f"{p[j].shape[1]}. Received: a batch with {what}.shape={p[j].shape}")
         buf = bufs.get(j)
         if buf is None or buf.shape[0] < rows or buf.shape[1] != width or buf.dtype != first.dtype:
             buf = bufs[j] = np.empty((rows, width), dtype=first.dtype)
-        view = buf[:rows]
-        if len(parts) == 1:
-            view = parts[0][j]
-        else:
-            np.concatenate([p[j] for p in parts], axis=0, out=view)
-        out.append(view)
+        out.append(np.concatenate([p[j] for p in parts], axis=0, out=buf[:rows]))
     if any(p[2].size for p in parts):
         sw = np.concatenate([p[2] if p[2].size else np.ones(len(p[0]), dtype=out[0].dtype)
                              for p in parts])
@@ -372,23 +372,10 @@ def blocks(pieces, bs, rows_per_call):
         held.append(piece)
         count += len(piece[0])
         if count >= target:
-            X, Y, sw = _concat(held)
+            X, Y, sw = join(held, {})
             cut = count // bs * bs
             yield X[:cut], Y[:cut], sw[:cut] if sw.size else sw
             held = [(X[cut:], Y[cut:], sw[cut:] if sw.size else sw)] if cut < count else []
             count -= cut
     if count:
-        yield _concat(held)
-
-
-def _concat(parts):
-    if len(parts) == 1:
-        return parts[0]
-    X = np.concatenate([p[0] for p in parts])
-    Y = np.concatenate([p[1] for p in parts])
-    if any(p[2].size for p in parts):
-        sw = np.concatenate([p[2] if p[2].size else np.ones(len(p[0]), dtype=X.dtype)
-                             for p in parts])
-    else:
-        sw = parts[0][2]
-    return np.ascontiguousarray(X), np.ascontiguousarray(Y), sw
+        yield join(held, {})

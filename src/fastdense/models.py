@@ -597,12 +597,7 @@ class Sequential:
         every = cbs is not None and cbs.needs_every_test_batch
         n = len(X)
         bs = batch_size if every else max(batch_size, min(_INFER_ROWS, n))
-        loss_code, fused = self.loss.codes(self._plan(bs).last_activation)
-        plan = self._plan(bs, keep_logits=fused, training=False)
-        work = plan.workspace(self.dtype)
-        stats = _engine.stats_buffer(len(metrics))
-        codes = np.array([m.code for m in metrics], dtype=np.intp)
-        names = [m.name for m in metrics]
+        loss_code, fused, plan, work, stats, codes, names = self._eval_setup(bs, metrics)
         if cbs is None:
             _kernels.evaluate_steps(self._params, plan.plan, plan.reg, work, X, Y, sw, 0, n,
                                     bs, loss_code, fused, codes, stats, threads)
@@ -895,6 +890,14 @@ class Sequential:
         data.end_epoch()
         return logs
 
+    def _eval_setup(self, bs, metrics):
+        """What an evaluation in batches of `bs` needs: (loss_code, fused, plan, workspace,
+        stats, metric codes, metric names)."""
+        loss_code, fused = self.loss.codes(self._plan(bs).last_activation)
+        plan = self._plan(bs, keep_logits=fused, training=False)
+        return (loss_code, fused, plan, plan.workspace(self.dtype), _engine.stats_buffer(len(metrics)),
+                np.array([m.code for m in metrics], dtype=np.intp), [m.name for m in metrics])
+
     def _evaluate_pieces(self, pieces, batch_size, metrics, cbs, threads):
         """`_evaluate_arrays` for data arriving in (X, Y, sw) pieces: cut into the batches the
         whole array would be evaluated in, so the results are the array's."""
@@ -902,12 +905,7 @@ class Sequential:
             threads = config.num_threads()
         every = cbs is not None and cbs.needs_every_test_batch
         bs = batch_size if every else max(batch_size, _INFER_ROWS)
-        loss_code, fused = self.loss.codes(self._plan(bs).last_activation)
-        plan = self._plan(bs, keep_logits=fused, training=False)
-        work = plan.workspace(self.dtype)
-        stats = _engine.stats_buffer(len(metrics))
-        codes = np.array([m.code for m in metrics], dtype=np.intp)
-        names = [m.name for m in metrics]
+        loss_code, fused, plan, work, stats, codes, names = self._eval_setup(bs, metrics)
         if cbs is not None:
             cbs.on_test_begin()
         rows = 0
