@@ -377,6 +377,13 @@ class Sequential:
         The compiled kernel runs many batches per call; Python returns every ~50 ms to draw the
         progress bar, run callbacks and notice Ctrl-C. A callback that overrides a per-batch
         hook makes every batch return to Python.
+
+        `x` may be an array (with `y`), a generator or iterator yielding `(x, y)` or
+        `(x, y, sample_weight)` tuples (bounded by `steps_per_epoch`; never restarted), or a
+        `fastdense.utils.PyDataset`; `validation_data` likewise (bounded by `validation_steps`).
+        Memmaps, and arrays whose float copy would exceed 256 MB, are read and cast a chunk at a
+        time. With `shuffle=False`, a generator or PyDataset yielding the batches the array path
+        makes gives the array result bit for bit.
         """
         self._require_compiled()
         batch_size = _validation.positive_int("batch_size", batch_size, allow_none=True) or 32
@@ -624,7 +631,9 @@ class Sequential:
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
                  steps=None, callbacks=None, return_dict=False):
         """Loss (and metrics) on the given data: a float when there are no metrics, else
-        `[loss, metric, ...]` in compile order, or a dict with `return_dict=True`."""
+        `[loss, metric, ...]` in compile order, or a dict with `return_dict=True`. `x` may also
+        be a generator, iterator or PyDataset of `(x, y[, sample_weight])` batches (bounded by
+        `steps`, else read to its end), or a memmap (read a chunk at a time)."""
         self._require_compiled()
         batch_size = _validation.positive_int("batch_size", batch_size, allow_none=True) or 32
         verbose = _validation.verbose_level(verbose)
@@ -680,7 +689,9 @@ class Sequential:
         return out
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """The model's outputs for x, an array of the model's dtype, `(n, units)`."""
+        """The model's outputs for x, an array of the model's dtype, `(n, units)`. `x` may also
+        be a generator, iterator or PyDataset of batches (`x`, `(x,)` or `(x, y)`; bounded by
+        `steps`, else read to its end), or a memmap (read a chunk at a time)."""
         batch_size = _validation.positive_int("batch_size", batch_size, allow_none=True) or 32
         verbose = _validation.verbose_level(verbose)
         if steps is not None or _data.is_batch_stream(x) or _data.streams_array(x, self._floatx()):
