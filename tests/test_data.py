@@ -412,6 +412,9 @@ def test_steps_with_arrays_are_refused(data):
         model.evaluate(x, y, steps=3, verbose=0)
     with pytest.raises(ValueError, match=r"`steps` bounds a generator.*steps=3"):
         model.predict(x, steps=3, verbose=0)
+    with pytest.raises(ValueError, match=r"`validation_steps` bounds a generator.*"
+                                         r"validation_steps=2 with x_val of type ndarray"):
+        model.fit(x, y, validation_data=(x, y), validation_steps=2, verbose=0)
 
 
 def test_bad_pydatasets_are_named(data):

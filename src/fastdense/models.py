@@ -854,7 +854,7 @@ class Sequential:
                                 swname=f"sample_weight in batch {index} of {source.label}")
 
     def _eval_data(self, x, y, sample_weight, steps, name, xname="x", yname="y",
-                   swname="sample_weight"):
+                   swname="sample_weight", steps_name="steps"):
         """Evaluation data as `_evaluate_data` takes it, and the first targets (for metrics):
         arrays (X, Y, sw), an ArraySource, or a BatchSource."""
         if _data.is_batch_stream(x):
@@ -862,9 +862,9 @@ class Sequential:
             first = self._prepare_batch(source.peek(), 0, source)
             return source, first[3]
         if steps is not None:
-            raise ValueError(f"`steps` bounds a generator or a PyDataset; with arrays the whole "
-                             f"array is used. Received: steps={steps!r} with {xname} of type "
-                             f"{type(x).__name__}")
+            raise ValueError(f"`{steps_name}` bounds a generator or a PyDataset; with arrays the "
+                             f"whole array is used. Received: {steps_name}={steps!r} with {xname} "
+                             f"of type {type(x).__name__}")
         lazy = _data.streams_array(x, self._floatx())
         X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, None, xname=xname, yname=yname,
                                            swname=swname, lazy_x=lazy)
@@ -886,7 +886,8 @@ class Sequential:
         vx, vy = validation_data[0], validation_data[1]
         vsw = validation_data[2] if len(validation_data) == 3 else None
         return self._eval_data(vx, vy, vsw, validation_steps, "validation_data", xname="x_val",
-                               yname="y_val", swname="val_sample_weight")[0]
+                               yname="y_val", swname="val_sample_weight",
+                               steps_name="validation_steps")[0]
 
     def _evaluate_data(self, data, batch_size, metrics, cbs=None, threads=None):
         """Loss and metric means over arrays (X, Y, sw), an ArraySource or a BatchSource."""
