@@ -5,13 +5,14 @@ In-memory arrays never come here: `Sequential` converts them once and hands them
 as they are. Everything here ends in the same kernels, fed a chunk of many batches per call (the
 chunk buffer is reused), so the per-batch Python cost is one `next()` and a copy.
 
-Three kinds of object:
+Sources and the feeds that turn them into training chunks (`take(k)` -> X, Y, sw, batch size):
 - `BatchSource`: the raw batches of a generator/iterator or a `PyDataset`, epoch by epoch, with
   Keras's rules for `steps_per_epoch` (an iterator is never restarted; a `PyDataset` is indexed
   in passes, shuffled per pass when `shuffle=True`, and `on_epoch_end()` is called after each epoch).
+  `BatchFeed` prepares each batch and joins runs of equal-size batches into one buffer.
 - `ArraySource`: a big array's rows, gathered (through the epoch's permutation when shuffling)
-  and cast to the model's dtype one chunk at a time.
-- `BatchChunks`: joins prepared batches into one buffer for one kernel call.
+  and cast to the model's dtype one chunk at a time; `ArrayFeed` cuts an epoch into chunks.
+- `blocks()` re-cuts streamed pieces into the batches `evaluate` makes of a whole array.
 
 The epoch's permutation of an `ArraySource` is drawn exactly as for in-memory arrays, and the rows
 of every batch are the same, so training on a memmap gives the in-memory result bit for bit.
