@@ -480,3 +480,187 @@ def test_real_debian_data_found_by_default_search(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fm, "_download_file", no_network)
     check_real(fm.load_data())
+
+
+# ------------------------------------------------- mnist and california_housing (.npz files)
+from fastdense.datasets import _fetch, california_housing as ch, mnist  # noqa: E402
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def mnist_npz(path, n_train=12, n_test=5, marker=7):
+    rng = np.random.default_rng(marker)
+    arrays = {"x_train": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+              "y_train": (np.arange(n_train) % 10).astype(np.uint8),
+              "x_test": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+              "y_test": (np.arange(n_test) % 10).astype(np.uint8)}
+    arrays["x_train"][0, 0, 0] = marker
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return arrays
+
+
+def housing_npz(path, n=50):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    y = rng.uniform(25_000, 500_000, n).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=x, y=y)
+    return x, y
+
+
+@pytest.fixture
+def npz_sandbox(tmp_path, monkeypatch):
+    """Fake HOME, no $FASTDENSE_DATA, and downloads from file:// URLs that do not exist."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("FASTDENSE_DATA", raising=False)
+    monkeypatch.setattr(mnist, "URL", (tmp_path / "server" / "mnist.npz").as_uri())
+    monkeypatch.setattr(ch, "URL", (tmp_path / "server" / "california_housing.npz").as_uri())
+    return tmp_path
+
+
+def test_keras_sources_and_hashes():
+    # The files and SHA-256 values keras.datasets uses (keras/src/datasets/*.py, Keras 3).
+    assert mnist.URL == "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+    assert mnist._SHA256 == "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+    assert ch.URL == ("https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+                      "california_housing.npz")
+    assert ch._SHA256 == "1a2e3a52e0398de6463aebe6f4a8da34fb21fbb6b934cf88c3425e766f2a1a6f"
+
+
+def test_mnist_from_an_explicit_path(npz_sandbox, monkeypatch):
+    path = npz_sandbox / "data" / "mnist.npz"
+    arrays = mnist_npz(path)
+    monkeypatch.setattr(mnist, "_SHA256", sha(path))
+    (x_train, y_train), (x_test, y_test) = mnist.load_data(path=str(path))
+    for got, key in ((x_train, "x_train"), (y_train, "y_train"), (x_test, "x_test"),
+                     (y_test, "y_test")):
+        np.testing.assert_array_equal(got, arrays[key])
+        assert got.dtype == np.uint8 and got.flags.writeable
+
+
+def test_mnist_hash_mismatch_is_refused(npz_sandbox):
+    path = npz_sandbox / "data" / "mnist.npz"
+    mnist_npz(path)
+    with pytest.raises(ValueError, match=r"mnist.npz: SHA-256 hash mismatch.*expected 731c5ac6"):
+        mnist.load_data(path=path)
+
+
+@pytest.mark.parametrize("where", ["env", "env_sub", "cache"])
+def test_mnist_bare_name_is_searched(npz_sandbox, monkeypatch, where):
+    folder = {"env": npz_sandbox / "d", "env_sub": npz_sandbox / "d" / "mnist",
+              "cache": npz_sandbox / "home" / ".fastdense" / "datasets" / "mnist"}[where]
+    if where != "cache":
+        monkeypatch.setenv("FASTDENSE_DATA", str(npz_sandbox / "d"))
+    mnist_npz(folder / "mnist.npz", marker=11)
+    monkeypatch.setattr(mnist, "_SHA256", sha(folder / "mnist.npz"))
+    (x_train, _), _ = mnist.load_data()
+    assert x_train[0, 0, 0] == 11
+
+
+def test_mnist_downloads_into_the_cache_and_checks_the_hash(npz_sandbox, monkeypatch):
+    source = npz_sandbox / "server" / "mnist.npz"
+    mnist_npz(source, marker=5)
+    monkeypatch.setattr(mnist, "_SHA256", sha(source))
+    (x_train, _), _ = mnist.load_data()
+    assert x_train[0, 0, 0] == 5
+    cache = npz_sandbox / "home" / ".fastdense" / "datasets" / "mnist"
+    assert os.listdir(cache) == ["mnist.npz"]
+    # a server with other content: nothing lands under the final name
+    (cache / "mnist.npz").unlink()
+    monkeypatch.setattr(mnist, "_SHA256", "f" * 64)
+    with pytest.raises(mnist.DatasetNotFoundError, match="hash mismatch"):
+        mnist.load_data()
+    assert os.listdir(cache) == []
+
+
+def test_mnist_offline_guidance(npz_sandbox):
+    with pytest.raises(mnist.DatasetNotFoundError) as info:
+        mnist.load_data()
+    text = str(info.value)
+    assert "The MNIST files were not found on this machine and could not be downloaded" in text
+    assert "$FASTDENSE_DATA: not set" in text and "user cache" in text
+    assert "set the FASTDENSE_DATA environment variable" in text and "731c5ac6" in text
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_mnist_explicit_missing_path_is_downloaded_there(npz_sandbox, monkeypatch):
+    source = npz_sandbox / "server" / "mnist.npz"
+    mnist_npz(source, marker=3)
+    monkeypatch.setattr(mnist, "_SHA256", sha(source))
+    target = npz_sandbox / "elsewhere" / "m.npz"
+    target.parent.mkdir()
+    (x_train, _), _ = mnist.load_data(path=target)
+    assert x_train[0, 0, 0] == 3 and target.is_file()
+
+
+@pytest.mark.parametrize("content, pattern", [
+    (lambda p: np.savez(p, x_train=np.zeros((2, 28, 28), np.uint8)), r"lacks the arrays"),
+    (lambda p: p.write_bytes(b"not a zip file at all"), r"mnist.npz"),
+    (lambda p: np.savez(p, x_train=np.array([object()], dtype=object), y_train=[1], x_test=[1],
+                        y_test=[1]), r"pickle"),
+    (lambda p: np.savez(p, x_train=np.zeros((2, 28, 28), np.uint8), y_train=np.zeros(3),
+                        x_test=np.zeros((1, 28, 28)), y_test=np.zeros(1)), r"must hold images"),
+])
+def test_mnist_malformed_files(npz_sandbox, monkeypatch, content, pattern):
+    path = npz_sandbox / "bad" / "mnist.npz"
+    path.parent.mkdir()
+    content(path)
+    monkeypatch.setattr(mnist, "_SHA256", sha(path))
+    with pytest.raises(ValueError, match=pattern):
+        mnist.load_data(path=path)
+
+
+def test_mnist_path_must_be_a_path():
+    with pytest.raises(TypeError, match=r"`path` to be a file path.*Received: path=3"):
+        mnist.load_data(path=3)
+
+
+@pytest.mark.parametrize("version, test_split, seed", [("large", 0.2, 113), ("large", 0.35, 1),
+                                                       ("small", 0.2, 113), ("large", 0.0, 113)])
+def test_california_housing_split_is_keras_s(npz_sandbox, monkeypatch, version, test_split, seed):
+    path = npz_sandbox / "data" / "california_housing.npz"
+    x, y = housing_npz(path, n=700)
+    monkeypatch.setattr(ch, "_SHA256", sha(path))
+    (x_train, y_train), (x_test, y_test) = ch.load_data(version=version, path=path,
+                                                        test_split=test_split, seed=seed)
+    # Keras's recipe, written out: first 600 rows for "small", RandomState(seed).shuffle of
+    # the row numbers, then the first int(n * (1 - test_split)) rows for training.
+    n = 600 if version == "small" else 700
+    rows = list(range(n))
+    np.random.RandomState(seed).shuffle(rows)
+    cut = int(n * (1 - test_split))
+    np.testing.assert_array_equal(x_train, x[rows[:cut]])
+    np.testing.assert_array_equal(y_train, y[rows[:cut]])
+    np.testing.assert_array_equal(x_test, x[rows[cut:]])
+    np.testing.assert_array_equal(y_test, y[rows[cut:]])
+    assert x_train.dtype == x.dtype and x_train.shape[1] == 8
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"version": "medium"}, r"`version` must be one of 'small', 'large'.*version='medium'"),
+    ({"test_split": 1.0}, r"`test_split` must be a number in \[0, 1\).*test_split=1.0"),
+    ({"test_split": -0.1}, r"test_split=-0.1"),
+    ({"test_split": "0.2"}, r"test_split='0.2'"),
+])
+def test_california_housing_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        ch.load_data(**kwargs)
+
+
+def test_california_housing_offline_guidance_and_hash(npz_sandbox):
+    with pytest.raises(ch.DatasetNotFoundError, match=r"California Housing files were not found"):
+        ch.load_data()
+    path = npz_sandbox / "data" / "california_housing.npz"
+    housing_npz(path)
+    with pytest.raises(ValueError, match=r"hash mismatch.*expected 1a2e3a52"):
+        ch.load_data(path=path)
+
+
+def test_one_home_for_the_fetch_code():
+    assert fm.DatasetNotFoundError is _fetch.DatasetNotFoundError is mnist.DatasetNotFoundError
+    assert fm.ENV_VAR == _fetch.ENV_VAR

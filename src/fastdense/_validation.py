@@ -81,6 +81,12 @@ def _finite(out):
     return bool(np.isfinite(out).all())
 
 
+def blas_sizes(name, arr):
+    if any(d > _INT_MAX for d in arr.shape[:2]):
+        raise ValueError(f"`{name}` has a dimension >= 2**31, beyond what BLAS accepts. "
+                         f"Received: {name}.shape={arr.shape}")
+
+
 def as_float_matrix(name, arr, dtype, finite=True):
     """2-D C-contiguous native `dtype` array, finite; a copy only when needed.
 
@@ -88,9 +94,7 @@ def as_float_matrix(name, arr, dtype, finite=True):
     nan), as Keras's does; only training data must be finite.
     """
     # Sizes first: refusing a (2**31, 1) broadcast view must not allocate 8 GB on the way.
-    if any(d > _INT_MAX for d in arr.shape[:2]):
-        raise ValueError(f"`{name}` has a dimension >= 2**31, beyond what BLAS accepts. "
-                         f"Received: {name}.shape={arr.shape}")
+    blas_sizes(name, arr)
     target = np.dtype(dtype).newbyteorder("=")
     # A float64 1e300 cast to float32 is Inf: reported below as an error, not as a
     # RuntimeWarning from inside NumPy's cast.

@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from . import _engine, _kernels, _naming, _random, _validation, config, losses as losses_mod
+from . import _data, _engine, _kernels, _naming, _random, _validation, config, losses as losses_mod
 from . import metrics as metrics_mod, optimizers as optimizers_mod
 from .layers import Dense, Flatten, InputLayer, Layer, LAYER_CLASSES, assign_weights
 
@@ -302,10 +302,13 @@ class Sequential:
 
     # -- data preparation (once per call) --------------------------------------------------------
     def _prepare_xy(self, x, y, sample_weight=None, class_weight=None, xname="x", yname="y",
-                    swname="sample_weight"):
+                    swname="sample_weight", lazy_x=False):
+        """(X, Y, sw, y_arr) checked and converted; with `lazy_x`, X is x itself, checked
+        (dtype, shape) but not converted: an `_data.ArraySource` converts it a chunk at a time."""
         was_built = self.built
         try:
-            return self._prepare_xy_checked(x, y, sample_weight, class_weight, xname, yname, swname)
+            return self._prepare_xy_checked(x, y, sample_weight, class_weight, xname, yname, swname,
+                                            lazy_x)
         except Exception:
             if not was_built:
                 self._unbuild()  # a rejected first call must not fix the input shape
@@ -323,10 +326,16 @@ class Sequential:
             if isinstance(layer, Dense):
                 layer.kernel = layer.bias = None
 
-    def _prepare_xy_checked(self, x, y, sample_weight, class_weight, xname, yname, swname):
+    def _prepare_xy_checked(self, x, y, sample_weight, class_weight, xname, yname, swname,
+                            lazy_x=False):
         x_arr = _validation.numeric_array(xname, x)
         self._ensure_built(x_arr)
-        X = _validation.model_input(xname, x_arr, self._feature_shape, self.dtype)
+        if lazy_x:
+            _validation.blas_sizes(xname, x_arr)
+            _validation.model_input(xname, x_arr[:1], self._feature_shape, self.dtype)  # shape
+            X = x_arr
+        else:
+            X = _validation.model_input(xname, x_arr, self._feature_shape, self.dtype)
         if y is None:
             raise ValueError(f"`{yname}` is required to train or evaluate a model. Received: {yname}=None")
         y_arr = _validation.numeric_array(yname, y)
@@ -372,16 +381,22 @@ class Sequential:
         The compiled kernel runs many batches per call; Python returns every ~50 ms to draw the
         progress bar, run callbacks and notice Ctrl-C. A callback that overrides a per-batch
         hook makes every batch return to Python.
+
+        `x` may be an array (with `y`), a generator or iterator yielding `(x, y)` or
+        `(x, y, sample_weight)` tuples (bounded by `steps_per_epoch`; never restarted), or a
+        `fastdense.utils.PyDataset`; `validation_data` likewise (bounded by `validation_steps`).
+        Memmaps, and arrays whose float copy would exceed 256 MB, are read and cast a chunk at a
+        time. With `shuffle=False`, a generator or PyDataset yielding the batches the array path
+        makes gives the array result bit for bit.
         """
         self._require_compiled()
         batch_size = _validation.positive_int("batch_size", batch_size, allow_none=True) or 32
         epochs = _validation.nonneg_int("epochs", epochs)
         initial_epoch = _validation.nonneg_int("initial_epoch", initial_epoch)
         verbose = _validation.verbose_level(verbose)
-        if steps_per_epoch is not None or validation_steps is not None:
-            raise ValueError("fastdense trains on in-memory arrays: `steps_per_epoch` and "
-                             "`validation_steps` are not supported. Received: "
-                             f"steps_per_epoch={steps_per_epoch!r}, validation_steps={validation_steps!r}")
+        steps_per_epoch = _validation.positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
+        validation_steps = _validation.positive_int("validation_steps", validation_steps,
+                                                    allow_none=True)
         val_batch = _validation.positive_int("validation_batch_size", validation_batch_size,
                                              allow_none=True) or batch_size
         validation_freq = _validation.positive_int("validation_freq", validation_freq)
@@ -393,17 +408,27 @@ class Sequential:
             raise RuntimeError("This model is already training in another thread; fastdense "
                                "does not run two `fit` calls on one model at once.")
         try:
+            if steps_per_epoch is not None and not _data.is_batch_stream(x):
+                raise ValueError("`steps_per_epoch` bounds a generator or a PyDataset; with arrays "
+                                 "the epoch is the whole array (set `batch_size` instead). "
+                                 f"Received: steps_per_epoch={steps_per_epoch!r} with x of type "
+                                 f"{type(x).__name__}")
             return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split,
                              validation_data, shuffle, class_weight, sample_weight,
-                             initial_epoch, val_batch, validation_freq)
+                             initial_epoch, val_batch, validation_freq, validation_steps,
+                             steps_per_epoch)
         finally:
             self._fit_lock.release()
 
     def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
              validation_data, shuffle, class_weight, sample_weight, initial_epoch, val_batch,
-             validation_freq):
+             validation_freq, validation_steps=None, steps_per_epoch=None):
         from . import callbacks as callbacks_mod
 
+        batches = _data.is_batch_stream(x)
+        if batches:
+            self._refuse_with_batches(x, y=y, sample_weight=sample_weight,
+                                      validation_split=validation_split)
         if validation_data is None and validation_split:
             x_arr = _validation.numeric_array("x", x)
             y_arr = _validation.numeric_array("y", y)
@@ -421,23 +446,32 @@ class Sequential:
             x, y = x_arr[:n_train], y_arr[:n_train]
             sample_weight = None if sw_all is None else sw_all[:n_train]
 
-        X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, class_weight)
+        feed = None
+        if batches:
+            source = _data.BatchSource(x, steps_per_epoch, shuffle, "x")
+            first = self._prepare_batch(source.peek(), 0, source, class_weight)  # builds the model
+            y_arr = first[3]
+            feed = _data.BatchFeed(
+                source, lambda b, i: self._prepare_batch(b, i, source, class_weight)[:3])
+            batch_size = len(first[0])  # the plan's; later batches may differ
+            X = Y = sw = n = None
+            steps = source.steps
+        elif _data.streams_array(x, self._floatx()):
+            X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, class_weight, lazy_x=True)
+            feed = _data.ArrayFeed(_data.ArraySource(X, Y, sw, self.dtype, "x"), batch_size)
+            X = Y = sw = None
+            n, steps = feed.n, feed.steps
+        else:
+            X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, class_weight)
+            n = len(X)
+            steps = -(-n // batch_size)
         frozen = [l.name for l in self._layers if not l.trainable and l.weights]
         if frozen:
             raise ValueError("fastdense trains every layer: frozen layers (trainable=False) are "
                              "not supported yet. Set trainable=True or train in Keras. "
                              f"Received: trainable=False on {frozen}")
         metrics = self._resolve_metrics(y_arr)
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-                raise ValueError("`validation_data` must be a tuple (x_val, y_val) or "
-                                 "(x_val, y_val, val_sample_weight). "
-                                 f"Received: validation_data of type {type(validation_data).__name__}")
-            vx, vy = validation_data[0], validation_data[1]
-            vsw = validation_data[2] if len(validation_data) == 3 else None
-            val = self._prepare_xy(vx, vy, vsw, None, xname="x_val", yname="y_val",
-                                   swname="val_sample_weight")[:3]
+        val = self._validation_source(validation_data, validation_steps)
 
         opt = self.optimizer
         opt.build(self._params.size, self.dtype)
@@ -451,8 +485,6 @@ class Sequential:
         hp = opt._hyper()
         code = opt._kernel_code()
 
-        n = len(X)
-        steps = -(-n // batch_size)
         cbs = callbacks_mod.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
                                          model=self, verbose=verbose, epochs=epochs, steps=steps)
         every_batch = cbs.needs_every_batch
@@ -463,7 +495,7 @@ class Sequential:
             return self._epochs(cbs, chunker, governor, every_batch, initial_epoch, epochs, n,
                                 steps, shuffle, batch_size, metrics, metric_names, opt, plan,
                                 work, grads, X, Y, sw, loss_code, fused, metric_codes, code, hp,
-                                rng_state, val, val_batch, validation_freq)
+                                rng_state, val, val_batch, validation_freq, feed)
         finally:
             _kernels._set_num_threads(1)  # inference and the public kernels stay single-threaded
 
@@ -479,8 +511,12 @@ class Sequential:
     def _epochs(self, cbs, chunker, governor, every_batch, initial_epoch, epochs, n, steps,
                 shuffle, batch_size, metrics, metric_names, opt, plan, work, grads, X, Y, sw,
                 loss_code, fused, metric_codes, code, hp, rng_state, val, val_batch,
-                validation_freq):
+                validation_freq, feed=None):
+        """The epoch loop. Data come from the arrays (X, Y, sw) by rows, or, with `feed` (an
+        `_data.ArrayFeed`/`BatchFeed`), a chunk of batches at a time from `feed.take(k)`."""
         from . import callbacks as callbacks_mod
+
+        plans = {batch_size: (plan, work)}  # (plan, workspace) per batch size a feed brings
 
         loss_key = "loss"
         self.stop_training = False
@@ -489,25 +525,41 @@ class Sequential:
         epoch = initial_epoch
         for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch)
-            order = _random.generator().permutation(n).astype(np.intp) if shuffle \
-                else np.empty(0, dtype=np.intp)
+            if feed is None:
+                order = _random.generator().permutation(n).astype(np.intp) if shuffle \
+                    else np.empty(0, dtype=np.intp)
+            else:
+                feed.begin_epoch(shuffle)
+                order = np.empty(0, dtype=np.intp)
             stats = _engine.stats_buffer(len(metrics))
             batch = 0
-            while batch < steps:
-                k = chunker.next(steps - batch)
+            while steps is None or batch < steps:
+                k = chunker.next(steps - batch if steps is not None else 1 << 30)
                 threads, cap = governor.choose()
                 if cap is not None and not every_batch:
                     k = min(k, cap)
                 _kernels._set_num_threads(threads)
+                t0 = _engine.time.perf_counter()
+                if feed is None:
+                    Xc, Yc, swc, bs = X, Y, sw, batch_size
+                    start = batch * batch_size
+                    stop = min(n, start + k * batch_size)
+                else:
+                    chunk = feed.take(k)
+                    if chunk is None:
+                        break
+                    Xc, Yc, swc, bs = chunk
+                    start, stop = 0, len(Xc)
+                    if bs not in plans:
+                        p = self._plan(bs, keep_logits=fused, training=True)
+                        plans[bs] = (p, p.workspace(self.dtype))
+                plan, work = plans[bs]
                 if every_batch:
                     cbs.on_train_batch_begin(batch)
                 lrs = opt._rates(opt.iterations, k)
-                t0 = _engine.time.perf_counter()
-                start = batch * batch_size
-                stop = min(n, start + k * batch_size)
                 done = _kernels.train_steps(
                     self._params, grads, opt._slots, plan.plan, plan.reg, plan.layout, work,
-                    X, Y, sw, order, start, stop, batch_size, loss_code, fused, metric_codes,
+                    Xc, Yc, swc, order, start, stop, bs, loss_code, fused, metric_codes,
                     code, hp, lrs, opt.iterations, rng_state, stats)
                 elapsed = _engine.time.perf_counter() - t0
                 governor.observe(threads, done, elapsed)
@@ -528,11 +580,15 @@ class Sequential:
                 cbs.on_train_batch_end(batch - 1, logs)
                 if bad or self.stop_training:
                     break
+            if feed is not None:
+                feed.end_epoch()
+                if steps is None:
+                    steps = batch  # an iterator's length, learned from its first epoch
             epoch_logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
                 threads = governor.best()
                 _kernels._set_num_threads(threads)
-                vlogs = self._evaluate_arrays(*val, val_batch, metrics, cbs=cbs, threads=threads)
+                vlogs = self._evaluate_data(val, val_batch, metrics, cbs=cbs, threads=threads)
                 epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
@@ -552,12 +608,7 @@ class Sequential:
         every = cbs is not None and cbs.needs_every_test_batch
         n = len(X)
         bs = batch_size if every else max(batch_size, min(_INFER_ROWS, n))
-        loss_code, fused = self.loss.codes(self._plan(bs).last_activation)
-        plan = self._plan(bs, keep_logits=fused, training=False)
-        work = plan.workspace(self.dtype)
-        stats = _engine.stats_buffer(len(metrics))
-        codes = np.array([m.code for m in metrics], dtype=np.intp)
-        names = [m.name for m in metrics]
+        loss_code, fused, plan, work, stats, codes, names = self._eval_setup(bs, metrics)
         if cbs is None:
             _kernels.evaluate_steps(self._params, plan.plan, plan.reg, work, X, Y, sw, 0, n,
                                     bs, loss_code, fused, codes, stats, threads)
@@ -584,10 +635,22 @@ class Sequential:
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
                  steps=None, callbacks=None, return_dict=False):
         """Loss (and metrics) on the given data: a float when there are no metrics, else
-        `[loss, metric, ...]` in compile order, or a dict with `return_dict=True`."""
+        `[loss, metric, ...]` in compile order, or a dict with `return_dict=True`. `x` may also
+        be a generator, iterator or PyDataset of `(x, y[, sample_weight])` batches (bounded by
+        `steps`, else read to its end), or a memmap (read a chunk at a time)."""
         self._require_compiled()
         batch_size = _validation.positive_int("batch_size", batch_size, allow_none=True) or 32
         verbose = _validation.verbose_level(verbose)
+        steps = _validation.positive_int("steps", steps, allow_none=True)
+        if steps is not None or _data.is_batch_stream(x) or _data.streams_array(x, self._floatx()):
+            if _data.is_batch_stream(x):
+                self._refuse_with_batches(x, y=y, sample_weight=sample_weight)
+            logs, metrics = self._evaluate_stream(x, y, batch_size, verbose, sample_weight, steps,
+                                                  callbacks)
+            if return_dict:
+                return logs
+            values = [logs["loss"]] + [logs[m.name] for m in metrics]
+            return values[0] if len(values) == 1 else values
         X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, None)
         metrics = self._resolve_metrics(y_arr)
         cbs = None
@@ -630,9 +693,14 @@ class Sequential:
         return out
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """The model's outputs for x, an array of the model's dtype, `(n, units)`."""
+        """The model's outputs for x, an array of the model's dtype, `(n, units)`. `x` may also
+        be a generator, iterator or PyDataset of batches (`x`, `(x,)` or `(x, y)`; bounded by
+        `steps`, else read to its end), or a memmap (read a chunk at a time)."""
         batch_size = _validation.positive_int("batch_size", batch_size, allow_none=True) or 32
         verbose = _validation.verbose_level(verbose)
+        if steps is not None or _data.is_batch_stream(x) or _data.streams_array(x, self._floatx()):
+            steps = _validation.positive_int("steps", steps, allow_none=True)
+            return self._predict_stream(x, batch_size, verbose, steps, callbacks)
         if not verbose and not callbacks:
             return self._forward(x, batch_size)
         from . import callbacks as callbacks_mod
@@ -884,6 +952,194 @@ class Sequential:
 
         return json.dumps(saving._model_file_config(self), allow_nan=False,
                           default=_json_default, **kwargs)
+
+    # -- streamed data: generators, iterators, PyDatasets, arrays read a chunk at a time --------
+    def _floatx(self):
+        """The model's dtype, known before it is built (for choosing how to read the data)."""
+        if self.built:
+            return self.dtype
+        return self._layers[0].dtype if self._layers else config.floatx()
+
+    @staticmethod
+    def _refuse_with_batches(x, **given):
+        """Arguments that only make sense with arrays, refused for a generator or PyDataset."""
+        what = _data.describe(x)
+        for name, value in given.items():
+            if name == "validation_split" and value:
+                raise ValueError(
+                    f"`validation_split` takes the last rows of arrays; with {what} as `x`, pass "
+                    f"`validation_data` instead. Received: validation_split={value!r}")
+            if name != "validation_split" and value is not None:
+                raise ValueError(
+                    f"With {what} as `x`, each batch carries its own targets and weights: `{name}` "
+                    f"must not be given. Received: {name} of type {type(value).__name__}")
+
+    def _prepare_batch(self, batch, index, source, class_weight=None, need_y=True):
+        """One batch of a BatchSource checked and converted: (X, Y, sw, y_arr), or X alone for
+        predict. Messages name the batch."""
+        x, y, sw = _data.unpack(batch, index, source.source, need_y)
+        xname = f"x in batch {index} of {source.label}"
+        if not need_y:
+            x_arr = _validation.numeric_array(xname, x)
+            was_built = self.built
+            try:
+                self._ensure_built(x_arr)
+                return _validation.model_input(xname, x_arr, self._feature_shape, self.dtype)
+            except Exception:
+                if not was_built:
+                    self._unbuild()
+                raise
+        return self._prepare_xy(x, y, sw, class_weight, xname=xname,
+                                yname=f"y in batch {index} of {source.label}",
+                                swname=f"sample_weight in batch {index} of {source.label}")
+
+    def _eval_data(self, x, y, sample_weight, steps, name, xname="x", yname="y",
+                   swname="sample_weight", steps_name="steps"):
+        """Evaluation data as `_evaluate_data` takes it, and the first targets (for metrics):
+        arrays (X, Y, sw), an ArraySource, or a BatchSource."""
+        if _data.is_batch_stream(x):
+            source = _data.BatchSource(x, steps, False, name)
+            first = self._prepare_batch(source.peek(), 0, source)
+            return source, first[3]
+        if steps is not None:
+            raise ValueError(f"`{steps_name}` bounds a generator or a PyDataset; with arrays the "
+                             f"whole array is used. Received: {steps_name}={steps!r} with {xname} "
+                             f"of type {type(x).__name__}")
+        lazy = _data.streams_array(x, self._floatx())
+        X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, None, xname=xname, yname=yname,
+                                           swname=swname, lazy_x=lazy)
+        if lazy:
+            return _data.ArraySource(X, Y, sw, self.dtype, xname), y_arr
+        return (X, Y, sw), y_arr
+
+    def _validation_source(self, validation_data, validation_steps):
+        """`validation_data` as `_evaluate_data` takes it (None when absent)."""
+        if validation_data is None:
+            return None
+        if _data.is_batch_stream(validation_data):
+            return self._eval_data(validation_data, None, None, validation_steps,
+                                   "validation_data")[0]
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError("`validation_data` must be a tuple (x_val, y_val) or "
+                             "(x_val, y_val, val_sample_weight), a generator or a PyDataset. "
+                             f"Received: validation_data of type {type(validation_data).__name__}")
+        vx, vy = validation_data[0], validation_data[1]
+        vsw = validation_data[2] if len(validation_data) == 3 else None
+        return self._eval_data(vx, vy, vsw, validation_steps, "validation_data", xname="x_val",
+                               yname="y_val", swname="val_sample_weight",
+                               steps_name="validation_steps")[0]
+
+    def _evaluate_data(self, data, batch_size, metrics, cbs=None, threads=None):
+        """Loss and metric means over arrays (X, Y, sw), an ArraySource or a BatchSource."""
+        if isinstance(data, tuple):
+            return self._evaluate_arrays(*data, batch_size, metrics, cbs=cbs, threads=threads)
+        if isinstance(data, _data.ArraySource):
+            return self._evaluate_pieces(data.pieces(), batch_size, metrics, cbs, threads)
+        # a BatchSource: batches as they come; its own batch size, like the array path's
+        batch_size = len(_data.unpack(data.peek(), 0, data.source, True)[0])
+        pieces = (self._prepare_batch(b, i, data)[:3] for i, b in enumerate(data.epoch()))
+        logs = self._evaluate_pieces(pieces, batch_size, metrics, cbs, threads)
+        data.end_epoch()
+        return logs
+
+    def _eval_setup(self, bs, metrics):
+        """What an evaluation in batches of `bs` needs: (loss_code, fused, plan, workspace,
+        stats, metric codes, metric names)."""
+        loss_code, fused = self.loss.codes(self._plan(bs).last_activation)
+        plan = self._plan(bs, keep_logits=fused, training=False)
+        return (loss_code, fused, plan, plan.workspace(self.dtype), _engine.stats_buffer(len(metrics)),
+                np.array([m.code for m in metrics], dtype=np.intp), [m.name for m in metrics])
+
+    def _evaluate_pieces(self, pieces, batch_size, metrics, cbs, threads):
+        """`_evaluate_arrays` for data arriving in (X, Y, sw) pieces: cut into the batches the
+        whole array would be evaluated in, so the results are the array's."""
+        if threads is None:
+            threads = config.num_threads()
+        every = cbs is not None and cbs.needs_every_test_batch
+        bs = batch_size if every else max(batch_size, _INFER_ROWS)
+        loss_code, fused, plan, work, stats, codes, names = self._eval_setup(bs, metrics)
+        if cbs is not None:
+            cbs.on_test_begin()
+        rows = 0
+        for X, Y, sw in _data.blocks(pieces, bs, bs if every else 16 * bs):
+            if every:
+                cbs.on_test_batch_begin(rows // batch_size)
+            _kernels.evaluate_steps(self._params, plan.plan, plan.reg, work, X, Y, sw, 0, len(X),
+                                    bs, loss_code, fused, codes, stats, threads)
+            rows += len(X)
+            if cbs is not None:
+                cbs.on_test_batch_end(-(-rows // batch_size) - 1,
+                                      _engine.stats_logs(stats, "loss", names))
+        logs = _engine.stats_logs(stats, "loss", names)
+        if cbs is not None:
+            cbs.on_test_end(logs)
+        return logs
+
+    def _evaluate_stream(self, x, y, batch_size, verbose, sample_weight, steps, callbacks):
+        """evaluate() on a generator, iterator, PyDataset, or an array read a chunk at a time."""
+        data, y_arr = self._eval_data(x, y, sample_weight, steps, "x")
+        metrics = self._resolve_metrics(y_arr)
+        cbs = None
+        if verbose or callbacks:
+            from . import callbacks as callbacks_mod
+
+            n_steps = data.steps if isinstance(data, _data.BatchSource) \
+                else -(-data.n // batch_size)
+            cbs = callbacks_mod.CallbackList(callbacks, add_progbar=verbose != 0, model=self,
+                                             verbose=verbose, epochs=1, steps=n_steps)
+        return self._evaluate_data(data, batch_size, metrics, cbs=cbs), metrics
+
+    def _predict_stream(self, x, batch_size, verbose, steps, callbacks):
+        """predict() on a generator, iterator, PyDataset, or an array read a chunk at a time."""
+        if _data.is_batch_stream(x):
+            source = _data.BatchSource(x, steps, False, "x")
+            self._prepare_batch(source.peek(), 0, source, need_y=False)  # builds the model
+            pieces = (self._prepare_batch(b, i, source, need_y=False)
+                      for i, b in enumerate(source.epoch()))
+            n_steps = source.steps
+        else:
+            if steps is not None:
+                raise ValueError("`steps` bounds a generator or a PyDataset; with arrays the "
+                                 f"whole array is used. Received: steps={steps!r}")
+            array = _data.ArraySource(self._lazy_x(x), None, np.empty(0), self.dtype, "x")
+            pieces = (p[0] for p in array.pieces())
+            n_steps = -(-array.n // batch_size)
+            source = None
+        cbs = None
+        if verbose or callbacks:
+            from . import callbacks as callbacks_mod
+
+            cbs = callbacks_mod.CallbackList(callbacks, add_progbar=verbose != 0, model=self,
+                                             verbose=verbose, epochs=1, steps=n_steps)
+            cbs.on_predict_begin()
+        outs, rows = [], 0
+        for i, X in enumerate(pieces):
+            out = self._forward(X, batch_size)
+            outs.append(out)
+            rows += len(X)
+            if cbs is not None:
+                cbs.on_predict_batch_end(i if source is not None else -(-rows // batch_size) - 1,
+                                         {"outputs": out})
+        if cbs is not None:
+            cbs.on_predict_end()
+        if source is not None:
+            source.end_epoch()
+        return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+    def _lazy_x(self, x):
+        """x checked (numeric, the model's feature shape) but not converted."""
+        x_arr = _validation.numeric_array("x", x)
+        was_built = self.built
+        try:
+            self._ensure_built(x_arr)
+            _validation.blas_sizes("x", x_arr)
+            _validation.model_input("x", x_arr[:1], self._feature_shape, self.dtype)
+        except Exception:
+            if not was_built:
+                self._unbuild()
+            raise
+        return x_arr
+
 
 
 def _human_bytes(n):

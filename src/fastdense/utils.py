@@ -1,4 +1,4 @@
-"""Utilities with Keras's names: `to_categorical`, `set_random_seed`."""
+"""Utilities with Keras's names: `to_categorical`, `set_random_seed`, `PyDataset`."""
 import numpy as np
 
 from . import _random, _validation
@@ -51,3 +51,83 @@ def set_random_seed(seed):
     seed = _validation.nonneg_int("seed", seed)
     _random.seed(seed)
     np.random.seed(seed % (2**32))
+
+
+class PyDataset:
+    """Base class for datasets that hand out batches by index (Keras 3's `keras.utils.PyDataset`).
+
+    A subclass defines `__len__` (batches per epoch) and `__getitem__(index)` returning one batch:
+    `(x, y)`, `(x, y, sample_weight)`, or `(x,)` / `x` for `predict`. `fit`, `evaluate` and
+    `predict` accept it wherever they accept arrays, `validation_data` included; `fit` calls
+    `on_epoch_end()` after every epoch and, with `shuffle=True`, visits the batches in a new
+    random order each epoch.
+
+    Args:
+        workers: with more than 1, that many threads fetch batches ahead of training, in order
+            (results are the same as with 1).
+        use_multiprocessing: accepted for Keras compatibility; fastdense always uses threads
+            (batches are not sent between processes), so this changes nothing.
+        max_queue_size: how many batches the threads may fetch ahead.
+
+    Example:
+    >>> class Batches(fastdense.utils.PyDataset):
+    ...     def __init__(self, x, y, batch_size, **kwargs):
+    ...         super().__init__(**kwargs)
+    ...         self.x, self.y, self.batch_size = x, y, batch_size
+    ...     def __len__(self):
+    ...         return -(-len(self.x) // self.batch_size)
+    ...     def __getitem__(self, i):
+    ...         s = slice(i * self.batch_size, (i + 1) * self.batch_size)
+    ...         return self.x[s], self.y[s]
+    >>> model.fit(Batches(x, y, 256), epochs=3)
+    """
+
+    def __init__(self, workers=1, use_multiprocessing=False, max_queue_size=10):
+        self._workers = _validation.positive_int("workers", workers)
+        self._use_multiprocessing = bool(use_multiprocessing)
+        self._max_queue_size = _validation.positive_int("max_queue_size", max_queue_size)
+
+    # Subclasses that skip super().__init__() get the defaults.
+    @property
+    def workers(self):
+        return getattr(self, "_workers", 1)
+
+    @workers.setter
+    def workers(self, value):
+        self._workers = _validation.positive_int("workers", value)
+
+    @property
+    def use_multiprocessing(self):
+        return getattr(self, "_use_multiprocessing", False)
+
+    @use_multiprocessing.setter
+    def use_multiprocessing(self, value):
+        self._use_multiprocessing = bool(value)
+
+    @property
+    def max_queue_size(self):
+        return getattr(self, "_max_queue_size", 10)
+
+    @max_queue_size.setter
+    def max_queue_size(self, value):
+        self._max_queue_size = _validation.positive_int("max_queue_size", value)
+
+    def __getitem__(self, index):
+        raise NotImplementedError(f"{type(self).__name__} must define __getitem__(index) "
+                                  "returning one batch")
+
+    @property
+    def num_batches(self):
+        """Batches per epoch: `len(self)`, or None for an endless dataset."""
+        if hasattr(self, "__len__"):
+            return len(self)
+        return None
+
+    def on_epoch_begin(self):
+        """Called before every epoch of `fit`."""
+
+    def on_epoch_end(self):
+        """Called after every epoch of `fit`."""
+
+
+Sequence = PyDataset  # Keras's older name

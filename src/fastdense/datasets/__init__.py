@@ -1,5 +1,5 @@
 """Small built-in datasets, loaded the way `keras.datasets` loads them."""
 
-from . import fashion_mnist
+from . import california_housing, fashion_mnist, mnist
 
-__all__ = ["fashion_mnist"]
+__all__ = ["california_housing", "fashion_mnist", "mnist"]

@@ -14,12 +14,12 @@ import hashlib
 import math
 import os
 import struct
-import sys
 import zlib
 
 import numpy as np
 
-from .._atomic import atomic_write
+from . import _fetch
+from ._fetch import DatasetNotFoundError, ENV_VAR
 
 __all__ = ["load_data", "DatasetNotFoundError"]
 
@@ -27,10 +27,6 @@ __all__ = ["load_data", "DatasetNotFoundError"]
 # github.com/zalandoresearch/fashion-mnist). This S3 website endpoint only serves plain
 # HTTP; the SHA-256 check below is what makes the download trustworthy.
 BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-
-# Environment variable naming a folder that holds the four files (or a folder with a
-# `fashion-mnist` sub-folder that holds them).
-ENV_VAR = "FASTDENSE_DATA"
 
 _TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 _TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
@@ -61,12 +57,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # 47,040,000 bytes of pixels; the largest real download is about 26 MB.
 _MAX_IDX_BYTES = 128 * 1024 * 1024
 _MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
-_DOWNLOAD_TIMEOUT = 30  # seconds without data before a download is given up
-_CHUNK = 1 << 20
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The dataset files were not found locally and could not be downloaded."""
+_CHUNK = _fetch.CHUNK
 
 
 def _how_to_get_data():
@@ -81,7 +72,7 @@ def _how_to_get_data():
 
 def _cache_dir():
     """Return the per-user cache folder that downloads go to."""
-    return os.path.join(os.path.expanduser("~"), ".fastdense", "datasets", "fashion-mnist")
+    return os.path.join(_fetch.cache_root(), "fashion-mnist")
 
 
 def _missing(folder):
@@ -101,11 +92,7 @@ def _describe(folder):
 
 def _candidates():
     """Yield (label, folder) for every implicit place, in search order."""
-    value = os.environ.get(ENV_VAR, "")
-    if value:
-        folder = os.path.expanduser(value)
-        yield f"${ENV_VAR}", folder
-        yield f"${ENV_VAR}", os.path.join(folder, "fashion-mnist")
+    yield from _fetch.env_folders("fashion-mnist")
     yield "user cache", _cache_dir()
     for folder in _SYSTEM_DIRS:
         yield "Debian package dataset-fashion-mnist", folder
@@ -126,14 +113,7 @@ def _locate(path=None):
         DatasetNotFoundError: an explicit `path` is not a folder holding the four files.
     """
     if path is not None:
-        try:
-            folder = os.fsdecode(os.fspath(path))
-        except TypeError:
-            raise TypeError(
-                "load_data() expects `path` to be a folder path (str or os.PathLike) "
-                f"or None. Received: path={path!r}"
-            ) from None
-        folder = os.path.expanduser(folder)
+        folder = _fetch.as_path(path, "a folder path or None")
         if not os.path.isdir(folder):
             problem = f"{folder!r} is not an existing folder"
         else:
@@ -266,60 +246,24 @@ def _read_idx(filename, expected_sha256=None, *, max_bytes=_MAX_IDX_BYTES):
 
 
 def _download_file(url, destination, expected_sha256=None):
-    """Download `url` to `destination` atomically, verifying it before it appears.
-
-    The body goes to a temporary file in the destination's folder, is flushed to disk,
-    checked with `_read_idx`, and only then renamed onto `destination`, so an
-    interrupted or bad download never leaves a partial file under the final name.
-
-    Raises:
-        OSError: the network or the disk failed (`urllib.error.URLError` included).
-        http.client.HTTPException: the server's answer was broken.
-        ValueError: the downloaded file is not the expected IDX data, or is too large.
-    """
-    def fetch(out):
-        import urllib.request  # lazy: only a download needs the network stack
-
-        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT) as response:
-            total = 0
-            while True:
-                chunk = response.read(_CHUNK)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > _MAX_DOWNLOAD_BYTES:
-                    raise ValueError(
-                        f"{url}: the download exceeds {_MAX_DOWNLOAD_BYTES:,} bytes, "
-                        "far more than the real file; giving up."
-                    )
-                out.write(chunk)
-
-    atomic_write(destination, fetch, check=lambda tmp: _read_idx(tmp, expected_sha256))
+    """Download `url` to `destination` atomically, checked with `_read_idx` before it
+    appears under that name (see `_fetch.download`)."""
+    _fetch.download(url, destination, check=lambda tmp: _read_idx(tmp, expected_sha256),
+                    max_bytes=_MAX_DOWNLOAD_BYTES)
 
 
 def _download_to_cache(searched):
     """Download the files missing from the user cache; return the cache folder."""
-    import http.client  # lazy: keeps `import fastdense` free of the network stack
-
     cache = _cache_dir()
-    try:
-        os.makedirs(cache, exist_ok=True)
+
+    def fetch_all():
         for name in _missing(cache):
             url = BASE_URL + name
-            print(f"Downloading {url} to {cache}", file=sys.stderr)
+            _fetch.announce(url, cache)
             _download_file(url, os.path.join(cache, name), _SHA256.get(name))
-    except (OSError, http.client.HTTPException, ValueError) as err:
-        lines = [
-            "The Fashion-MNIST files were not found on this machine and could not be "
-            "downloaded.",
-            "Searched, in order:",
-        ]
-        lines += [f"  - {entry}" for entry in searched]
-        lines.append(
-            f"Downloading from {BASE_URL} into {cache} failed: {type(err).__name__}: {err}"
-        )
-        lines.append(_how_to_get_data())
-        raise DatasetNotFoundError("\n".join(lines)) from err
+
+    _fetch.download_or_explain("Fashion-MNIST", fetch_all, searched, BASE_URL, cache,
+                               _how_to_get_data())
     return cache
 
 
