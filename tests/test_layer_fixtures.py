@@ -99,3 +99,38 @@ def test_keras_file_loads_and_predicts(name):
         np.testing.assert_array_equal(w, arrays[f"trained_{i}"], err_msg=f"weight {i}")
     np.testing.assert_allclose(model.predict(arrays["xv"], verbose=0), arrays["predict"],
                                rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda f: f.__setitem__("count", np.int64(-5)), r"count.*out of range"),
+    (lambda f: f.__setitem__("count", np.float32(3.0)), r"vars/2"),
+    (lambda f: f.__setitem__("mean", np.zeros(7, np.float32)), r"vars/0"),
+    (lambda f: f.__setitem__("variance", np.full(12, np.inf, np.float32)), r"NaN or Inf"),
+])
+def test_bad_normalization_weights_in_a_file_are_refused(tmp_path, edit, match):
+    import io
+    import zipfile
+
+    import h5py
+
+    src = LAYER_FIXTURES / "normalization_adapt_rmsprop.keras"
+    with zipfile.ZipFile(src) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    buf = io.BytesIO(members["model.weights.h5"])
+    with h5py.File(buf, "r+") as f:
+        group = f["layers/normalization/vars"]
+        names = {"mean": "0", "variance": "1", "count": "2"}
+
+        class Setter:
+            def __setitem__(self, key, value):
+                del group[names[key]]
+                group[names[key]] = value
+
+        edit(Setter())
+    members["model.weights.h5"] = buf.getvalue()
+    dst = tmp_path / "bad.keras"
+    with zipfile.ZipFile(dst, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(ValueError, match=match):
+        load_model(dst)
