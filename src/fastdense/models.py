@@ -155,7 +155,8 @@ class Sequential:
         flat = [(layer, k, w, bool(t)) for layer in self._layers
                 for k, (w, t) in enumerate(layer._flat_weights())]
         ordered = [e for e in flat if e[3]] + [e for e in flat if not e[3]]
-        params = np.zeros(sum(e[2].size for e in flat), dtype=self.dtype)
+        # (at least one element, for a model without weights: the kernels take its address)
+        params = np.zeros(max(sum(e[2].size for e in flat), 1), dtype=self.dtype)
         offsets = {}
         off = 0
         for layer, k, w, _ in ordered:
