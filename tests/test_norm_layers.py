@@ -446,3 +446,22 @@ def test_the_keras_file_we_write_has_keras_layout(tmp_path):
         assert n_trainable == 5
         assert len(f["optimizer/vars"]) == 2 + 2 * n_trainable  # iterations, lr, Adam's m and v
         assert f["optimizer/vars/2"].shape == model.trainable_weights[0].shape
+
+
+def test_model_trainable_freezes_every_layer(tmp_path):
+    x, y = _data()
+    model = Sequential([Input((5,)), Dense(4), BatchNormalization(), Dense(3, activation="softmax")],
+                       trainable=False)
+    assert not model.trainable and not any(l.trainable for l in model.layers)
+    assert model.trainable_weights == [] and model.get_config()["trainable"] is False
+    model.compile("adam", "categorical_crossentropy")
+    before = model.get_weights()
+    model.fit(x, y, verbose=0)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    model.save(tmp_path / "m.keras")
+    assert not load_model(tmp_path / "m.keras").trainable
+    model.trainable = True
+    model.compile("sgd", "categorical_crossentropy")
+    model.fit(x, y, verbose=0)
+    assert not np.array_equal(before[0], model.get_weights()[0])

@@ -56,6 +56,8 @@ class Sequential:
         self._invalidate()
         for layer in layers or []:
             self.add(layer)
+        if not trainable:
+            self.trainable = False
 
     # -- structure -------------------------------------------------------------------------------
     @property
@@ -748,7 +750,7 @@ class Sequential:
         for l in self._layers:
             layers.append({"module": "keras.layers", "class_name": type(l).__name__,
                            "config": l.get_config(), "registered_name": None})
-        return {"name": self.name, "trainable": True, "dtype": None, "layers": layers}
+        return {"name": self.name, "trainable": self.trainable, "dtype": None, "layers": layers}
 
     def save(self, filepath, overwrite=True):
         """Saves architecture, weights, compile config and optimizer state to a `.keras` file."""
@@ -821,6 +823,17 @@ class Sequential:
 
     trainable_variables = trainable_weights
     non_trainable_variables = non_trainable_weights
+
+    @property
+    def trainable(self):
+        """False when every layer is frozen. Setting it sets every layer's `trainable` (as
+        Keras's model.trainable does); it takes effect at the next compile()."""
+        return any(l.trainable for l in self._layers) if self._layers else True
+
+    @trainable.setter
+    def trainable(self, value):
+        for layer in self._layers:
+            layer.trainable = bool(value)
 
     def _trainable_flags(self):
         return tuple(bool(l.trainable) for l in self._layers)
