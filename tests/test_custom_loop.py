@@ -2,7 +2,9 @@
 with fastdense.ops, and the classic custom training loop on a model (`trainable_variables`,
 `loss_and_gradients`), which gives `fit`'s weights."""
 import math
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,46 +13,11 @@ import fastdense
 from fastdense import Sequential, losses, ops, optimizers
 from fastdense.layers import Dense, Dropout
 
-# The README's section, executed as written (the lead copies these blocks into README.md).
-TEXTBOOK_EXAMPLE = '''\
-import numpy as np
-import fastdense
-from fastdense import ops
-
-# y = 3x + 2, and a model with one weight and one bias, trained by explicit gradients
-x = np.random.default_rng(0).normal(size=(2000, 1)).astype("float32")
-y = 3 * x + 2
-w = np.zeros((1, 1), "float32")
-b = np.zeros(1, "float32")
-optimizer = fastdense.optimizers.SGD(learning_rate=0.3)
-
-for epoch in range(10):
-    pred = ops.dense(x, w, b)                      # x @ w + b
-    loss, dpred = ops.loss_grad("mse", y, pred)    # mean squared error and d loss / d pred
-    _, dw, db = ops.dense_grad(x, w, b, dpred)     # d loss / d x, d w, d b
-    optimizer.apply_gradients(zip([dw, db], [w, b]))
-    print(f"epoch {epoch + 1}: loss {loss:.4f}")
-
-print(w, b)   # close to [[3.]] and [2.]
-'''
-
-CUSTOM_LOOP_EXAMPLE = '''\
-# The tutorial's 784-100-10 network, trained by a hand-written loop over x_train, y_train_encoded
-model = Sequential()
-model.add(Dense(100, activation='sigmoid', input_shape=(784,)))
-model.add(Dense(10, activation='softmax'))
-model.compile(loss='categorical_crossentropy')   # the loss that loss_and_gradients computes
-optimizer = fastdense.optimizers.SGD(learning_rate=0.01)
-batch_size = 32
-
-for epoch in range(2):
-    for start in range(0, len(x_train), batch_size):
-        xb = x_train[start:start + batch_size]
-        yb = y_train_encoded[start:start + batch_size]
-        loss, grads = model.loss_and_gradients(xb, yb)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-    print(f"epoch {epoch + 1}: last batch loss {loss:.4f}")
-'''
+# The README's section "Dense math and the classic training loop", executed as written.
+README = Path(__file__).resolve().parents[1] / "README.md"
+_BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+TEXTBOOK_EXAMPLE = next(b for b in _BLOCKS if "from fastdense import ops" in b)
+CUSTOM_LOOP_EXAMPLE = next(b for b in _BLOCKS if "model.loss_and_gradients(xb, yb)" in b)
 
 
 def _run(code, scope):

@@ -4,42 +4,13 @@ import math
 
 import numpy as np
 import pytest
-from scipy.special import erf
 
 import fastdense
 from fastdense import losses, ops
 
 DTYPES = [np.float32, np.float64]
-SELU_A, SELU_S = 1.6732632423543772, 1.0507009873554805
+from formulas import ACTIVATIONS as REF_ACT, sigmoid as _sigmoid, softmax as _softmax
 
-
-def _sigmoid(z):
-    return 0.5 * (1 + np.tanh(0.5 * z))
-
-
-def _softmax(z):
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-# Keras 3's activations in float64 (keras/src/activations/activations.py, written out).
-REF_ACT = {
-    "linear": lambda z: z,
-    "sigmoid": _sigmoid,
-    "softmax": _softmax,
-    "tanh": np.tanh,
-    "relu": lambda z: np.maximum(z, 0),
-    "elu": lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0))),
-    "selu": lambda z: SELU_S * np.where(z > 0, z, SELU_A * np.expm1(np.minimum(z, 0))),
-    "softplus": lambda z: np.logaddexp(0, z),
-    "softsign": lambda z: z / (1 + np.abs(z)),
-    "swish": lambda z: z * _sigmoid(z),
-    "silu": lambda z: z * _sigmoid(z),
-    "gelu": lambda z: 0.5 * z * (1 + erf(z / math.sqrt(2))),
-    "leaky_relu": lambda z: np.where(z > 0, z, 0.2 * z),
-    "hard_sigmoid": lambda z: np.clip(z / 6 + 0.5, 0, 1),
-    "exponential": np.exp,
-}
 ACTIVATIONS = sorted(REF_ACT)
 
 

@@ -1303,26 +1303,7 @@ def test_kernel_initializers(name, kind, scale):
 # ---------------------------------------------------------------------------------------------
 # Activations
 # ---------------------------------------------------------------------------------------------
-SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
-_erf = np.vectorize(math.erf)
-
-ACTIVATIONS = {
-    "linear": lambda z: z,
-    "sigmoid": sigmoid,
-    "softmax": softmax,
-    "tanh": np.tanh,
-    "relu": lambda z: np.maximum(z, 0),
-    "elu": lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0))),
-    "selu": lambda z: SELU_SCALE * np.where(z > 0, z, SELU_ALPHA * np.expm1(np.minimum(z, 0))),
-    "softplus": lambda z: np.logaddexp(0, z),
-    "softsign": lambda z: z / (1 + np.abs(z)),
-    "swish": lambda z: z * sigmoid(z),
-    "silu": lambda z: z * sigmoid(z),
-    "gelu": lambda z: 0.5 * z * (1 + _erf(z / math.sqrt(2))),  # exact erf form
-    "leaky_relu": lambda z: np.where(z > 0, z, 0.2 * z),
-    "hard_sigmoid": lambda z: np.clip(z + 3, 0, 6) / 6,  # relu6(x + 3) / 6
-    "exponential": np.exp,
-}
+from formulas import ACTIVATIONS  # noqa: E402  (Keras 3's activations in float64)
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))

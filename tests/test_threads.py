@@ -12,6 +12,7 @@ import pytest
 
 import fastdense
 from fastdense import _kernels
+from fastdense.layers import Dense
 
 # The child must import the same fastdense as this process (the installed one in CI), not a
 # source checkout that happens to be the working directory.
@@ -204,3 +205,34 @@ def test_weight_gradient_with_non_finite_deltas_keeps_zero_times_inf():
         expected = X.astype(np.float64).T @ dS.astype(np.float64)
     np.testing.assert_array_equal(np.isnan(dW), np.isnan(expected))
     assert np.isnan(dW[:, 3]).all() and np.isnan(dW[:, 7]).all()
+
+
+def test_fit_evaluate_and_predict_give_the_same_bits_on_one_to_four_threads():
+    """fit (its governor choosing between 1 and n threads by speed), evaluate and predict over
+    many batches (the threads sharing the batches) with n = 1, 2, 3, 4 on any machine: the
+    same weights, history, loss and predictions to the bit."""
+    rng = np.random.default_rng(11)
+    x = rng.random((900, 300)).astype(np.float32)
+    x[x < 0.3] = 0
+    y = rng.integers(0, 5, 900)
+    results = []
+    try:
+        for n in (1, 2, 3, 4):
+            fastdense.config.set_num_threads(n)
+            fastdense.utils.set_random_seed(2)
+            model = fastdense.Sequential([fastdense.Input((300,)),
+                                          Dense(96, activation="relu"),
+                                          Dense(40, activation="tanh"),
+                                          Dense(5, activation="softmax")])
+            model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                          metrics=["accuracy"])
+            history = model.fit(x, y, epochs=2, batch_size=64, verbose=0, validation_split=0.2)
+            results.append(model.get_weights() + [
+                np.array(sorted(history.history.items()), dtype=object)[:, 1].tolist(),
+                np.array(model.evaluate(x, y, batch_size=50, verbose=0)),
+                model.predict(x, batch_size=40, verbose=0)])
+    finally:
+        fastdense.config.set_num_threads(fastdense.config._default_threads())
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

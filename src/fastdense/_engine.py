@@ -183,19 +183,19 @@ class Timer:
 
 
 class ThreadGovernor:
-    """Picks 1 or 2 threads for each chunk of training steps by measuring both.
+    """Picks 1 or `max_threads` threads for each chunk of training steps by measuring both.
 
     The split products give bit-identical results either way, so the choice is only about speed,
-    and that depends on the machine's load: on an idle 2-core machine two threads win, but when
-    another process holds a core, every parallel region waits for a scheduler slice and two
-    threads become many times slower. The governor measures seconds per batch with each setting,
+    and that depends on the machine's load: on an idle machine the threads win, but when another
+    process holds a core, every parallel region waits for a scheduler slice and the threads
+    become many times slower. The governor measures seconds per batch with each setting,
     uses the faster one, and re-measures the other with a short probe chunk. Loads come and go
     (another library's BLAS threads spin for a while after their last call, for instance), so the
     first re-measurement comes soon and the interval doubles each time a probe confirms the choice,
     up to about once a second; a probe that changes the choice starts the short intervals again,
     and so does a chunk of at least PROBE_BATCHES 30% slower or faster than its setting's figure
     (the load changed).
-    The first chunk on two threads wakes the worker and warms its caches: it trains but is not
+    The first chunk on several threads wakes the workers and warms its caches: it trains but is not
     taken as a measurement. A model keeps its governor across fit() calls (see
     Sequential._governor), so repeated short fits do not start from scratch.
     """
@@ -207,7 +207,7 @@ class ThreadGovernor:
     SHIFT = 1.3         # a chunk this much slower or faster than its setting's figure: probe now
 
     def __init__(self, max_threads):
-        self.max = max(1, min(2, int(max_threads)))
+        self.max = max(1, int(max_threads))
         self.per_batch = {}
         self.since_probe = 0.0
         self.interval = self.PROBE_FIRST
@@ -228,8 +228,8 @@ class ThreadGovernor:
             return 1, None
         if not self.warm:
             self.probing = True
-            return 2, self.PROBE_BATCHES
-        for threads in (2, 1):
+            return self.max, self.PROBE_BATCHES
+        for threads in (self.max, 1):
             if threads not in self.per_batch:
                 self.probing = True
                 return threads, self.PROBE_BATCHES
@@ -238,9 +238,13 @@ class ThreadGovernor:
             self.since_probe = 0.0
             self.probing = True
             self.before = best
-            return 3 - best, self.PROBE_BATCHES
+            return self._other(best), self.PROBE_BATCHES
         self.probing = False
         return best, None
+
+    def _other(self, threads):
+        """The setting that is not `threads`: 1 and max are the two compared."""
+        return 1 if threads == self.max else self.max
 
     def best(self):
         if self.max == 1 or len(self.per_batch) < 2:
@@ -248,7 +252,7 @@ class ThreadGovernor:
         current = self.current
         if current is None:
             current = min(self.per_batch, key=self.per_batch.get)
-        other = 3 - current
+        other = self._other(current)
         # Run-to-run noise here is +-20%: a single short probe only wins by a clear margin
         # (a core lost to another process makes two threads several times slower, not 15%).
         if self.per_batch[other] < self.MARGIN * self.per_batch[current]:
@@ -278,7 +282,7 @@ class ThreadGovernor:
             # The load changed under the current setting (another process took or left a core):
             # the other setting's figure is stale; dropping it re-measures it with the next
             # chunk instead of up to a second later.
-            del self.per_batch[3 - threads]
+            del self.per_batch[self._other(threads)]
             self.current = None
         # A probe, or a chunk after such a change, replaces the old figure; regular chunks
         # smooth it.

@@ -18,7 +18,7 @@ Design
   are row-major and BLAS is column-major, so the row-major `C = A @ B` is issued as the column-major
   `C^T = B^T @ A^T` by swapping the operands: no copies, no transposes.
 * Threading: every public function releases the GIL for its arithmetic. During `fit` the products
-  of a layer and the middle of each step are shared with one worker thread (`fd_run2` in
+  of a layer and the middle of each step are shared with worker threads (`fd_run` in
   `_simd.h`); a call that finds the worker busy (another Python thread training) runs both parts
   itself. The split never changes a result, so concurrent calls on distinct output buffers are
   safe and give the bits a lone call would.
@@ -100,7 +100,8 @@ cdef extern from "_simd.h" nogil:
                          int split)
     int fd_half(int k)
     ctypedef void (*fd_task_fn)(void* arg, int part) noexcept nogil
-    void fd_run2(fd_task_fn fn, void* arg)
+    void fd_run(fd_task_fn fn, void* arg, int nparts)
+    enum: FD_MAX_THREADS
     void fd_weight_grad(int n, int k, int m, float alpha, float beta, const float* const* rows,
                         const float* A, const float* dS, float* dW, Py_ssize_t ldw, int threads)
     void fd_input_grad(int n, int m, int k, const float* dS, const float* W, Py_ssize_t ldw,
@@ -136,7 +137,7 @@ cdef inline bint _own(int n) noexcept nogil:
 
 
 cdef inline int _threads(int n, int k, int m) noexcept nogil:
-    return 2 if _n_threads > 1 and n > 1 and <long long>n * k * m >= _split_min else 1
+    return _n_threads if n > 1 and <long long>n * k * m >= _split_min else 1
 
 # ---------------------------------------------------------------------------------------------
 # Codes shared with Python (fastdense/activations.py, losses.py, metrics.py, optimizers.py).
@@ -1487,8 +1488,10 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                 mctx.swb = <const float*>swb
                 mctx.n = n
                 mctx.h = n // 2
+                # two blocks of rows whatever the thread count (their sums, added in a fixed
+                # order, are part of the result's bits)
                 if _n_threads > 1:
-                    fd_run2(_middle_part, &mctx)
+                    fd_run(_middle_part, &mctx, 2)
                 else:
                     _middle_part(&mctx, 0)
                     _middle_part(&mctx, 1)
@@ -1650,7 +1653,8 @@ cdef struct _Pair:
     const Py_ssize_t* plan
     Py_ssize_t n_ops
     const float* P
-    float* work[2]
+    float* work[FD_MAX_THREADS]  # one workspace per thread
+    int threads
     const float* X
     Py_ssize_t n_in0
     Py_ssize_t start
@@ -1755,15 +1759,23 @@ cdef bint _pair_setup(_Pair* c, int threads, Py_ssize_t start, Py_ssize_t stop, 
     or an allocation failed. The caller frees with _pair_free. W0: the caller's panel copy of
     the first layer's weights (_inference_panels), or NULL."""
     cdef Py_ssize_t n_batches = (stop - start + batch_size - 1) // batch_size
-    if threads < 2 or n_batches < 2 or n_batches > 2147483647:
+    cdef int t
+    cdef bint failed = False
+    if threads > n_batches:
+        threads = <int>n_batches  # a thread with no batch to take would only cost a hand-off
+    if threads > FD_MAX_THREADS:
+        threads = FD_MAX_THREADS
+    if threads < 2 or n_batches > 2147483647:
         return False
-    c.work[1] = <float*>malloc(work_size * sizeof(float))
-    c.slots = <double*>malloc(n_batches * n_slot * sizeof(double)) if n_slot > 0 else NULL
-    if c.work[1] == NULL or (n_slot > 0 and c.slots == NULL):
-        free(c.work[1])
-        free(c.slots)
-        return False
+    c.threads = threads
     c.work[0] = work
+    for t in range(1, threads):
+        c.work[t] = <float*>malloc(work_size * sizeof(float))
+        failed = failed or c.work[t] == NULL
+    c.slots = <double*>malloc(n_batches * n_slot * sizeof(double)) if n_slot > 0 else NULL
+    if failed or (n_slot > 0 and c.slots == NULL):
+        _pair_free(c)
+        return False
     c.plan = plan
     c.n_ops = n_ops
     c.P = P
@@ -1788,7 +1800,9 @@ cdef bint _pair_setup(_Pair* c, int threads, Py_ssize_t start, Py_ssize_t stop, 
 
 
 cdef inline void _pair_free(_Pair* c) noexcept nogil:
-    free(c.work[1])
+    cdef int t
+    for t in range(1, c.threads):
+        free(c.work[t])
     free(c.slots)
 
 
@@ -1804,7 +1818,7 @@ cdef inline void _check_plan(const Py_ssize_t[:, ::1] plan, const double[:, ::1]
 def forward(floating[::1] params, const Py_ssize_t[:, ::1] plan, floating[::1] work,
             const floating[:, ::1] X, floating[:, ::1] out, int batch_size, int threads=1):
     """out := network(X), computed batch_size rows at a time (inference: dropout off); with
-    threads=2 and more than one batch, the two threads share the batches (same results).
+    threads > 1 and more than one batch, the threads share the batches (same results).
 
     # IN  params, plan, X (n, n_in)   # INOUT work (one batch of activations)   # OUT out (n, n_out)
     """
@@ -1822,7 +1836,7 @@ def forward(floating[::1] params, const Py_ssize_t[:, ::1] plan, floating[::1] w
                 &pc, threads, 0, n_total, batch_size, &plan[0, 0], n_ops, &params[0],
                 &work[0], work.shape[0], &X[0, 0], n_in0, 0, <float*>W0):
             pc.out = &out[0, 0]
-            fd_run2(_pair_part, &pc)
+            fd_run(_pair_part, &pc, pc.threads)
             _pair_free(&pc)
             pos = n_total
         while pos < n_total:
@@ -1840,7 +1854,7 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
                    int loss_code, bint fused_logits, const Py_ssize_t[::1] metrics,
                    double[::1] stats, int threads=1):
     """Loss and metrics of the network on samples start..stop, batch by batch, no update; with
-    threads=2, the two threads share the batches (same results: sums added in batch order).
+    threads > 1, the threads share the batches (same results: sums added in batch order).
 
     # INOUT stats: same layout as in `train_steps`. Returns the number of batches.
     """
@@ -1871,7 +1885,7 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
             pc.metrics = &metrics[0] if n_metrics > 0 else NULL
             pc.n_metrics = n_metrics
             pc.reg_total = reg_total
-            fd_run2(_pair_part, &pc)
+            fd_run(_pair_part, &pc, pc.threads)
             for i in range(pc.n_batches):
                 pos = start + i * batch_size
                 _add_batch(&stats[0], n_stats, pc.slots + i * pc.n_slot,
@@ -2003,9 +2017,10 @@ def _set_own_gemm_rows(int rows):
 
 
 def _set_num_threads(int n):
-    """Threads for the split matrix products (1 or 2); see fastdense.config.set_num_threads."""
+    """Threads for the split matrix products (1 to FD_MAX_THREADS); see
+    fastdense.config.set_num_threads."""
     global _n_threads
-    _n_threads = 2 if n >= 2 else 1
+    _n_threads = max(1, min(n, FD_MAX_THREADS))
 
 
 def _get_num_threads():

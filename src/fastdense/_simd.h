@@ -1214,16 +1214,37 @@ static inline void fd_fpmode_set(fd_fpmode m) { (void)m; }
 
 typedef void (*fd_task_fn)(void *arg, int part);
 
+/* ------------------------------------------------------------------------------------------------
+ * The worker threads. A job is fn(arg, part) for part = 0 .. nparts-1: part 0 on the caller,
+ * part p on worker p (started on first use, at most FD_MAX_THREADS - 1 of them). A part's work
+ * never depends on which thread runs it (the jobs take units from shared counters, or fixed
+ * blocks), so one thread running every part gives the same results. After a job a worker that
+ * took part spins for up to FD_SPIN_SECONDS waiting for the next one (a training step issues a
+ * job every few tens of microseconds, far less than a futex wake-up costs), then sleeps on a
+ * condition variable; a worker left out of a job goes back to sleep at once, so an idle process,
+ * or one running on fewer threads than it started, does not keep cores busy. One job at a time:
+ * a caller that finds the pool busy (another Python thread training) runs every part itself.
+ * After fork() the child starts new workers.
+ * ------------------------------------------------------------------------------------------------ */
+#define FD_MAX_THREADS 64
+
 static pthread_mutex_t fd_pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t fd_pool_sleep_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t fd_pool_wake = PTHREAD_COND_INITIALIZER;
-static atomic_uint fd_pool_seq;
-static atomic_uint fd_pool_done;
-static atomic_int fd_pool_sleeping;
+/* The current job's ticket: (jobs posted so far) * 256 + its number of parts, in one atomic word,
+ * so a worker never pairs one job's count with another's parts. fn, arg and the modes are written
+ * before the ticket is published and stay until the job is done. */
+static atomic_ullong fd_pool_ticket;
+static atomic_int fd_pool_done;       /* parts of the current job finished by workers */
+static atomic_int fd_pool_sleeping;   /* workers waiting on fd_pool_wake */
 static fd_task_fn fd_pool_fn;
 static void *fd_pool_arg;
 static fd_fpmode fd_pool_fpmode;  /* the caller's control modes for the current job */
-static int fd_pool_started;
+static int fd_pool_workers;       /* workers started */
+/* The ticket when each worker was started (before the job it was started for is posted): its
+ * first `seen`. A worker that read the ticket itself when it first ran could read the new job's
+ * and wait for the next one forever. */
+static unsigned long long fd_pool_born[FD_MAX_THREADS];
 static int fd_pool_atfork_registered;
 
 static inline void fd_cpu_relax(void)
@@ -1242,16 +1263,15 @@ static double fd_now(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static void *fd_pool_worker(void *unused)
+static void *fd_pool_worker(void *index)
 {
-    /* Jobs finished so far: equal to the job count when the worker is created (no job can be
-     * pending then), so a job posted before this thread first runs is not missed. */
-    unsigned seen = atomic_load(&fd_pool_done);
-    (void)unused;
+    const int part = (int)(intptr_t)index;
+    unsigned long long seen = fd_pool_born[part];
+    int took_part = 0;
     for (;;) {
         double t0 = fd_now();
         int k = 0;
-        while (atomic_load_explicit(&fd_pool_seq, memory_order_acquire) == seen) {
+        while (took_part && atomic_load_explicit(&fd_pool_ticket, memory_order_acquire) == seen) {
             fd_cpu_relax();
             if (++k == 256) {
                 k = 0;
@@ -1259,81 +1279,100 @@ static void *fd_pool_worker(void *unused)
                     break;
             }
         }
-        if (atomic_load_explicit(&fd_pool_seq, memory_order_acquire) == seen) {
+        if (atomic_load_explicit(&fd_pool_ticket, memory_order_acquire) == seen) {
             pthread_mutex_lock(&fd_pool_sleep_lock);
-            atomic_store(&fd_pool_sleeping, 1);
-            while (atomic_load(&fd_pool_seq) == seen)
+            atomic_fetch_add(&fd_pool_sleeping, 1);
+            while (atomic_load(&fd_pool_ticket) == seen)
                 pthread_cond_wait(&fd_pool_wake, &fd_pool_sleep_lock);
-            atomic_store(&fd_pool_sleeping, 0);
+            atomic_fetch_sub(&fd_pool_sleeping, 1);
             pthread_mutex_unlock(&fd_pool_sleep_lock);
         }
-        seen = atomic_load_explicit(&fd_pool_seq, memory_order_acquire);
+        seen = atomic_load_explicit(&fd_pool_ticket, memory_order_acquire);
+        took_part = part < (int)(seen & 255u);
+        if (!took_part)
+            continue;
         /* The caller's rounding and flush-to-zero modes: a thread inherits them only when it is
          * created, and a library loaded later (one built with -ffast-math, say) may have turned
-         * flush-to-zero on in the caller since: both halves of a job must round alike. */
+         * flush-to-zero on in the caller since: every part of a job must round alike. */
         fd_fpmode_set(fd_pool_fpmode);
-        fd_pool_fn(fd_pool_arg, 1);
-        atomic_store_explicit(&fd_pool_done, seen, memory_order_release);
+        fd_pool_fn(fd_pool_arg, part);
+        atomic_fetch_add_explicit(&fd_pool_done, 1, memory_order_release);
     }
     return NULL;
 }
 
 static void fd_pool_after_fork_child(void)
 {
-    /* The worker did not survive the fork; the locks may have been held by another thread. */
+    /* The workers did not survive the fork; the locks may have been held by another thread. */
     pthread_mutex_init(&fd_pool_lock, NULL);
     pthread_mutex_init(&fd_pool_sleep_lock, NULL);
     pthread_cond_init(&fd_pool_wake, NULL);
-    atomic_store(&fd_pool_seq, 0);
+    atomic_store(&fd_pool_ticket, 0);
     atomic_store(&fd_pool_done, 0);
     atomic_store(&fd_pool_sleeping, 0);
-    fd_pool_started = 0;
+    fd_pool_workers = 0;
 }
 
-/* Runs fn(arg, 0) on the calling thread and fn(arg, 1) on the worker; returns when both are done.
- * Runs both parts here when the worker is busy or cannot be started. */
-static void fd_run2(fd_task_fn fn, void *arg)
+/* Starts workers until there are n - 1 (fewer if the system refuses); returns how many parts
+ * can run at once (workers + the caller). Called with fd_pool_lock held. */
+static int fd_pool_grow(int n)
 {
-    unsigned s;
-    int spins = 0;
-    if (pthread_mutex_trylock(&fd_pool_lock) != 0) {
-        fn(arg, 0);
-        fn(arg, 1);
-        return;
+    if (!fd_pool_atfork_registered) {
+        pthread_atfork(NULL, NULL, fd_pool_after_fork_child);
+        fd_pool_atfork_registered = 1;
     }
-    if (!fd_pool_started) {
+    while (fd_pool_workers < n - 1) {
         pthread_t tid;
         pthread_attr_t attr;
-        if (!fd_pool_atfork_registered) {
-            pthread_atfork(NULL, NULL, fd_pool_after_fork_child);
-            fd_pool_atfork_registered = 1;
-        }
+        int ok;
+        fd_pool_born[fd_pool_workers + 1] = atomic_load(&fd_pool_ticket);
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        if (pthread_create(&tid, &attr, fd_pool_worker, NULL) != 0) {
-            pthread_attr_destroy(&attr);
-            pthread_mutex_unlock(&fd_pool_lock);
-            fn(arg, 0);
-            fn(arg, 1);
-            return;
-        }
+        ok = pthread_create(&tid, &attr, fd_pool_worker,
+                            (void *)(intptr_t)(fd_pool_workers + 1)) == 0;
         pthread_attr_destroy(&attr);
-        fd_pool_started = 1;
+        if (!ok)
+            break;
+        fd_pool_workers++;
     }
+    return fd_pool_workers + 1;
+}
+
+/* Runs fn(arg, p) for p = 0 .. nparts-1, part 0 on the calling thread and the others on the
+ * workers; returns when all are done. Parts without a thread (the pool busy with another
+ * caller's job, or workers that could not be started) run here, after part 0. */
+static void fd_run(fd_task_fn fn, void *arg, int nparts)
+{
+    int p, running, spins = 0;
+    if (nparts > FD_MAX_THREADS)
+        nparts = FD_MAX_THREADS;
+    if (nparts < 2 || pthread_mutex_trylock(&fd_pool_lock) != 0) {
+        for (p = 0; p < nparts || p == 0; p++)
+            fn(arg, p);
+        return;
+    }
+    running = fd_pool_grow(nparts);
+    if (running > nparts)
+        running = nparts;
     fd_pool_fn = fn;
     fd_pool_arg = arg;
     fd_pool_fpmode = fd_fpmode_get();
-    s = atomic_fetch_add(&fd_pool_seq, 1) + 1;
-    /* Checked under the worker's sleep lock: the worker tests `seq` under the same lock before
-     * it waits, so either it sees the new job or we see it asleep and wake it (no lost wake-up). */
+    atomic_store_explicit(&fd_pool_done, 0, memory_order_relaxed);
+    atomic_store_explicit(&fd_pool_ticket,
+                          ((atomic_load(&fd_pool_ticket) >> 8) + 1) << 8 | (unsigned)running,
+                          memory_order_release);
+    /* Checked under the workers' sleep lock: a worker tests the ticket under the same lock before it
+     * waits, so either it sees the new job or we see it asleep and wake it (no lost wake-up). */
     pthread_mutex_lock(&fd_pool_sleep_lock);
-    if (atomic_load(&fd_pool_sleeping))
-        pthread_cond_signal(&fd_pool_wake);
+    if (atomic_load(&fd_pool_sleeping) > 0)
+        pthread_cond_broadcast(&fd_pool_wake);
     pthread_mutex_unlock(&fd_pool_sleep_lock);
     fn(arg, 0);
-    while (atomic_load_explicit(&fd_pool_done, memory_order_acquire) != s) {
+    for (p = running; p < nparts; p++)
+        fn(arg, p);
+    while (atomic_load_explicit(&fd_pool_done, memory_order_acquire) != running - 1) {
         fd_cpu_relax();
-        if (++spins == 4096) {  /* the worker lost its core: let it run */
+        if (++spins == 4096) {  /* a worker lost its core: let it run */
             spins = 0;
             sched_yield();
         }
@@ -1341,7 +1380,7 @@ static void fd_run2(fd_task_fn fn, void *arg)
     pthread_mutex_unlock(&fd_pool_lock);
 }
 
-/* A counter two threads take work items from (whole inference batches: see _kernels.pyx). */
+/* A counter threads take work items from (whole inference batches: see _kernels.pyx). */
 typedef struct { atomic_int v; } fd_counter;
 
 static inline void fd_counter_set(fd_counter *c, int v) { atomic_store(&c->v, v); }
@@ -1537,11 +1576,13 @@ static void fd_take_units(fd_job *j, int h, atomic_int *done)
     }
 }
 
+/* Part p of a job: the units of half p % 2 first (with two threads each keeps its half of W in
+ * its cache), then the other half's. */
 static void fd_job_part(void *arg, int part)
 {
     fd_job *j = (fd_job *)arg;
-    fd_take_units(j, part, NULL);
-    fd_take_units(j, 1 - part, NULL);
+    fd_take_units(j, part & 1, NULL);
+    fd_take_units(j, 1 - (part & 1), NULL);
 }
 
 static void fd_job_units(fd_job *j)
@@ -1566,13 +1607,16 @@ static void fd_job_units(fd_job *j)
     }
 }
 
+/* No more threads than units: a thread with nothing to take would only cost a hand-off. */
+static int fd_threads_for(int threads, int units)
+{
+    return threads < units ? threads : units;
+}
+
 static void fd_run_job(fd_job *j, int threads)
 {
     fd_job_units(j);
-    if (threads > 1 && j->units[1] > 0)
-        fd_run2(fd_job_part, j);
-    else
-        fd_job_part(j, 0);
+    fd_run(fd_job_part, j, fd_threads_for(threads, j->units[0] + j->units[1]));
 }
 
 /* Row pointers of a contiguous (n x ld) matrix, or `rows` itself when given. */
@@ -1692,11 +1736,12 @@ typedef struct {
 static void fd_job2_part(void *arg, int part)
 {
     fd_job2 *jj = (fd_job2 *)arg;
+    const int own = part & 1;
     int t, h;
-    fd_take_units(&jj->dw, part, &jj->half[part].done);
-    fd_take_units(&jj->dw, 1 - part, &jj->half[1 - part].done);
+    fd_take_units(&jj->dw, own, &jj->half[own].done);
+    fd_take_units(&jj->dw, 1 - own, &jj->half[1 - own].done);
     for (t = 0; t < 2; t++) {
-        h = t ? 1 - part : part;
+        h = t ? 1 - own : own;
         if (atomic_load_explicit(&jj->fwd.half[h].next, memory_order_relaxed) >= jj->fwd.units[h])
             continue;
         while (atomic_load_explicit(&jj->half[h].done, memory_order_acquire) < jj->dw.units[h])
@@ -1717,10 +1762,9 @@ static void fd_weight_grad_then_forward(int n, int k, int m, float alpha,
     fd_job_units(&jj.fwd);
     atomic_init(&jj.half[0].done, 0);
     atomic_init(&jj.half[1].done, 0);
-    if (threads > 1 && (jj.dw.units[1] > 0 || jj.fwd.units[1] > 0))
-        fd_run2(fd_job2_part, &jj);
-    else
-        fd_job2_part(&jj, 0);
+    fd_run(fd_job2_part, &jj,
+           fd_threads_for(threads, jj.dw.units[0] + jj.dw.units[1] + jj.fwd.units[0]
+                                   + jj.fwd.units[1]));
 }
 
 /* dX(n x k) := dS(n x m) @ W(k x m)^T, W's rows ldw floats apart. With `scratch` (at least
@@ -1753,8 +1797,8 @@ static void fd_input_grad(int n, int m, int k, const float *dS, const float *W, 
 }
 
 /* ------------------------------------------------------------------------------------------------
- * Finiteness of an input array, one pass over the bits, split over two threads when large: the
- * check reads every byte of x once per fit() call and is bound by memory bandwidth, which two
+ * Finiteness of an input array, one pass over the bits, split over the threads when large: the
+ * check reads every byte of x once per fit() call and is bound by memory bandwidth, which several
  * cores share better than one uses.
  * ------------------------------------------------------------------------------------------------ */
 
@@ -1762,13 +1806,15 @@ typedef struct {
     const void *p;
     size_t n;
     int wide;            /* 1: float64, 0: float32 */
-    uint64_t bad[2];
+    int parts;
+    uint64_t bad[FD_MAX_THREADS];
 } fd_finite_job;
 
 static void fd_finite_part(void *arg, int part)
 {
     fd_finite_job *j = (fd_finite_job *)arg;
-    const size_t half = j->n / 2, lo = part ? half : 0, hi = part ? j->n : half;
+    const size_t lo = j->n / j->parts * part;
+    const size_t hi = (part == j->parts - 1) ? j->n : lo + j->n / j->parts;
     size_t i;
     /* An all-ones exponent (Inf or NaN) plus one exponent unit carries into the sign bit. */
     if (j->wide) {
@@ -1784,14 +1830,19 @@ static void fd_finite_part(void *arg, int part)
 static int fd_all_finite(const void *p, size_t n, int wide, int threads)
 {
     fd_finite_job j;
-    j.p = p; j.n = n; j.wide = wide; j.bad[0] = j.bad[1] = 0;
-    if (threads > 1 && n >= ((size_t)1 << 20))
-        fd_run2(fd_finite_part, &j);
-    else {
-        fd_finite_part(&j, 0);
-        fd_finite_part(&j, 1);
-    }
-    return j.bad[0] == 0 && j.bad[1] == 0;
+    int part;
+    j.p = p; j.n = n; j.wide = wide;
+    /* a part of at least 2^19 elements: smaller ones cost more in hand-offs than they save */
+    j.parts = (int)(n >> 19) < threads ? (int)(n >> 19) : threads;
+    if (j.parts < 1)
+        j.parts = 1;
+    if (j.parts > FD_MAX_THREADS)
+        j.parts = FD_MAX_THREADS;
+    fd_run(fd_finite_part, &j, j.parts);
+    for (part = 0; part < j.parts; part++)
+        if (j.bad[part])
+            return 0;
+    return 1;
 }
 
 #endif /* FASTDENSE_SIMD_H */

@@ -51,35 +51,40 @@ def _default_threads(environ=None):
     limit = environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()  # "4,2": the outer level
     if limit.isdigit() and int(limit) > 0:
         budget = min(budget, int(limit))
-    return max(1, min(2, budget))
+    return max(1, min(MAX_THREADS, budget))
 
 
 _THREADS = {"max": None}
+MAX_THREADS = 64  # the compiled pool's limit (FD_MAX_THREADS in _simd.h)
 
 
 def num_threads():
-    """The most threads `fit` (and inference over several batches) may use: 1 or 2.
+    """The most threads `fit` (and inference over several batches) may use.
 
-    The default is 2 on a machine with two or more cores, 1 where `OMP_NUM_THREADS=1` (as
-    joblib's and Dask's worker processes set it) or `FASTDENSE_NUM_THREADS=1`."""
+    The default is the number of cores this process may run on (`os.sched_getaffinity`), at
+    most `OMP_NUM_THREADS` (joblib's and Dask's worker processes set it to their share), or
+    `FASTDENSE_NUM_THREADS`."""
     if _THREADS["max"] is None:
-        _THREADS["max"] = min(2, _default_threads())
+        _THREADS["max"] = _default_threads()
     return _THREADS["max"]
 
 
 def set_num_threads(n):
-    """Sets the most threads `fit` may use for its larger matrix products: 1, or 2 (the default
-    on machines with two or more cores; `FASTDENSE_NUM_THREADS` sets it at import).
+    """Sets the most threads `fit` may use for its larger matrix products, and `predict` and
+    `evaluate` over several batches: any n from 1 to 64.
 
-    With 2, `fit` times one and two threads on short probe chunks and keeps the faster (on a
-    machine where another process holds a core, one thread is faster). Each dense layer's work
-    is cut along its inputs, and one thread computes the same two halves in the same order, so
-    results are bit-identical either way. `predict` and `evaluate` over more than one batch let
-    the two threads share the batches (same results); a single batch uses one thread.
+    With n > 1, `fit` times one and n threads on short probe chunks and keeps the faster (on a
+    machine where other processes hold the cores, one thread is faster). Each product is cut
+    into units whose arithmetic does not depend on the thread that runs them, so results are
+    bit-identical for every n. `predict` and `evaluate` over more than one batch let the threads
+    share the batches (same results); a single batch uses one thread.
 
     Args:
-        n: a positive integer; values above 2 mean 2.
+        n: a positive integer, at most 64.
     """
     from . import _validation
 
-    _THREADS["max"] = min(2, _validation.positive_int("n", n))
+    n = _validation.positive_int("n", n)
+    if n > MAX_THREADS:
+        raise ValueError(f"fastdense runs on at most {MAX_THREADS} threads. Received: n={n}")
+    _THREADS["max"] = n
