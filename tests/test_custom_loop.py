@@ -371,8 +371,9 @@ def test_loss_and_gradients_gradients_skip_frozen_layers():
     m.layers[0].trainable = False
     _, part = m.loss_and_gradients(x, y)
     assert len(part) == 2
+    # (a frozen first layer runs on another kernel path: same maths, float32 rounding)
     for a, b in zip(part, full[2:]):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -13,7 +13,8 @@ import pytest
 
 import fastdense
 from fastdense import _kernels, _reference
-from fastdense.layers import Activation, Dense, Dropout
+from fastdense.layers import (Activation, BatchNormalization, Dense, Dropout, GaussianDropout,
+                              GaussianNoise, LayerNormalization, Normalization, Rescaling)
 from fastdense.regularizers import L1L2, L2
 
 K = _kernels.CODES
@@ -640,6 +641,24 @@ NETWORKS = {
         lambda dt: [Dense(6, "relu", dtype=dt), Dropout(0.4), Dense(2, dtype=dt)],
         lambda: fastdense.losses.BinaryCrossentropy(from_logits=True),
         lambda: _opt("SGD", learning_rate=0.1), 3, "binary2", ["METRIC_BINARY_ACCURACY"]),
+    # the normalization and noise ops, frozen layers (their weights after the trainable ones)
+    "batchnorm_layernorm_sgd": (
+        lambda dt: [Dense(6, dtype=dt), BatchNormalization(momentum=0.8, dtype=dt),
+                    Activation("relu"), LayerNormalization(epsilon=0.01, dtype=dt),
+                    Dense(3, "softmax", dtype=dt)],
+        "categorical_crossentropy", lambda: _opt("SGD", learning_rate=0.1), 3, "onehot",
+        ["METRIC_CATEGORICAL_ACCURACY"]),
+    "normalize_rescale_frozen_adam": (
+        lambda dt: [Normalization(mean=[0.5, -1.0, 2.0], variance=[1.0, 4.0, 0.5], dtype=dt),
+                    Rescaling(0.7, -0.2, dtype=dt), Dense(5, "tanh", trainable=False, dtype=dt),
+                    BatchNormalization(trainable=False, dtype=dt),
+                    LayerNormalization(center=False, dtype=dt), Dense(2, dtype=dt)],
+        "mse", lambda: _opt("Adam", learning_rate=0.01), 3, "real", ["METRIC_MAE"]),
+    "gaussian_noise_dropout_rmsprop": (
+        lambda dt: [GaussianNoise(0.3, dtype=dt), Dense(6, "relu", dtype=dt),
+                    GaussianDropout(0.25, dtype=dt), BatchNormalization(scale=False, dtype=dt),
+                    Dense(3, "softmax", dtype=dt)],
+        "categorical_crossentropy", lambda: _opt("RMSprop", learning_rate=0.01), 3, "onehot", []),
 }
 
 
@@ -661,6 +680,8 @@ def _network(name, dtype, batch, seed=0):
     model.compile(optimizer=opt(), loss=loss() if callable(loss) else loss)
     rng = np.random.default_rng(seed)
     model._params[:] = rng.normal(0, 0.6, model._params.size)
+    # the non-trainable part holds statistics such as variances: keep them positive
+    model._params[model._n_trainable:] = np.abs(model._params[model._n_trainable:]) + 0.5
     code, fused = model.loss.codes(model._plan(batch).last_activation)
     net = dict(model=model, code=code, fused=fused,
                train=model._plan(batch, keep_logits=fused, training=True),
@@ -677,9 +698,9 @@ def _network(name, dtype, batch, seed=0):
 def _train(mod, net, dtype, start, stop, batch, use_order, use_sw, step=3):
     model, plan = net["model"], net["train"]
     opt = model.optimizer
-    opt.build(model._params.size, dtype)
+    opt.build(model._n_trainable, dtype)  # the optimizer steps over the trainable part
     n_batches = -(-(stop - start) // batch)
-    out = dict(params=model._params.copy(), grads=np.zeros_like(model._params),
+    out = dict(params=model._params.copy(), grads=np.zeros(model._n_trainable, dtype),
                state=opt._slots.copy(), work=np.zeros(plan.work_size, dtype),
                rng=np.array([987654321], dtype=np.uint64),
                stats=np.zeros(4 + 2 * len(net["metrics"])))

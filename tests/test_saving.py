@@ -550,8 +550,8 @@ def _hostile_variants(cfg):
            "config": {"name": "lambda", "function": {"module": "builtins", "class_name": "function",
                                                      "config": "exec", "registered_name": "exec"}}}
     yield "Lambda layer", "Lambda", edit(lambda c: layers(c).insert(2, lam))
-    yield "BatchNormalization", "BatchNormalization", edit(
-        lambda c: layers(c).insert(2, {"module": "keras.layers", "class_name": "BatchNormalization",
+    yield "UnitNormalization", "UnitNormalization", edit(
+        lambda c: layers(c).insert(2, {"module": "keras.layers", "class_name": "UnitNormalization",
                                        "config": {"name": "bn"}, "registered_name": None}))
     yield "layer module", MARKER_MODULE, edit(
         lambda c: layers(c)[1].update(module=MARKER_MODULE, class_name="Evil"))

@@ -36,23 +36,38 @@ class Plan:
         n_in0 = int(np.prod(model._feature_shape))
         width = n_in0
         widths = [width]
-        ops = [l for l in model.layers if isinstance(l, (Dense, Activation, Dropout))]
+        # Dense, Activation, Dropout, and the layers that describe their own op (`_plan_op`)
+        ops = [l for l in model.layers
+               if isinstance(l, (Dense, Activation, Dropout)) or hasattr(l, "_plan_op")]
         self.last_activation = None
         for i, layer in enumerate(ops):
             last = i == len(ops) - 1
             row = [0] * _K["N_PLAN"]
             r = [0.0, 0.0, 0.0, 0.0]
             row[_K["PLAN_N_IN"]] = width
+            row[_K["PLAN_P2"]] = row[_K["PLAN_P3"]] = -1
             act = None
-            if isinstance(layer, Dense):
-                row[_K["PLAN_KIND"]] = _K["OP_DENSE"]
+            own = None
+            if hasattr(layer, "_plan_op"):
+                own = layer._plan_op(model._flat_offsets.get(layer.name, []), training)
+                row[_K["PLAN_KIND"]] = _K[own["kind"]]
+                for col in ("W", "B", "P2", "P3"):
+                    row[_K["PLAN_" + col]] = own.get(col, -1)
+                for col in ("F0", "F1"):
+                    row[_K["PLAN_" + col]] = own.get(col, 0)
+                r = list(own.get("reg", r))
+            elif isinstance(layer, Dense):
+                # a frozen layer's weights are read, never written (no weight gradient)
+                row[_K["PLAN_KIND"]] = _K["OP_DENSE"] if layer.trainable or not training \
+                    else _K["OP_DENSE_FROZEN"]
                 w_off, b_off = model._offsets[layer.name]
                 row[_K["PLAN_W"]] = w_off
                 row[_K["PLAN_B"]] = b_off
                 width = layer.units
                 act = layer.activation
                 for j, regz in enumerate((layer.kernel_regularizer, layer.bias_regularizer)):
-                    if regz is not None:
+                    # Keras penalizes trainable weights only
+                    if regz is not None and layer.trainable:
                         r[2 * j], r[2 * j + 1] = regz.l1, regz.l2
             elif isinstance(layer, Activation):
                 row[_K["PLAN_KIND"]] = _K["OP_ACTIVATION"]
@@ -69,6 +84,9 @@ class Plan:
                                              or (last and keep_logits))
             row[_K["PLAN_S"]] = take(B * width) if (needs_pre and training) or (last and keep_logits) else -1
             row[_K["PLAN_MASK"]] = take(B * width) if (training and row[_K["PLAN_KIND"]] == _K["OP_DROPOUT"]) else -1
+            if own is not None:  # the normalized input (or noise) and the op's scratch
+                row[_K["PLAN_S"]] = take(B * width) if own.get("xhat") and training else -1
+                row[_K["PLAN_MASK"]] = take(own["aux"](B, width)) if "aux" in own and training else -1
             if last:
                 self.last_activation = act.name if act is not None else None
             rows.append(row)
@@ -104,6 +122,16 @@ class Plan:
             # ... the first layer's delta, all rows, and each block's product scratch
             layout[_K["LAY_MID"]] = take(2 * sum(later) + B * widths[1] + 2 * B16 * max(widths)) \
                 if len(rows) >= 2 else -1
+        if training:
+            # the kernels write gradients at the offsets of trainable weights only, and the
+            # gradient vector holds the trainable part of the parameters: a plan made across a
+            # change of `trainable` would write past it
+            for row, r in zip(rows, reg):
+                writes = row[_K["PLAN_KIND"]] == _K["OP_DENSE"] or (
+                    row[_K["PLAN_KIND"]] in (_K["OP_BATCHNORM"], _K["OP_LAYERNORM"]) and r[2])
+                if writes and max(row[_K["PLAN_W"]], row[_K["PLAN_B"]]) >= model._n_trainable:
+                    raise RuntimeError("The model's parameter layout does not match its layers' "
+                                       "`trainable` flags: call compile() again.")
         self.plan = np.array(rows, dtype=np.intp).reshape(-1, _K["N_PLAN"])
         self.reg = np.array(reg, dtype=np.float64).reshape(-1, 4)
         self.layout = layout

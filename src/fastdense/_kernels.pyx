@@ -31,7 +31,7 @@ signatures, same results; it is the test oracle and the readable specification.
 """
 from cython cimport floating
 from libc.math cimport (exp, expf, log, logf, log1p, log1pf, expm1, expm1f, tanh, tanhf,
-                        erf, erff, sqrt, sqrtf, fabs, fabsf, pow, isfinite)
+                        erf, erff, sqrt, sqrtf, fabs, fabsf, pow, isfinite, cos, sin)
 from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport uint64_t
@@ -166,13 +166,16 @@ cdef enum:
     HP_CLIPVALUE, HP_GLOBAL_CLIPNORM, N_HP
 
 cdef enum:
-    # plan: one int64 row per op
-    OP_DENSE, OP_ACTIVATION, OP_DROPOUT
+    # plan: one int64 row per op (the kinds after OP_DROPOUT: see _norm_forward)
+    OP_DENSE, OP_ACTIVATION, OP_DROPOUT, OP_BATCHNORM, OP_LAYERNORM, OP_NORMALIZE, OP_RESCALE,
+    OP_GAUSS_NOISE, OP_GAUSS_DROPOUT, OP_DENSE_FROZEN
 
 cdef enum:
     # PLAN_PART: scratch (batch x widest layer) for the second half of a cut forward product
+    # PLAN_P2, PLAN_P3: two more parameter offsets (moving mean/variance, adapted mean/variance);
+    # PLAN_F0, PLAN_F1: two float64 arguments stored by their bits (epsilon, scale, offset)
     PLAN_KIND, PLAN_N_IN, PLAN_N_OUT, PLAN_ACT, PLAN_W, PLAN_B, PLAN_Z, PLAN_S, PLAN_MASK,
-    PLAN_PART, N_PLAN
+    PLAN_PART, PLAN_P2, PLAN_P3, PLAN_F0, PLAN_F1, N_PLAN
 
 cdef enum:
     # workspace layout of `train_steps`: gathered x, y, sample weights; the two delta buffers
@@ -181,7 +184,7 @@ cdef enum:
     LAY_X, LAY_Y, LAY_SW, LAY_D0, LAY_D1, LAY_W0, LAY_MID, N_LAY
 
 # `reg` rows (float64, one per op): kernel l1, kernel l2, bias l1, bias l2 for dense ops;
-# [0] = rate for dropout ops.
+# [0] = rate for dropout ops; for the normalization/noise ops see _norm_forward.
 
 # The same codes for Python (fastdense/_engine.py and friends), by name.
 CODES = {
@@ -204,6 +207,10 @@ CODES = {
     "HP_WEIGHT_DECAY": HP_WEIGHT_DECAY, "HP_CLIPVALUE": HP_CLIPVALUE,
     "HP_GLOBAL_CLIPNORM": HP_GLOBAL_CLIPNORM, "N_HP": N_HP,
     "OP_DENSE": OP_DENSE, "OP_ACTIVATION": OP_ACTIVATION, "OP_DROPOUT": OP_DROPOUT,
+    "OP_BATCHNORM": OP_BATCHNORM, "OP_LAYERNORM": OP_LAYERNORM, "OP_NORMALIZE": OP_NORMALIZE,
+    "OP_RESCALE": OP_RESCALE, "OP_GAUSS_NOISE": OP_GAUSS_NOISE,
+    "OP_GAUSS_DROPOUT": OP_GAUSS_DROPOUT, "OP_DENSE_FROZEN": OP_DENSE_FROZEN,
+    "PLAN_P2": PLAN_P2, "PLAN_P3": PLAN_P3, "PLAN_F0": PLAN_F0, "PLAN_F1": PLAN_F1,
     "PLAN_KIND": PLAN_KIND, "PLAN_N_IN": PLAN_N_IN, "PLAN_N_OUT": PLAN_N_OUT,
     "PLAN_ACT": PLAN_ACT, "PLAN_W": PLAN_W, "PLAN_B": PLAN_B, "PLAN_Z": PLAN_Z,
     "PLAN_S": PLAN_S, "PLAN_MASK": PLAN_MASK, "PLAN_PART": PLAN_PART, "N_PLAN": N_PLAN,
@@ -780,6 +787,263 @@ cdef inline uint64_t _splitmix64(uint64_t* state) noexcept nogil:
     return z ^ (z >> 31)
 
 
+cdef inline double _normal_pair(uint64_t* state, double* second) noexcept nogil:
+    """Two independent standard normal draws (Box-Muller on two splitmix64 uniforms)."""
+    # u1 in (0, 1] (log never sees 0), u2 in [0, 1)
+    cdef double u1 = (<double>(_splitmix64(state) >> 11) + 1.0) * (1.0 / 9007199254740992.0)
+    cdef double u2 = <double>(_splitmix64(state) >> 11) * (1.0 / 9007199254740992.0)
+    cdef double r = sqrt(-2.0 * log(u1)), t = 6.283185307179586 * u2
+    second[0] = r * sin(t)
+    return r * cos(t)
+
+
+cdef inline void _normals(uint64_t* state, floating* out, Py_ssize_t size, double mean,
+                          double stddev) noexcept nogil:
+    """out[i] := mean + stddev * N(0, 1), drawn in order on this thread (same bits for a seed)."""
+    cdef Py_ssize_t i = 0
+    cdef double z1
+    while i < size:
+        out[i] = <floating>(mean + stddev * _normal_pair(state, &z1))
+        if i + 1 < size:
+            out[i + 1] = <floating>(mean + stddev * z1)
+        i += 2
+
+
+cdef inline double _plan_float(const Py_ssize_t* row, int col) noexcept nogil:
+    """A float64 argument the plan stores by its bits (PLAN_F0, PLAN_F1)."""
+    cdef double v
+    memcpy(&v, &row[col], sizeof(double))
+    return v
+
+
+cdef void _dense_input_grad(const floating* W, const floating* dS, floating* dX, int n, int n_in,
+                            int n_out, floating* scratch) noexcept nogil:
+    """dX := dS @ W^T (a frozen dense layer's input gradient; no weight gradient)."""
+    if floating is float and _own(n):
+        fd_input_grad(n, n_out, n_in, dS, W, n_out, dX, _threads(n, n_out, n_in),
+                      <float*>scratch if transposed_dx else NULL)
+    else:
+        _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, n_out, dS, n_out, <floating>0, dX, n_in)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalization and noise ops (Keras's BatchNormalization, LayerNormalization, Normalization,
+# Rescaling, GaussianNoise, GaussianDropout), on a batch A (n x m) into Z, per plan row:
+#   PLAN_W, PLAN_B: gamma, beta (-1: none) -- BATCHNORM, LAYERNORM
+#   PLAN_P2, PLAN_P3: moving mean, moving variance (BATCHNORM); mean, variance (NORMALIZE)
+#   PLAN_F0: epsilon (BATCHNORM, LAYERNORM) or scale (RESCALE); PLAN_F1: offset (RESCALE)
+#   PLAN_S (training): the normalized input xhat (BATCHNORM, LAYERNORM), the multiplier
+#     (GAUSS_DROPOUT)
+#   PLAN_MASK (training): scratch -- BATCHNORM: 3m (1/std, two column sums); LAYERNORM: n + 2m
+#   reg (training only): [0] momentum (BATCHNORM) / stddev (GAUSS_*), [1] 1 for a BATCHNORM
+#     that runs in inference mode while training (trainable=False, as in Keras), [2] 1 when
+#     gamma and beta are trainable (their offsets then lie in the gradient vector's range)
+# Statistics are summed in float64. The noise ops are the identity at inference.
+# ---------------------------------------------------------------------------------------------
+cdef inline floating _norm_divisor(floating variance) noexcept nogil:
+    cdef floating g = _sqrt(variance)
+    return g if g > <floating>1e-7 else <floating>1e-7
+
+
+cdef void _norm_forward(const Py_ssize_t* row, const double* reg, floating* P, const floating* A,
+                        floating* Z, floating* work, int n, uint64_t* rng) noexcept nogil:
+    """One op forward; reg is NULL at inference. BATCHNORM in training updates the moving
+    statistics in P (Keras: moving = moving * momentum + batch * (1 - momentum))."""
+    cdef int kind = <int>row[PLAN_KIND]
+    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j, size = <Py_ssize_t>n * m
+    cdef const floating* gamma = P + row[PLAN_W] if row[PLAN_W] >= 0 else NULL
+    cdef const floating* beta = P + row[PLAN_B] if row[PLAN_B] >= 0 else NULL
+    cdef floating* Xh = work + row[PLAN_S] if (reg != NULL and row[PLAN_S] >= 0) else NULL
+    cdef floating* aux = work + row[PLAN_MASK] if (reg != NULL and row[PLAN_MASK] >= 0) else NULL
+    cdef floating* mm
+    cdef floating* mv
+    cdef floating inv, mu, g, b, mom, one_m, sc, off
+    cdef double s, d, eps
+    cdef bint train_stats
+    if kind == OP_BATCHNORM:
+        eps = _plan_float(row, PLAN_F0)
+        mm = P + row[PLAN_P2]
+        mv = P + row[PLAN_P3]
+        train_stats = reg != NULL and reg[1] == 0
+        for j in range(m):
+            if train_stats:
+                s = 0
+                for i in range(n):
+                    s += A[i * m + j]
+                s /= n
+                d = 0
+                for i in range(n):
+                    d += (A[i * m + j] - s) * (A[i * m + j] - s)
+                d /= n
+                mom = <floating>reg[0]
+                one_m = <floating>(1.0 - reg[0])
+                mm[j] = mm[j] * mom + <floating>s * one_m
+                mv[j] = mv[j] * mom + <floating>d * one_m
+                mu = <floating>s
+                inv = <floating>(1.0 / sqrt(d + eps))
+            else:
+                mu = mm[j]
+                inv = <floating>(1.0 / sqrt(<double>mv[j] + eps))
+            if aux != NULL:
+                aux[j] = inv
+            g = gamma[j] if gamma != NULL else 1
+            b = beta[j] if beta != NULL else 0
+            for i in range(n):
+                if Xh != NULL:
+                    Xh[i * m + j] = (A[i * m + j] - mu) * inv
+                    Z[i * m + j] = Xh[i * m + j] * g + b
+                else:
+                    Z[i * m + j] = (A[i * m + j] - mu) * (inv * g) + b
+    elif kind == OP_LAYERNORM:
+        eps = _plan_float(row, PLAN_F0)
+        for i in range(n):
+            s = 0
+            for j in range(m):
+                s += A[i * m + j]
+            s /= m
+            d = 0
+            for j in range(m):
+                d += (A[i * m + j] - s) * (A[i * m + j] - s)
+            d /= m
+            mu = <floating>s
+            inv = <floating>(1.0 / sqrt(d + eps))
+            if aux != NULL:
+                aux[i] = inv
+            for j in range(m):
+                g = (A[i * m + j] - mu) * inv
+                if Xh != NULL:
+                    Xh[i * m + j] = g
+                Z[i * m + j] = g * (gamma[j] if gamma != NULL else 1) + (
+                    beta[j] if beta != NULL else 0)
+    elif kind == OP_NORMALIZE:
+        # Keras: (x - mean) / max(sqrt(variance), epsilon()), epsilon() = 1e-7
+        mm = P + row[PLAN_P2]
+        mv = P + row[PLAN_P3]
+        for i in range(n):
+            for j in range(m):
+                Z[i * m + j] = (A[i * m + j] - mm[j]) / _norm_divisor(mv[j])
+    elif kind == OP_RESCALE:
+        sc = <floating>_plan_float(row, PLAN_F0)
+        off = <floating>_plan_float(row, PLAN_F1)
+        for i in range(size):
+            Z[i] = A[i] * sc + off
+    elif kind == OP_GAUSS_NOISE:
+        if reg != NULL and reg[0] > 0:
+            _normals(rng, Z, size, 0.0, reg[0])
+            for i in range(size):
+                Z[i] = A[i] + Z[i]
+        else:
+            memcpy(Z, A, size * sizeof(floating))
+    elif kind == OP_GAUSS_DROPOUT:
+        if reg != NULL and reg[0] > 0:
+            _normals(rng, Xh, size, 1.0, reg[0])
+            for i in range(size):
+                Z[i] = A[i] * Xh[i]
+        else:
+            memcpy(Z, A, size * sizeof(floating))
+
+
+cdef inline void _affine_grads(const Py_ssize_t* row, floating* P, floating* G,
+                               const floating* dgamma, const floating* dbeta, Py_ssize_t m,
+                               floating sgd_lr, bint trainable) noexcept nogil:
+    """gamma's and beta's gradients into G, or the plain SGD update into P (see _norm_backward).
+    Offsets are in G's range only for trainable weights (the model lays those out first)."""
+    cdef Py_ssize_t j
+    cdef floating* dst
+    cdef int part
+    cdef Py_ssize_t off
+    for part in range(2):
+        off = row[PLAN_W] if part == 0 else row[PLAN_B]
+        if off < 0 or not trainable:
+            continue
+        for j in range(m):
+            if sgd_lr > 0:
+                P[off + j] -= sgd_lr * (dgamma[j] if part == 0 else dbeta[j])
+            else:
+                G[off + j] = dgamma[j] if part == 0 else dbeta[j]
+
+
+cdef void _norm_backward(const Py_ssize_t* row, const double* reg, floating* P, floating* G,
+                         floating* work, floating* D, int n, bint want_dx,
+                         floating sgd_lr) noexcept nogil:
+    """One op backward, D (n x m) in place: d loss/d output -> d loss/d input (when want_dx).
+    Gradients of gamma and beta go to G at their offsets, or with sgd_lr > 0 straight into the
+    parameters (P -= sgd_lr * grad, after D used the old values). Only trainable gamma/beta
+    reach here with an offset in G's range: a frozen layer's are read, never written."""
+    cdef int kind = <int>row[PLAN_KIND]
+    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j, size = <Py_ssize_t>n * m
+    cdef floating* gamma = P + row[PLAN_W] if row[PLAN_W] >= 0 else NULL
+    cdef floating* beta = P + row[PLAN_B] if row[PLAN_B] >= 0 else NULL
+    cdef floating* Xh = work + row[PLAN_S] if row[PLAN_S] >= 0 else NULL
+    cdef floating* aux = work + row[PLAN_MASK] if row[PLAN_MASK] >= 0 else NULL
+    cdef floating* s1
+    cdef floating* s2
+    cdef floating g, sc
+    cdef double a, b, inv
+    cdef bint frozen_stats
+    if kind == OP_BATCHNORM:
+        frozen_stats = reg[1] != 0
+        s1 = aux + m
+        s2 = aux + 2 * m
+        for j in range(m):
+            a = 0
+            b = 0
+            for i in range(n):
+                a += D[i * m + j]
+                b += <double>D[i * m + j] * Xh[i * m + j]
+            s1[j] = <floating>a
+            s2[j] = <floating>b
+        if want_dx:
+            for j in range(m):
+                g = (gamma[j] if gamma != NULL else 1) * aux[j]
+                if frozen_stats:  # statistics are constants: an affine map
+                    for i in range(n):
+                        D[i * m + j] = D[i * m + j] * g
+                else:
+                    g = g / n
+                    for i in range(n):
+                        D[i * m + j] = g * (n * D[i * m + j] - s1[j] - Xh[i * m + j] * s2[j])
+        _affine_grads(row, P, G, s2, s1, m, sgd_lr, reg[2] != 0)
+    elif kind == OP_LAYERNORM:
+        s1 = aux + n
+        s2 = aux + n + m
+        for j in range(m):
+            s1[j] = 0
+            s2[j] = 0
+        for i in range(n):
+            for j in range(m):
+                s1[j] += D[i * m + j]
+                s2[j] += D[i * m + j] * Xh[i * m + j]
+        if want_dx:
+            for i in range(n):
+                a = 0
+                b = 0
+                for j in range(m):
+                    g = D[i * m + j] * (gamma[j] if gamma != NULL else 1)
+                    a += g
+                    b += <double>g * Xh[i * m + j]
+                inv = <double>aux[i] / m
+                for j in range(m):
+                    g = D[i * m + j] * (gamma[j] if gamma != NULL else 1)
+                    D[i * m + j] = <floating>(inv * (m * <double>g - a - Xh[i * m + j] * b))
+        _affine_grads(row, P, G, s2, s1, m, sgd_lr, reg[2] != 0)
+    elif kind == OP_NORMALIZE:
+        if want_dx:
+            for i in range(n):
+                for j in range(m):
+                    D[i * m + j] = D[i * m + j] / _norm_divisor(P[row[PLAN_P3] + j])
+    elif kind == OP_RESCALE:
+        if want_dx:
+            sc = <floating>_plan_float(row, PLAN_F0)
+            for i in range(size):
+                D[i] = D[i] * sc
+    elif kind == OP_GAUSS_DROPOUT:
+        if want_dx and reg[0] > 0:
+            for i in range(size):
+                D[i] = D[i] * Xh[i]
+    # OP_GAUSS_NOISE: the identity's gradient
+
+
 # ---------------------------------------------------------------------------------------------
 # The network: forward pass, training steps, evaluation.
 # ---------------------------------------------------------------------------------------------
@@ -842,6 +1106,13 @@ cdef const floating* _net_forward(const Py_ssize_t* plan, Py_ssize_t n_ops, cons
                     Z[i] = A[i] * M[i]
             else:
                 memcpy(Z, A, size * sizeof(floating))
+        elif kind == OP_DENSE_FROZEN:
+            _dense_forward(<const floating**>NULL, A, P + row[PLAN_W], n_out,
+                           NULL if row[PLAN_B] < 0 else P + row[PLAN_B], <int>row[PLAN_ACT], Z, S,
+                           work + row[PLAN_PART], n, n_in, n_out)
+        else:
+            _norm_forward(row, reg + l * 4 if training else NULL, <floating*>P, A, Z, work, n,
+                          rng)
         A = Z
     return A
 
@@ -1087,12 +1358,14 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
     Returns the number of batches run; it stops after the first batch whose loss is not finite
     (that batch's update is not applied).
     """
-    cdef Py_ssize_t n_ops = plan.shape[0], l, last = n_ops - 1, n_params = params.shape[0]
+    # the optimizer updates the trainable parameters only: the first grads.shape[0] of params
+    # (the model keeps its non-trainable weights after them)
+    cdef Py_ssize_t n_ops = plan.shape[0], l, last = n_ops - 1, n_params = grads.shape[0]
     cdef Py_ssize_t pos, y_w = Y.shape[1], n_in0 = X.shape[1], out_w = plan[last, PLAN_N_OUT]
     cdef Py_ssize_t done = 0, n_metrics = metrics.shape[0]
     cdef int n, kind, n_in, n_out, act
     cdef floating* P = &params[0]
-    cdef floating* G = &grads[0]
+    cdef floating* G = &grads[0] if grads.shape[0] > 0 else NULL
     cdef floating* W = &work[0]
     cdef floating* st = &state[0] if state.shape[0] > 0 else NULL
     cdef floating* D = W + layout[LAY_D0]
@@ -1328,6 +1601,21 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                         if reg[l, 0] > 0:
                             for pos_i in range(<Py_ssize_t>n * n_out):
                                 D[pos_i] *= W[plan[l, PLAN_MASK] + pos_i]
+                    elif kind == OP_DENSE_FROZEN:
+                        # no weight gradient: only the input's (if an op is before it)
+                        if not (l == last and fused_logits):
+                            _act_backward(act,
+                                          W + plan[l, PLAN_S] if plan[l, PLAN_S] >= 0 else NULL,
+                                          W + plan[l, PLAN_Z], D, D, n, n_out)
+                        if l > 0:
+                            _dense_input_grad(P + plan[l, PLAN_W], D, D2, n, n_in, n_out,
+                                              W + plan[l, PLAN_PART])
+                            tmp = D
+                            D = D2
+                            D2 = tmp
+                    else:
+                        _norm_backward(&plan[l, 0], &reg[l, 0], P, G, W, D, n, l > 0,
+                                       <floating>lrs[done] if fuse_sgd else <floating>0)
             if not fuse_sgd:
                 if penalized:
                     loss += _reg_loss_grad(plan, reg, P, G, True)

@@ -295,6 +295,98 @@ def _uniform(rng, size):
     return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
 
+def _normals(rng, size, mean, stddev, dtype):
+    """The kernel's normal draws: Box-Muller on consecutive pairs of splitmix64 uniforms (u1 in
+    (0, 1], u2 in [0, 1)), both results used, in order."""
+    u = _uniform(rng, 2 * (-(-size // 2)))
+    r = np.sqrt(-2.0 * np.log(u[0::2] + 2.0 ** -53))
+    t = 2 * np.pi * u[1::2]
+    z = np.stack([r * np.cos(t), r * np.sin(t)], axis=1).reshape(-1)[:size]
+    return (mean + stddev * z).astype(dtype)
+
+
+def _plan_float(row, col):
+    return float(np.array(row[_K[col]], dtype=np.int64).view(np.float64))
+
+
+def _vec(params, off, m):
+    return params[off:off + m] if off >= 0 else None
+
+
+def _norm_forward(params, row, reg_row, A, training, rng):
+    """The normalization and noise ops (see _norm_forward in the kernels). Returns (Z, saved):
+    saved is what the backward pass needs (xhat and 1/std, or the noise multiplier)."""
+    kind, m = row[_K["PLAN_KIND"]], row[_K["PLAN_N_OUT"]]
+    dt = params.dtype
+    gamma, beta = _vec(params, row[_K["PLAN_W"]], m), _vec(params, row[_K["PLAN_B"]], m)
+    A64 = A.astype(np.float64)
+    if kind in (_K["OP_BATCHNORM"], _K["OP_LAYERNORM"]):
+        eps = _plan_float(row, "PLAN_F0")
+        if kind == _K["OP_LAYERNORM"]:
+            mean = A64.mean(axis=1, keepdims=True)
+            inv = 1.0 / np.sqrt(((A64 - mean) ** 2).mean(axis=1, keepdims=True) + eps)
+        elif training and reg_row[1] == 0:
+            mean, var = A64.mean(axis=0), A64.var(axis=0)
+            mm, mv = _vec(params, row[_K["PLAN_P2"]], m), _vec(params, row[_K["PLAN_P3"]], m)
+            mom = reg_row[0]
+            mm[...] = mm * dt.type(mom) + mean.astype(dt) * dt.type(1 - mom)
+            mv[...] = mv * dt.type(mom) + var.astype(dt) * dt.type(1 - mom)
+            inv = 1.0 / np.sqrt(var + eps)
+        else:
+            mean = _vec(params, row[_K["PLAN_P2"]], m).astype(np.float64)
+            inv = 1.0 / np.sqrt(_vec(params, row[_K["PLAN_P3"]], m).astype(np.float64) + eps)
+        xhat = (A64 - mean) * inv
+        Z = xhat * (gamma if gamma is not None else 1) + (beta if beta is not None else 0)
+        return Z.astype(dt), (xhat, inv)
+    if kind == _K["OP_NORMALIZE"]:
+        var = _vec(params, row[_K["PLAN_P3"]], m)
+        return ((A - _vec(params, row[_K["PLAN_P2"]], m))
+                / np.maximum(np.sqrt(var), dt.type(1e-7))).astype(dt), None
+    if kind == _K["OP_RESCALE"]:
+        return (A * dt.type(_plan_float(row, "PLAN_F0"))
+                + dt.type(_plan_float(row, "PLAN_F1"))).astype(dt), None
+    if not training or reg_row[0] <= 0:  # the noise ops: the identity at inference
+        return A.copy(), None
+    if kind == _K["OP_GAUSS_NOISE"]:
+        return (A + _normals(rng, A.size, 0.0, reg_row[0], dt).reshape(A.shape)).astype(dt), None
+    M = _normals(rng, A.size, 1.0, reg_row[0], dt).reshape(A.shape)
+    return (A * M).astype(dt), M
+
+
+def _norm_backward(params, grads, row, reg_row, D, saved, want_dx):
+    """d loss/d output -> d loss/d input of one normalization/noise op; gamma's and beta's
+    gradients into `grads` when they are trainable (reg_row[2])."""
+    kind, m = row[_K["PLAN_KIND"]], row[_K["PLAN_N_OUT"]]
+    dt = params.dtype
+    gamma = _vec(params, row[_K["PLAN_W"]], m)
+    g = gamma.astype(np.float64) if gamma is not None else 1.0
+    D64 = D.astype(np.float64)
+    if kind in (_K["OP_BATCHNORM"], _K["OP_LAYERNORM"]):
+        xhat, inv = saved
+        dgamma, dbeta = (D64 * xhat).sum(axis=0), D64.sum(axis=0)
+        if kind == _K["OP_LAYERNORM"]:
+            G = D64 * g
+            dx = inv * (G - G.mean(axis=1, keepdims=True)
+                        - xhat * (G * xhat).mean(axis=1, keepdims=True))
+        elif reg_row[1] != 0:
+            dx = D64 * g * inv
+        else:
+            dx = g * inv * (D64 - dbeta / len(D) - xhat * dgamma / len(D))
+        if reg_row[2]:
+            for off, val in ((row[_K["PLAN_W"]], dgamma), (row[_K["PLAN_B"]], dbeta)):
+                if off >= 0:
+                    grads[off:off + m] = val
+        return dx.astype(dt) if want_dx else None
+    if kind == _K["OP_NORMALIZE"]:
+        var = _vec(params, row[_K["PLAN_P3"]], m)
+        return (D / np.maximum(np.sqrt(var), dt.type(1e-7))).astype(dt)
+    if kind == _K["OP_RESCALE"]:
+        return (D * dt.type(_plan_float(row, "PLAN_F0"))).astype(dt)
+    if kind == _K["OP_GAUSS_DROPOUT"] and saved is not None:
+        return (D * saved).astype(dt)
+    return D
+
+
 def _view(buf, offset, n, width):
     return buf[offset:offset + n * width].reshape(n, width)
 
@@ -320,7 +412,7 @@ def _net_forward(params, plan, reg, work, A, training, rng):
         S = _view(work, row[_K["PLAN_S"]], n, width) if row[_K["PLAN_S"]] >= 0 else \
             np.empty((n, width), work.dtype)
         M = None
-        if kind == _K["OP_DENSE"]:
+        if kind in (_K["OP_DENSE"], _K["OP_DENSE_FROZEN"]):
             W, b = _dense_params(params, row)
             dense_forward(A, W, b, act, Z, S)
         elif kind == _K["OP_ACTIVATION"]:
@@ -336,6 +428,8 @@ def _net_forward(params, plan, reg, work, A, training, rng):
                 Z[...] = A * M
             else:
                 Z[...] = A
+        elif kind != _K["OP_ACTIVATION"]:
+            Z[...], M = _norm_forward(params, row, reg[l] if training else None, A, training, rng)
         trace.append((A, S, Z, M))
         A = Z
     return trace
@@ -403,9 +497,13 @@ def train_steps(params, grads, state, plan, reg, layout, work, X, Y, sw, order, 
                 row = plan[l]
                 kind, act = row[_K["PLAN_KIND"]], row[_K["PLAN_ACT"]]
                 A, S, Z, M = trace[l]
-                if kind in (_K["OP_DENSE"], _K["OP_ACTIVATION"]) and not (l == last and fused_logits):
+                if kind in (_K["OP_DENSE"], _K["OP_ACTIVATION"], _K["OP_DENSE_FROZEN"]) \
+                        and not (l == last and fused_logits):
                     activation_backward(act, S, Z, D, D)
-                if kind == _K["OP_DENSE"]:
+                if kind == _K["OP_DENSE_FROZEN"]:  # the input's gradient only
+                    W, _ = _dense_params(params, row)
+                    D = (D @ W.T).astype(D.dtype) if l > 0 else None
+                elif kind == _K["OP_DENSE"]:
                     W, b = _dense_params(params, row)
                     dW = _view(grads, row[_K["PLAN_W"]], *W.shape)
                     db = grads[row[_K["PLAN_B"]]:row[_K["PLAN_B"]] + len(b)] if len(b) else b
@@ -414,8 +512,13 @@ def train_steps(params, grads, state, plan, reg, layout, work, X, Y, sw, order, 
                     D = dX
                 elif kind == _K["OP_DROPOUT"] and M is not None:
                     D = D * M
-            grads += penalty_grad.astype(grads.dtype)
-            optimizer_step(opt_code, hp, lrs[done - 1], step + done - 1, params, grads, state)
+                elif kind not in (_K["OP_DROPOUT"], _K["OP_ACTIVATION"]):
+                    D = _norm_backward(params, grads, row, reg[l], D, M, l > 0)
+            # the optimizer steps over the trainable parameters, the first len(grads)
+            n_train = grads.shape[0]
+            grads += penalty_grad[:n_train].astype(grads.dtype)
+            optimizer_step(opt_code, hp, lrs[done - 1], step + done - 1, params[:n_train], grads,
+                           state)
     return done
 
 

@@ -129,6 +129,11 @@ class Layer:
     def count_params(self):
         return int(sum(w.size for w in self.weights))
 
+    def _flat_weights(self):
+        """(array, trainable) of the weights the model keeps in its flat parameter vector, in
+        the order `_bind` takes their views."""
+        return [(w, self.trainable) for w in self.weights]
+
     def _bind(self, views):
         """Points the weights at views into a model's flat parameter vector (values copied)."""
 
@@ -361,6 +366,473 @@ class Flatten(Layer):
         return cfg
 
 
-LAYER_CLASSES = {c.__name__: c for c in (InputLayer, Dense, Activation, Dropout, Flatten)}
+# ---------------------------------------------------------------------------------------------
+# Normalization and noise layers. Their weights (named, some non-trainable) live in the model's
+# flat parameter vector like Dense's; the model lays trainable weights out first, and the
+# optimizer steps over that part only (see Sequential.build).
+# ---------------------------------------------------------------------------------------------
+def _flat_only(layer, feature_shape):
+    if len(feature_shape) != 1:
+        raise ValueError(f"{type(layer).__name__} layer {layer.name!r} works on flat inputs "
+                         f"(batch, features) here; add a Flatten layer before it. Received: "
+                         f"input shape (None, {', '.join(map(str, feature_shape))})")
+    return feature_shape
 
-__all__ = ["Layer", "Input", "InputLayer", "Dense", "Activation", "Dropout", "Flatten"]
+
+def _last_axis(owner, axis):
+    """Keras's `axis` for a layer of flat inputs: -1 (or 1, or [-1]) is the one supported."""
+    value = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    if len(value) != 1 or isinstance(value[0], bool) or value[0] not in (-1, 1):
+        raise ValueError(f"fastdense's {owner} normalizes the last axis of flat inputs: "
+                         f"`axis` must be -1. Received: axis={axis!r}")
+    return -1
+
+
+def _unsupported(owner, **given):
+    for arg, value in given.items():
+        if value not in (None, False):
+            raise ValueError(f"fastdense's {owner} does not support `{arg}`. "
+                             f"Received: {arg}={value!r}")
+
+
+def _bool_arg(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
+def _seed_arg(seed):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise ValueError(f"`seed` must be None or a non-negative integer. Received: seed={seed!r}")
+    return None if seed is None else int(seed)
+
+
+class _WeightedLayer(Layer):
+    """A layer whose weights have Keras names and trainable flags of their own.
+
+    `_SPECS`: (attribute, Keras weight name, trainable when the layer is) in Keras's order;
+    attributes left None (e.g. no `gamma` with scale=False) are not weights."""
+
+    _SPECS = ()
+
+    def _specs(self):
+        return [(a, n, t) for a, n, t in self._SPECS if getattr(self, a, None) is not None]
+
+    @property
+    def weights(self):
+        return [getattr(self, a) for a, _, _ in self._specs()]
+
+    def _weight_names(self):
+        return [n for _, n, _ in self._specs()]
+
+    @property
+    def trainable_weights(self):
+        return [getattr(self, a) for a, _, t in self._specs() if t and self.trainable]
+
+    @property
+    def non_trainable_weights(self):
+        return [getattr(self, a) for a, _, t in self._specs() if not (t and self.trainable)]
+
+    def _flat_weights(self):
+        """(array, trainable) of what the model keeps in its parameter vector, in `_bind` order."""
+        return [(getattr(self, a), t and self.trainable) for a, _, t in self._specs()]
+
+    def _bind(self, views):
+        for (attr, _, _), view in zip(self._specs(), views):
+            view[...] = getattr(self, attr)
+            setattr(self, attr, view)
+
+    def _reset_weights(self):
+        for attr, _, _ in self._SPECS:
+            setattr(self, attr, None)
+
+    def _new_weight(self, initializer, shape):
+        return np.ascontiguousarray(initializer(shape, self.dtype), dtype=self.dtype)
+
+    def compute_output_feature_shape(self, feature_shape):
+        return _flat_only(self, feature_shape)
+
+
+def _plan_float_bits(value):
+    """A float64 argument stored in an int64 plan column by its bits (PLAN_F0/PLAN_F1)."""
+    return int(np.array(value, dtype=np.float64).view(np.int64))
+
+
+class BatchNormalization(_WeightedLayer):
+    """Normalizes each feature over the batch: `gamma * (x - mean) / sqrt(var + epsilon) + beta`.
+
+    In training, `mean` and `var` are the batch's (the biased variance), and the moving
+    statistics follow them: `moving = moving * momentum + batch * (1 - momentum)`. At inference
+    (and in training when the layer is frozen with `trainable=False`) the moving statistics are
+    used instead.
+
+    Args:
+        axis: -1 (the features of flat inputs).
+        momentum: of the moving statistics, in [0, 1] (default 0.99).
+        epsilon: added to the variance, > 0 (default 1e-3).
+        center, scale: whether to learn `beta` and `gamma` (default True).
+        beta_initializer, gamma_initializer, moving_mean_initializer,
+        moving_variance_initializer: default "zeros", "ones", "zeros", "ones".
+
+    Input shape: `(batch_size, features)`. Output shape: the same.
+
+    Weights (Keras's order): gamma, beta (trainable), moving_mean, moving_variance (not).
+
+    Example:
+    >>> Sequential([Input((12,)), Dense(12), BatchNormalization(), Activation("relu"), Dense(3)])
+    """
+
+    _SPECS = (("gamma", "gamma", True), ("beta", "beta", True),
+              ("moving_mean", "moving_mean", False), ("moving_variance", "moving_variance", False))
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones",
+                 moving_mean_initializer="zeros", moving_variance_initializer="ones",
+                 beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
+                 gamma_constraint=None, renorm=False, renorm_clipping=None, renorm_momentum=0.99,
+                 synchronized=False, **kwargs):
+        _unsupported("BatchNormalization", beta_regularizer=beta_regularizer,
+                     gamma_regularizer=gamma_regularizer, beta_constraint=beta_constraint,
+                     gamma_constraint=gamma_constraint, renorm=renorm,
+                     renorm_clipping=renorm_clipping, synchronized=synchronized)
+        super().__init__(**kwargs)
+        self.axis = _last_axis("BatchNormalization", axis)
+        self.momentum = _validation.finite_float("momentum", momentum, minimum=0.0)
+        if self.momentum > 1:
+            raise ValueError(f"`momentum` must be a number in [0, 1]. Received: momentum={momentum!r}")
+        self.epsilon = _validation.finite_float("epsilon", epsilon, positive=True)
+        self.center = _bool_arg("center", center)
+        self.scale = _bool_arg("scale", scale)
+        self.renorm_momentum = renorm_momentum
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
+        self._reset_weights()
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        shape = (self.input_feature_shape[0],)
+        if self.moving_mean is not None and self.moving_mean.shape == shape:
+            return  # already built for this width: keep the values
+        self.gamma = self._new_weight(self.gamma_initializer, shape) if self.scale else None
+        self.beta = self._new_weight(self.beta_initializer, shape) if self.center else None
+        self.moving_mean = self._new_weight(self.moving_mean_initializer, shape)
+        self.moving_variance = self._new_weight(self.moving_variance_initializer, shape)
+
+    def _config_weights(self, feature_shape):
+        """[(shape, dtype kind, trainable)] of the weights a config implies, before building
+        (loading checks a file against them)."""
+        w = (_flat_only(self, feature_shape)[0],)
+        return [(w, "f", self.trainable)] * (int(self.scale) + int(self.center)) + [(w, "f", False)] * 2
+
+    def _plan_op(self, offsets, training):
+        off = dict(zip([a for a, _, _ in self._specs()], offsets))
+        return {"kind": "OP_BATCHNORM", "W": off.get("gamma", -1), "B": off.get("beta", -1),
+                "P2": off["moving_mean"], "P3": off["moving_variance"],
+                "F0": _plan_float_bits(self.epsilon),
+                "reg": [self.momentum, 0.0 if self.trainable else 1.0,
+                        1.0 if self.trainable else 0.0, 0.0],
+                "xhat": training, "aux": lambda B, m: 3 * m}
+
+    def _forward(self, x):
+        inv = 1.0 / np.sqrt(self.moving_variance.astype(np.float64) + self.epsilon)
+        g = self.gamma if self.scale else 1.0
+        b = self.beta if self.center else 0.0
+        return ((x - self.moving_mean) * (inv.astype(self.dtype) * g) + b).astype(self.dtype)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update({
+            "axis": self.axis, "momentum": self.momentum, "epsilon": self.epsilon,
+            "center": self.center, "scale": self.scale,
+            "beta_initializer": initializers.serialize(self.beta_initializer),
+            "gamma_initializer": initializers.serialize(self.gamma_initializer),
+            "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
+            "moving_variance_initializer": initializers.serialize(self.moving_variance_initializer),
+            "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
+            "gamma_constraint": None, "synchronized": False, "renorm": False,
+            "renorm_clipping": None, "renorm_momentum": self.renorm_momentum})
+        return cfg
+
+
+class LayerNormalization(_WeightedLayer):
+    """Normalizes each sample over its features: `gamma * (x - mean) / sqrt(var + epsilon) + beta`
+    with the sample's own mean and (biased) variance, in training and at inference alike.
+
+    Args:
+        axis: -1 (the features of flat inputs).
+        epsilon: added to the variance, > 0 (default 1e-3).
+        center, scale: whether to learn `beta` and `gamma` (default True).
+        beta_initializer, gamma_initializer: default "zeros", "ones".
+
+    Input shape: `(batch_size, features)`. Output shape: the same. Weights: gamma, beta.
+    """
+
+    _SPECS = (("gamma", "gamma", True), ("beta", "beta", True))
+
+    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
+                 gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
+                 beta_constraint=None, gamma_constraint=None, rms_scaling=False, **kwargs):
+        _unsupported("LayerNormalization", beta_regularizer=beta_regularizer,
+                     gamma_regularizer=gamma_regularizer, beta_constraint=beta_constraint,
+                     gamma_constraint=gamma_constraint, rms_scaling=rms_scaling)
+        super().__init__(**kwargs)
+        self.axis = _last_axis("LayerNormalization", axis)
+        self.epsilon = _validation.finite_float("epsilon", epsilon, positive=True)
+        self.center = _bool_arg("center", center)
+        self.scale = _bool_arg("scale", scale)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self._reset_weights()
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        shape = (self.input_feature_shape[0],)
+        current = self.gamma if self.gamma is not None else self.beta
+        if current is not None and current.shape == shape:
+            return
+        self.gamma = self._new_weight(self.gamma_initializer, shape) if self.scale else None
+        self.beta = self._new_weight(self.beta_initializer, shape) if self.center else None
+
+    def _config_weights(self, feature_shape):
+        w = (_flat_only(self, feature_shape)[0],)
+        return [(w, "f", self.trainable)] * (int(self.scale) + int(self.center))
+
+    def _plan_op(self, offsets, training):
+        off = dict(zip([a for a, _, _ in self._specs()], offsets))
+        return {"kind": "OP_LAYERNORM", "W": off.get("gamma", -1), "B": off.get("beta", -1),
+                "F0": _plan_float_bits(self.epsilon),
+                "reg": [0.0, 0.0, 1.0 if self.trainable else 0.0, 0.0],
+                "xhat": training, "aux": lambda B, m: B + 2 * m}
+
+    def _forward(self, x):
+        x64 = x.astype(np.float64)
+        mean = x64.mean(axis=1, keepdims=True)
+        var = ((x64 - mean) ** 2).mean(axis=1, keepdims=True)
+        out = (x64 - mean) / np.sqrt(var + self.epsilon)
+        if self.scale:
+            out = out * self.gamma
+        if self.center:
+            out = out + self.beta
+        return out.astype(self.dtype)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update({
+            "axis": [self.axis], "epsilon": self.epsilon, "center": self.center,
+            "scale": self.scale, "rms_scaling": False,
+            "beta_initializer": initializers.serialize(self.beta_initializer),
+            "gamma_initializer": initializers.serialize(self.gamma_initializer),
+            "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
+            "gamma_constraint": None})
+        return cfg
+
+
+class Normalization(_WeightedLayer):
+    """Feature-wise standardization: `(x - mean) / max(sqrt(variance), 1e-7)`.
+
+    `mean` and `variance` are given, or learnt by `adapt(data)` (Keras's statistics: the mean and
+    the biased variance of every feature over all samples). Never trained by `fit`.
+
+    Args:
+        axis: -1 (one mean and variance per feature of flat inputs).
+        mean, variance: numbers or per-feature arrays, both or neither. When given, the layer
+            has no weights; when not, its weights are mean, variance and count (non-trainable;
+            as in Keras 3, `adapt` of an array leaves count at 0).
+        invert: False (the inverse transform is not supported).
+
+    Example:
+    >>> norm = Normalization(); norm.adapt(x_train)
+    >>> model = Sequential([Input((12,)), norm, Dense(1)])
+    """
+
+    _SPECS = (("mean", "mean", False), ("variance", "variance", False), ("count", "count", False))
+
+    def __init__(self, axis=-1, mean=None, variance=None, invert=False, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = _last_axis("Normalization", axis)
+        if invert not in (False, 0) or isinstance(invert, (np.ndarray,)):
+            raise ValueError(f"fastdense's Normalization does not support `invert=True`. "
+                             f"Received: invert={invert!r}")
+        self.invert = False
+        if (mean is None) != (variance is None):
+            raise ValueError("When setting values directly, both `mean` and `variance` must be "
+                             f"set. Received: mean={mean!r} and variance={variance!r}")
+        self.input_mean = self.input_variance = None
+        if mean is not None:
+            m = _validation.numeric_array("mean", mean).astype(np.float64)
+            v = _validation.numeric_array("variance", variance).astype(np.float64)
+            if m.shape != v.shape or m.ndim > 1:
+                raise ValueError("`mean` and `variance` must be numbers or 1-D arrays of one "
+                                 f"shape. Received: mean shape {m.shape} and variance shape {v.shape}")
+            if not (np.isfinite(m).all() and np.isfinite(v).all()) or (v < 0).any():
+                raise ValueError("`mean` must be finite and `variance` finite and >= 0. "
+                                 f"Received: mean={mean!r}, variance={variance!r}")
+            self.input_mean, self.input_variance = m, v
+        self._reset_weights()
+        self._given = None  # the given mean/variance broadcast to the features (not weights)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        width = self.input_feature_shape[0]
+        if self.input_mean is not None:
+            if self.input_mean.ndim == 1 and self.input_mean.shape[0] != width:
+                raise ValueError(f"Normalization layer {self.name!r} has {self.input_mean.shape[0]} "
+                                 f"means for inputs of {width} features. Received: input shape "
+                                 f"(None, {width})")
+            if self._given is None or self._given[0].shape != (width,):
+                self._given = [np.ascontiguousarray(np.broadcast_to(a, (width,)), dtype=self.dtype)
+                               for a in (self.input_mean, self.input_variance)]
+            return
+        if self.mean is not None and self.mean.shape == (width,):
+            return
+        self.mean = np.zeros(width, dtype=self.dtype)
+        self.variance = np.ones(width, dtype=self.dtype)
+        self.count = np.zeros((), dtype=np.int64)
+
+    def _flat_weights(self):
+        arrays = self._given if self.input_mean is not None else [self.mean, self.variance]
+        return [(a, False) for a in arrays]
+
+    def _bind(self, views):
+        if self.input_mean is not None:
+            for a, v in zip(self._given, views):
+                v[...] = a
+            self._given = list(views)
+            return
+        views[0][...] = self.mean
+        views[1][...] = self.variance
+        self.mean, self.variance = views
+
+    def _config_weights(self, feature_shape):
+        w = (_flat_only(self, feature_shape)[0],)
+        return [] if self.input_mean is not None else [(w, "f", False), (w, "f", False),
+                                                       ((), "iu", False)]
+
+    def adapt(self, data):
+        """Sets `mean` and `variance` to the per-feature statistics of `data` (an array of
+        shape (samples, features)); as Keras's, the variance is the biased one. The weights
+        change in place (also inside a compiled model)."""
+        if self.input_mean is not None:
+            raise ValueError("This Normalization layer was given `mean` and `variance`; it has "
+                             "nothing to adapt. Received: a call to adapt()")
+        arr = _validation.numeric_array("data", data)
+        if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise ValueError("`data` must be a non-empty array of shape (samples, features). "
+                             f"Received: data.shape={arr.shape}")
+        x = arr.astype(np.float64)
+        if not np.isfinite(x).all():
+            raise ValueError("`data` contains NaN or Inf. Received: data with non-finite values")
+        if not self.built:
+            self.build((None, arr.shape[1]))
+        elif arr.shape[1] != self.input_feature_shape[0]:
+            raise ValueError(f"The layer was built for inputs of {self.input_feature_shape[0]} "
+                             f"features. Received: data.shape={arr.shape}")
+        self.mean[...] = x.mean(axis=0)
+        self.variance[...] = x.var(axis=0)
+
+    def _plan_op(self, offsets, training):
+        return {"kind": "OP_NORMALIZE", "P2": offsets[0], "P3": offsets[1]}
+
+    def _forward(self, x):
+        mean, var = self._given if self.input_mean is not None else (self.mean, self.variance)
+        return ((x - mean) / np.maximum(np.sqrt(var), np.asarray(1e-7, self.dtype))).astype(self.dtype)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update({"axis": [self.axis], "invert": False,
+                    "mean": None if self.input_mean is None else self.input_mean.tolist(),
+                    "variance": None if self.input_variance is None else self.input_variance.tolist()})
+        return cfg
+
+
+class Rescaling(Layer):
+    """`x * scale + offset` (e.g. `Rescaling(1 / 255)` for uint8 pixels); no weights.
+
+    Args:
+        scale, offset: finite numbers (offset default 0.0).
+    """
+
+    def __init__(self, scale, offset=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = _validation.finite_float("scale", scale)
+        self.offset = _validation.finite_float("offset", offset)
+
+    def compute_output_feature_shape(self, feature_shape):
+        return _flat_only(self, feature_shape)
+
+    def _plan_op(self, offsets, training):
+        return {"kind": "OP_RESCALE", "F0": _plan_float_bits(self.scale),
+                "F1": _plan_float_bits(self.offset)}
+
+    def _forward(self, x):
+        return x * np.asarray(self.scale, self.dtype) + np.asarray(self.offset, self.dtype)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update({"scale": self.scale, "offset": self.offset})
+        return cfg
+
+
+class GaussianNoise(Layer):
+    """Adds zero-mean Gaussian noise of standard deviation `stddev` in training; the identity
+    at inference. Draws from fastdense's seeded generator (`fastdense.utils.set_random_seed`).
+
+    Args:
+        stddev: >= 0.
+        seed: accepted for Keras compatibility (fastdense's generator decides the draws).
+    """
+
+    def __init__(self, stddev, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.stddev = _validation.finite_float("stddev", stddev, minimum=0.0)
+        self.seed = _seed_arg(seed)
+
+    def compute_output_feature_shape(self, feature_shape):
+        return _flat_only(self, feature_shape)
+
+    def _plan_op(self, offsets, training):
+        return {"kind": "OP_GAUSS_NOISE", "reg": [self.stddev, 0.0, 0.0, 0.0]}
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update({"stddev": self.stddev, "seed": self.seed})
+        return cfg
+
+
+class GaussianDropout(Layer):
+    """Multiplies the inputs by Gaussian noise of mean 1 and standard deviation
+    `sqrt(rate / (1 - rate))` in training; the identity at inference.
+
+    Args:
+        rate: in [0, 1).
+        seed: accepted for Keras compatibility (fastdense's generator decides the draws).
+    """
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = _validation.finite_float("rate", rate, minimum=0.0, below=1.0)
+        self.seed = _seed_arg(seed)
+
+    def compute_output_feature_shape(self, feature_shape):
+        return _flat_only(self, feature_shape)
+
+    def _plan_op(self, offsets, training):
+        return {"kind": "OP_GAUSS_DROPOUT", "reg": [math.sqrt(self.rate / (1.0 - self.rate)), 0.0, 0.0, 0.0],
+                "xhat": training}
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update({"rate": self.rate, "seed": self.seed})
+        return cfg
+
+
+LAYER_CLASSES = {c.__name__: c for c in (InputLayer, Dense, Activation, Dropout, Flatten,
+                                         BatchNormalization, LayerNormalization, Normalization,
+                                         Rescaling, GaussianNoise, GaussianDropout)}
+
+__all__ = ["Layer", "Input", "InputLayer", "Dense", "Activation", "Dropout", "Flatten",
+           "BatchNormalization", "LayerNormalization", "Normalization", "Rescaling",
+           "GaussianNoise", "GaussianDropout"]

@@ -56,6 +56,8 @@ class Sequential:
         self._invalidate()
         for layer in layers or []:
             self.add(layer)
+        if not trainable:
+            self.trainable = False
 
     # -- structure -------------------------------------------------------------------------------
     @property
@@ -148,20 +150,32 @@ class Sequential:
         if dtypes:
             raise ValueError(f"All layers of a fastdense model must share one dtype. "
                              f"Received: {sorted({l.dtype for l in self._layers if l.weights})}")
-        # One flat parameter vector; every kernel and bias becomes a view into it.
-        sizes = [w.size for l in self._layers for w in l.weights]
-        params = np.zeros(sum(sizes), dtype=self.dtype)
-        self._offsets = {}
+        # One flat parameter vector; every weight becomes a view into it. The trainable weights
+        # come first, in get_weights() order (the optimizer steps over params[:n_trainable]
+        # only, and its slots follow that order, as Keras's variables do), then the
+        # non-trainable ones (moving statistics, frozen layers' weights).
+        flat = [(layer, k, w, bool(t)) for layer in self._layers
+                for k, (w, t) in enumerate(layer._flat_weights())]
+        ordered = [e for e in flat if e[3]] + [e for e in flat if not e[3]]
+        # (at least one element, for a model without weights: the kernels take its address)
+        params = np.zeros(max(sum(e[2].size for e in flat), 1), dtype=self.dtype)
+        offsets = {}
         off = 0
+        for layer, k, w, _ in ordered:
+            offsets.setdefault(layer.name, {})[k] = off
+            off += w.size
+        self._offsets, self._flat_offsets = {}, {}
         for layer in self._layers:
-            views, offs = [], []
-            for w in layer.weights:
-                views.append(params[off:off + w.size].reshape(w.shape))
-                offs.append(off)
-                off += w.size
-            if views:
-                layer._bind(views)
-                self._offsets[layer.name] = (offs[0], offs[1] if len(offs) > 1 else -1)
+            mine = offsets.get(layer.name)
+            if not mine:
+                continue
+            offs = [mine[k] for k in range(len(mine))]
+            layer._bind([params[o:o + w.size].reshape(w.shape)
+                         for o, (w, _) in zip(offs, layer._flat_weights())])
+            self._flat_offsets[layer.name] = offs
+            self._offsets[layer.name] = (offs[0], offs[1] if len(offs) > 1 else -1)
+        self._n_trainable = sum(e[2].size for e in flat if e[3])
+        self._trainable_layout = self._trainable_flags()
         self._params = params
         self._np_dtype = np.dtype(self.dtype)
         self._feature_shape = feature_shape
@@ -169,7 +183,7 @@ class Sequential:
         self._plans = {}
         self.built = True
         if self.optimizer is not None:
-            self.optimizer.build(params.size, self.dtype)
+            self.optimizer.build(self._n_trainable, self.dtype)
 
     def _ensure_built(self, x_arr):
         if not self.built:
@@ -234,9 +248,15 @@ class Sequential:
         out.append(line("└", "─", "┴", "┘"))
         total = self.count_params() if self.built else 0
         itemsize = np.dtype(getattr(self, "dtype", "float32")).itemsize
-        out.append(f" Total params: {total:,} ({_human_bytes(total * itemsize)})")
-        out.append(f" Trainable params: {total:,} ({_human_bytes(total * itemsize)})")
-        out.append(" Non-trainable params: 0 (0.00 B)")
+        train = [w for w in self.trainable_weights] if self.built else []
+        frozen = [w for w in self.non_trainable_weights] if self.built else []
+        n_train = sum(w.size for w in train)
+        n_frozen = sum(w.size for w in frozen)
+        b_train = sum(w.nbytes for w in train)
+        b_frozen = sum(w.nbytes for w in frozen)
+        out.append(f" Total params: {total:,} ({_human_bytes(b_train + b_frozen)})")
+        out.append(f" Trainable params: {n_train:,} ({_human_bytes(b_train)})")
+        out.append(f" Non-trainable params: {n_frozen:,} ({_human_bytes(b_frozen)})")
         slots = getattr(self.optimizer, "_slots", None)
         if slots is not None and slots.size:
             out.append(f" Optimizer params: {slots.size:,} ({_human_bytes(slots.size * itemsize)})")
@@ -280,7 +300,9 @@ class Sequential:
                                 "loss": loss if isinstance(loss, str) else None,
                                 "metrics": [m for m in metrics if isinstance(m, str)]}
         if self.built:
-            opt.build(self._params.size, self.dtype)
+            if self._trainable_layout != self._trainable_flags():
+                self.build((None,) + tuple(self._feature_shape))  # Keras: trainable takes effect at compile
+            opt.build(self._n_trainable, self.dtype)
 
     def _require_compiled(self):
         if not self.compiled:
@@ -325,6 +347,8 @@ class Sequential:
             layer.built = False
             if isinstance(layer, Dense):
                 layer.kernel = layer.bias = None
+            elif hasattr(layer, "_reset_weights"):
+                layer._reset_weights()
 
     def _prepare_xy_checked(self, x, y, sample_weight, class_weight, xname, yname, swname,
                             lazy_x=False):
@@ -465,22 +489,18 @@ class Sequential:
             X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, class_weight)
             n = len(X)
             steps = -(-n // batch_size)
-        frozen = [l.name for l in self._layers if not l.trainable and l.weights]
-        if frozen:
-            raise ValueError("fastdense trains every layer: frozen layers (trainable=False) are "
-                             "not supported yet. Set trainable=True or train in Keras. "
-                             f"Received: trainable=False on {frozen}")
+        self._check_trainable_layout()
         metrics = self._resolve_metrics(y_arr)
         val = self._validation_source(validation_data, validation_steps)
 
         opt = self.optimizer
-        opt.build(self._params.size, self.dtype)
+        opt.build(self._n_trainable, self.dtype)
         loss_code, fused = self.loss.codes(self._plan(batch_size).last_activation)
         plan = self._plan(batch_size, keep_logits=fused, training=True)
         work = plan.workspace(self.dtype)
         metric_codes = np.array([m.code for m in metrics], dtype=np.intp)
         metric_names = [m.name for m in metrics]
-        grads = np.empty_like(self._params)
+        grads = np.empty(self._n_trainable, dtype=self.dtype)
         rng_state = np.array([_random.generator().integers(0, 2**63)], dtype=np.uint64)
         hp = opt._hyper()
         code = opt._kernel_code()
@@ -747,15 +767,16 @@ class Sequential:
         self._require_compiled()
         X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, class_weight)
         metrics = self._resolve_metrics(y_arr)
+        self._check_trainable_layout()
         opt = self.optimizer
-        opt.build(self._params.size, self.dtype)
+        opt.build(self._n_trainable, self.dtype)
         bs = len(X)
         loss_code, fused = self.loss.codes(self._plan(bs).last_activation)
         plan = self._plan(bs, keep_logits=fused, training=True)
         stats = _engine.stats_buffer(len(metrics))
         rng_state = np.array([_random.generator().integers(0, 2**63)], dtype=np.uint64)
         done = _kernels.train_steps(
-            self._params, np.empty_like(self._params), opt._slots, plan.plan, plan.reg,
+            self._params, np.empty(self._n_trainable, dtype=self.dtype), opt._slots, plan.plan, plan.reg,
             plan.layout, plan.workspace(self.dtype), X, Y, sw, np.empty(0, dtype=np.intp), 0, bs,
             bs, loss_code, fused, np.array([m.code for m in metrics], dtype=np.intp),
             opt._kernel_code(), opt._hyper(), opt._rates(opt.iterations, 1), opt.iterations,
@@ -797,7 +818,7 @@ class Sequential:
         for l in self._layers:
             layers.append({"module": "keras.layers", "class_name": type(l).__name__,
                            "config": l.get_config(), "registered_name": None})
-        return {"name": self.name, "trainable": True, "dtype": None, "layers": layers}
+        return {"name": self.name, "trainable": self.trainable, "dtype": None, "layers": layers}
 
     def save(self, filepath, overwrite=True):
         """Saves architecture, weights, compile config and optimizer state to a `.keras` file."""
@@ -871,6 +892,36 @@ class Sequential:
     trainable_variables = trainable_weights
     non_trainable_variables = non_trainable_weights
 
+    @property
+    def trainable(self):
+        """False when every layer is frozen. Setting it sets every layer's `trainable` (as
+        Keras's model.trainable does); it takes effect at the next compile()."""
+        return any(l.trainable for l in self._layers) if self._layers else True
+
+    @trainable.setter
+    def trainable(self, value):
+        for layer in self._layers:
+            layer.trainable = bool(value)
+
+    def _trainable_flags(self):
+        return tuple(bool(l.trainable) for l in self._layers)
+
+    def _check_trainable_layout(self):
+        """A `trainable` flag changed since the parameters were laid out (build or compile): as
+        in Keras 3, the change takes effect at the next compile(), or at the first training
+        call when nothing has been trained yet; after that it must be compiled again."""
+        if self._trainable_layout == self._trainable_flags():
+            return
+        if self.optimizer is not None and self.optimizer.iterations == 0:
+            self.build((None,) + tuple(self._feature_shape))
+            self.optimizer.build(self._n_trainable, self.dtype)
+            return
+        changed = [l.name for l, before in zip(self._layers, self._trainable_layout)
+                   if bool(l.trainable) != before]
+        raise ValueError("The `trainable` attribute of layers changed after the model was "
+                         "compiled and trained: call `compile()` again for it to take effect "
+                         f"(as in Keras 3). Received: trainable changed on {changed}")
+
     def loss_and_gradients(self, x, y, sample_weight=None):
         """`(loss, grads)` of one batch, for a custom training loop.
 
@@ -891,6 +942,7 @@ class Sequential:
         """
         self._require_compiled()
         X, Y, sw, _ = self._prepare_xy(x, y, sample_weight, None)
+        self._check_trainable_layout()
         n = len(X)
         loss_code, fused = self.loss.codes(self._plan(n).last_activation)
         plan = self._plan(n, keep_logits=fused, training=True)
@@ -899,15 +951,19 @@ class Sequential:
         # `grads` receives the whole gradient first.
         hp = np.zeros(_K["N_HP"], dtype=np.float64)
         hp[_K["HP_WEIGHT_DECAY"]] = 1.0
-        grads = np.empty_like(self._params)
+        grads = np.empty(self._n_trainable, dtype=self.dtype)
         stats = _engine.stats_buffer(0)
         rng_state = np.array([_random.generator().integers(0, 2**63)], dtype=np.uint64)
+        updated = self._params.copy()
         _kernels.train_steps(
-            self._params.copy(), grads, np.empty(0, dtype=self.dtype), plan.plan, plan.reg,
+            updated, grads, np.empty(0, dtype=self.dtype), plan.plan, plan.reg,
             plan.layout, plan.workspace(self.dtype), X, Y, sw, np.empty(0, dtype=np.intp), 0, n,
             n, loss_code, fused, np.empty(0, dtype=np.intp), _K["OPT_SGD"], hp,
             np.ones(1, dtype=np.float64), 0, rng_state, stats)
         loss = float(stats[0] / stats[1])
+        # the forward pass in training mode moves BatchNormalization's statistics, as calling
+        # a Keras model with training=True does; the trainable weights stay as they were
+        self._params[self._n_trainable:] = updated[self._n_trainable:]
         if stats[-1] != 0:
             grads.fill(np.nan)  # the kernel stops before the backward pass of a non-finite loss
         return loss, [self._flat_view(grads, w).copy() for w in self.trainable_weights]

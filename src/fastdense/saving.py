@@ -169,14 +169,16 @@ def load_model(filepath, compile=True):
             compile_plan = _compile_plan(config, plan) if compile else None
             opt_specs = None
             if compile_plan is not None:
-                opt_specs = _optimizer_specs(compile_plan["optimizer"], plan["weight_shapes"])
+                opt_specs = _optimizer_specs(compile_plan["optimizer"], plan["trainable_shapes"])
         with _section(_WEIGHTS_NAME):
             info = _member(zf, _WEIGHTS_NAME)
             _check_h5_size(info.file_size, plan["weight_shapes"])
             limit = _h5_size_limit(plan["weight_shapes"], len(plan["layers"]))
             data = _read_member(zf, info, limit, size)
             weights, opt_state = _read_h5_state(io.BytesIO(data), len(data), plan["h5_layers"],
-                                                opt_specs, plan["dtype"], strict_optimizer=True)
+                                                opt_specs, plan["dtype"], strict_optimizer=True,
+                                                int_weights=plan["int_weights"],
+                                                trainable_shapes=plan["trainable_shapes"])
             del data
         return _assemble(plan, compile_plan, weights, opt_state, opt_specs)
 
@@ -197,8 +199,9 @@ def load_weights(model, filepath):
             f"Received: an unbuilt model {model.name!r}, filepath={path}")
     specs = _model_h5_layers(model)
     shapes = [w.shape for w in model.weights]
+    tshapes = [w.shape for w in model.trainable_weights]  # the optimizer's variables
     opt = model.optimizer if getattr(model, "compiled", False) else None
-    opt_specs = _optimizer_specs(opt, shapes) if opt is not None else None
+    opt_specs = _optimizer_specs(opt, tshapes) if opt is not None else None
     limit = _h5_size_limit(shapes, len(specs))
     with _open_regular(path) as (fh, size), _wrap_errors(path):
         if is_keras:
@@ -214,14 +217,22 @@ def load_weights(model, filepath):
             source, source_size, section = fh, size, None
         with _section(section):
             weights, opt_state = _read_h5_state(source, source_size, specs, opt_specs,
-                                                model.dtype, strict_optimizer=False)
+                                                model.dtype, strict_optimizer=False,
+                                                int_weights=_int_weights(model),
+                                                trainable_shapes=tshapes)
             state = None
             if opt_state is not None:
-                state = _checked_optimizer_state(opt, opt_state, opt_specs, shapes, model.dtype)
+                state = _checked_optimizer_state(opt, opt_state, opt_specs, tshapes, model.dtype)
     # Everything is validated: assign (set_weights checks again, then assigns all at once).
     model.set_weights(weights)
     if state is not None:
-        _assign_optimizer_state(opt, state, model._params.size, model.dtype)
+        _assign_optimizer_state(opt, state, model._n_trainable, model.dtype)
+
+
+def _int_weights(model):
+    """{(group name, index)} of a model's integer weights (Normalization's count)."""
+    return {(g, i) for (g, _, _), layer in zip(_model_h5_layers(model), model._layers)
+            for i, w in enumerate(layer.weights) if w.dtype.kind in "iu"}
 
 
 def model_from_config(config):
@@ -594,7 +605,7 @@ def _weight_offsets(weight_shapes):
 
 def _optimizer_arrays(model):
     opt = model.optimizer
-    shapes = [tuple(w.shape) for w in model.weights]
+    shapes = [tuple(w.shape) for w in model.trainable_weights]  # Keras: per trainable variable
     specs = _optimizer_specs(opt, shapes)
     dtype = np.dtype(getattr(model, "dtype", "float32"))
     offs, n = _weight_offsets(shapes)
@@ -814,16 +825,17 @@ def _layer_kwargs(cname, cfg, where):
         cfg["dtype"] = _dtype_value(cfg["dtype"], f"{where} dtype")
     if "activation" in cfg:
         cfg["activation"] = _activation_name(cfg["activation"], where)
-    for key in ("kernel_initializer", "bias_initializer"):
+    for key in ("kernel_initializer", "bias_initializer", "beta_initializer", "gamma_initializer",
+                "moving_mean_initializer", "moving_variance_initializer"):
         if key in cfg:
             cfg[key] = _initializer(cfg[key], f"{where} {key}")
-    for key in ("kernel_regularizer", "bias_regularizer"):
+    for key in ("kernel_regularizer", "bias_regularizer", "beta_regularizer", "gamma_regularizer"):
         if key in cfg:
             cfg[key] = _regularizer(cfg[key], f"{where} {key}")
     if cname == "Flatten" and cfg.get("data_format") not in (None, "channels_last"):
         raise _FormatError(f"{where} sets data_format={_short(cfg.get('data_format'))}; fastdense "
                            "flattens channels_last inputs only")
-    if cname == "Dropout":
+    if cname in ("Dropout", "GaussianNoise", "GaussianDropout"):
         _check_seed(cfg, where)
     for key in ("batch_shape", "batch_input_shape"):
         if cfg.get(key) is not None:
@@ -857,9 +869,7 @@ def _model_plan(config):
     if len(entries) > MAX_LAYERS + 1:  # + an InputLayer
         raise _FormatError(f"the model has {len(entries):,} layers, more than the "
                            f"MAX_LAYERS={MAX_LAYERS:,} fastdense loads")
-    layers, frozen = [], []
-    if mcfg.get("trainable") is False:
-        frozen.append(name or "the model")
+    layers = []
     for i, entry in enumerate(entries):
         where = f"layer {i}"
         _dict(entry, where)
@@ -885,9 +895,9 @@ def _model_plan(config):
             layer = cls.from_config(cfg)
         except (TypeError, ValueError) as exc:
             raise _FormatError(f"{where} has an invalid config: {exc}") from None
+        if mcfg.get("trainable") is False:
+            layer.trainable = False  # a frozen model: every layer frozen, as in Keras
         layers.append(layer)
-        if cfg.get("trainable") is False:
-            frozen.append(layer.name)
     if not [l for l in layers if not isinstance(l, layers_mod.InputLayer)]:
         raise _FormatError("the model has no layers")
     names = [l.name for l in layers if not isinstance(l, layers_mod.InputLayer)]
@@ -912,7 +922,7 @@ def _model_plan(config):
         raise _FormatError(f"input shape {feature} is out of range")
 
     # Weight shapes, computed before anything is allocated.
-    weight_shapes, h5_layers = [], []
+    weight_shapes, h5_layers, trainable_shapes, int_weights = [], [], [], set()
     gnames = _generic_names([type(l).__name__ for l in body])
     shape = feature
     n_params = 0
@@ -924,9 +934,19 @@ def _model_plan(config):
                     raise _FormatError(f"Dense layer {layer.name!r} gets inputs of shape "
                                        f"(None, {', '.join(map(str, shape))}); it needs flat inputs")
                 shapes = [(shape[0], layer.units)] + ([(layer.units,)] if layer.use_bias else [])
+                if layer.trainable:
+                    trainable_shapes += shapes
                 shape = (layer.units,)
             elif isinstance(layer, layers_mod.Flatten):
                 shape = (int(math.prod(shape)),)
+            elif hasattr(layer, "_config_weights"):  # the normalization layers
+                try:
+                    specs = layer._config_weights(shape)
+                except ValueError as exc:
+                    raise _FormatError(str(exc)) from None
+                shapes = [s for s, _, _ in specs]
+                trainable_shapes += [s for s, _, t in specs if t]
+                int_weights |= {(gname, i) for i, (_, kind, _) in enumerate(specs) if kind != "f"}
             if any(d > _MAX_DIM for s in shapes for d in s) or any(d > _MAX_DIM for d in shape):
                 raise _FormatError(f"layer {layer.name!r} is too large (a dimension >= 2**31)")
             n_params += _n_elements(shapes)
@@ -941,8 +961,9 @@ def _model_plan(config):
     weighted = [l for l, (_, _, s) in zip(body, h5_layers) if s] or \
         [l for l in body if isinstance(l, layers_mod.Dense)] or body
     dtype = weighted[0].dtype
-    return {"name": name, "layers": layers, "feature_shape": feature, "frozen": frozen,
-            "weight_shapes": weight_shapes, "h5_layers": h5_layers, "dtype": dtype}
+    return {"name": name, "layers": layers, "feature_shape": feature,
+            "weight_shapes": weight_shapes, "h5_layers": h5_layers, "dtype": dtype,
+            "trainable_shapes": trainable_shapes, "int_weights": int_weights}
 
 
 def _n_elements(shapes):
@@ -1083,10 +1104,6 @@ def _compile_plan(config, plan):
         if cc.get(key) not in (None, [], {}):
             raise _FormatError(f"compile_config sets {key}={_short(cc[key])}, which fastdense's "
                                "single-output models do not support")
-    if plan["frozen"]:
-        raise _FormatError(f"{plan['frozen'][0]!r} is frozen (trainable=false); fastdense trains "
-                           "every layer, so it cannot restore this training state. Load the "
-                           "model with compile=False")
     optimizer = _optimizer_from_config(cc.get("optimizer", "rmsprop"))
     _check_hyperparameters(optimizer, plan["dtype"])
     loss = _loss_from_config(cc["loss"])
@@ -1175,10 +1192,13 @@ def _open_h5(source):
                            f"{exc})") from None
 
 
-def _read_h5_state(source, file_size, h5_layers, opt_specs, dtype, strict_optimizer):
+def _read_h5_state(source, file_size, h5_layers, opt_specs, dtype, strict_optimizer,
+                   int_weights=(), trainable_shapes=None):
     """Reads and validates all layer weights (and the optimizer's variables, when `opt_specs`
     is given) from an HDF5 file of `file_size` bytes in Keras 3's layout, cast to the model's
-    `dtype`. Returns (weights, optimizer arrays or None).
+    `dtype` (the weights named in `int_weights`, {(group, index)}, are integers and stay so).
+    Returns (weights, optimizer arrays or None); the optimizer's slots follow
+    `trainable_shapes` (default: every weight).
     """
     h5py = _h5py()
     with _open_h5(source) as f:
@@ -1201,6 +1221,12 @@ def _read_h5_state(source, file_size, h5_layers, opt_specs, dtype, strict_optimi
             for i, shape in enumerate(shapes):
                 ds = _child(group, str(i), h5py.Dataset, f"{where}/{i}")
                 name = f"layers/{gname}/vars/{i}"
+                if (gname, i) in int_weights:
+                    arr = _hdf5_reader.read_dataset(ds, shape, "iu", file_size, name)
+                    if not 0 <= int(arr) <= _MAX_ITERATIONS:
+                        raise _FormatError(f"{name} (a count) is out of range: {int(arr)}")
+                    weights.append(np.asarray(arr, dtype=np.int64))
+                    continue
                 arr = _hdf5_reader.read_dataset(ds, shape, "f", file_size, name)
                 weights.append(_in_dtype(arr, dtype, name))
         layers_group = _vars_group(f, "layers", "the layers")
@@ -1219,8 +1245,9 @@ def _read_h5_state(source, file_size, h5_layers, opt_specs, dtype, strict_optimi
                                        "architecture")
         opt_arrays = None
         if opt_specs is not None:
-            opt_arrays = _read_optimizer(f, file_size, opt_specs,
-                                         [s for _, _, ss in h5_layers for s in ss], dtype,
+            if trainable_shapes is None:
+                trainable_shapes = [s for _, _, ss in h5_layers for s in ss]
+            opt_arrays = _read_optimizer(f, file_size, opt_specs, trainable_shapes, dtype,
                                          strict_optimizer)
     return weights, opt_arrays
 
@@ -1332,6 +1359,8 @@ def _assemble(plan, compile_plan, weights, opt_state, opt_specs):
     with _section(_CONFIG_NAME):
         try:
             model = _sequential_from_plan(plan, weights)
+        except _FormatError:
+            raise
         except (TypeError, ValueError) as exc:
             raise _FormatError(f"the model it describes cannot be built: {exc}") from None
         if model.built:
@@ -1346,10 +1375,10 @@ def _assemble(plan, compile_plan, weights, opt_state, opt_specs):
         model.compile(optimizer=opt, loss=compile_plan["loss"], metrics=compile_plan["metrics"])
     if opt_state is not None:
         with _section(_WEIGHTS_NAME):
-            state = _checked_optimizer_state(opt, opt_state, opt_specs, plan["weight_shapes"],
+            state = _checked_optimizer_state(opt, opt_state, opt_specs, plan["trainable_shapes"],
                                              plan["dtype"])
         if model.built:
-            _assign_optimizer_state(opt, state, model._params.size, model.dtype)
+            _assign_optimizer_state(opt, state, model._n_trainable, model.dtype)
         else:  # an unbuilt model: Keras's unbuilt optimizer has only these two variables
             opt.iterations = state[0]
             if state[1] is not None:
