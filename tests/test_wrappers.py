@@ -221,7 +221,7 @@ def test_grid_search_with_two_processes():
     given = build(X, np.eye(3)[y], learning_rate=0.05)
     # model instances and fit_kwargs travel to loky's worker processes pickled (.keras bytes)
     search = GridSearchCV(SKLearnClassifier(given, fit_kwargs=QUIET),
-                          {"fit_kwargs": [{"epochs": 1, "verbose": 0}, {"epochs": 40, "verbose": 0}]},
+                          {"fit_kwargs": [{"epochs": 0, "verbose": 0}, {"epochs": 40, "verbose": 0}]},
                           cv=3, n_jobs=2)
     search.fit(X, y)
     assert search.best_params_["fit_kwargs"]["epochs"] == 40
