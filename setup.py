@@ -5,6 +5,7 @@ Environment switches:
   FASTDENSE_ANNOTATE=1  write Cython's HTML annotation next to the .pyx
   FASTDENSE_SANITIZE=1  build with AddressSanitizer + UBSan (see tools/sanitize.sh)
 """
+import glob
 import os
 import sys
 
@@ -33,7 +34,7 @@ if sys.platform != "win32":
     extra_compile += ["-fno-math-errno", "-ffp-contract=off", "-Wno-unused-function"]
     if DEBUG:
         extra_compile += ["-O0", "-g"]
-    # the second thread of split products is a pthread (src/fastdense/_simd.h)
+    # the worker threads are pthreads (src/fastdense/csrc/fd_threads.h)
     extra_compile.append("-pthread")
     extra_link.append("-pthread")
     if SANITIZE:
@@ -45,7 +46,7 @@ extensions = [
         "fastdense._kernels",
         ["src/fastdense/_kernels.pyx"],
         include_dirs=["src/fastdense"],
-        depends=["src/fastdense/_simd.h"],
+        depends=["src/fastdense/_simd.h", *sorted(glob.glob("src/fastdense/csrc/*.h"))],
         extra_compile_args=extra_compile,
         extra_link_args=extra_link,
     ),

@@ -1,0 +1,230 @@
+/* The worker threads: floating-point modes handed to workers, the pool, shared counters. */
+#ifndef FASTDENSE_FD_THREADS_H
+#define FASTDENSE_FD_THREADS_H
+
+#include "fd_base.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <sched.h>
+
+#define FD_SPIN_SECONDS 2e-3
+
+/* The floating-point control modes (rounding, flush-to-zero, denormals-are-zero) of the calling
+ * thread, to be given to the worker with each job: x86-64's MXCSR control bits (its low six bits
+ * are sticky exception flags, left alone), aarch64's FPCR. Elsewhere nothing is copied (see
+ * docs/design.md's platform table). */
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <xmmintrin.h>
+typedef unsigned fd_fpmode;
+static inline fd_fpmode fd_fpmode_get(void) { return _mm_getcsr() & ~0x3Fu; }
+static inline void fd_fpmode_set(fd_fpmode m)
+{
+    if ((_mm_getcsr() & ~0x3Fu) != m)
+        _mm_setcsr((_mm_getcsr() & 0x3Fu) | m);
+}
+#elif defined(__GNUC__) && defined(__aarch64__)
+typedef uint64_t fd_fpmode;
+static inline fd_fpmode fd_fpmode_get(void)
+{
+    uint64_t v;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(v));
+    return v;
+}
+static inline void fd_fpmode_set(fd_fpmode m)
+{
+    if (fd_fpmode_get() != m)
+        __asm__ __volatile__("msr fpcr, %0" : : "r"(m));
+}
+#else
+typedef unsigned fd_fpmode;
+static inline fd_fpmode fd_fpmode_get(void) { return 0; }
+static inline void fd_fpmode_set(fd_fpmode m) { (void)m; }
+#endif
+
+typedef void (*fd_task_fn)(void *arg, int part);
+
+/* ------------------------------------------------------------------------------------------------
+ * The worker threads. A job is fn(arg, part) for part = 0 .. nparts-1: part 0 on the caller,
+ * part p on worker p (started on first use, at most FD_MAX_THREADS - 1 of them). A part's work
+ * never depends on which thread runs it (the jobs take units from shared counters, or fixed
+ * blocks), so one thread running every part gives the same results. After a job a worker that
+ * took part spins for up to FD_SPIN_SECONDS waiting for the next one (a training step issues a
+ * job every few tens of microseconds, far less than a futex wake-up costs), then sleeps on a
+ * condition variable; a worker left out of a job goes back to sleep at once, so an idle process,
+ * or one running on fewer threads than it started, does not keep cores busy. One job at a time:
+ * a caller that finds the pool busy (another Python thread training) runs every part itself.
+ * After fork() the child starts new workers.
+ * ------------------------------------------------------------------------------------------------ */
+#define FD_MAX_THREADS 64
+
+static pthread_mutex_t fd_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t fd_pool_sleep_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fd_pool_wake = PTHREAD_COND_INITIALIZER;
+/* The current job's ticket: (jobs posted so far) * 256 + its number of parts, in one atomic word,
+ * so a worker never pairs one job's count with another's parts. fn, arg and the modes are written
+ * before the ticket is published and stay until the job is done. */
+static atomic_ullong fd_pool_ticket;
+static atomic_int fd_pool_done;       /* parts of the current job finished by workers */
+static atomic_int fd_pool_sleeping;   /* workers waiting on fd_pool_wake */
+static fd_task_fn fd_pool_fn;
+static void *fd_pool_arg;
+static fd_fpmode fd_pool_fpmode;  /* the caller's control modes for the current job */
+static int fd_pool_workers;       /* workers started */
+/* The ticket when each worker was started (before the job it was started for is posted): its
+ * first `seen`. A worker that read the ticket itself when it first ran could read the new job's
+ * and wait for the next one forever. */
+static unsigned long long fd_pool_born[FD_MAX_THREADS];
+static int fd_pool_atfork_registered;
+
+static inline void fd_cpu_relax(void)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__GNUC__) && defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static double fd_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void *fd_pool_worker(void *index)
+{
+    const int part = (int)(intptr_t)index;
+    unsigned long long seen = fd_pool_born[part];
+    int took_part = 0;
+    for (;;) {
+        double t0 = fd_now();
+        int k = 0;
+        while (took_part && atomic_load_explicit(&fd_pool_ticket, memory_order_acquire) == seen) {
+            fd_cpu_relax();
+            if (++k == 256) {
+                k = 0;
+                if (fd_now() - t0 > FD_SPIN_SECONDS)
+                    break;
+            }
+        }
+        if (atomic_load_explicit(&fd_pool_ticket, memory_order_acquire) == seen) {
+            pthread_mutex_lock(&fd_pool_sleep_lock);
+            atomic_fetch_add(&fd_pool_sleeping, 1);
+            while (atomic_load(&fd_pool_ticket) == seen)
+                pthread_cond_wait(&fd_pool_wake, &fd_pool_sleep_lock);
+            atomic_fetch_sub(&fd_pool_sleeping, 1);
+            pthread_mutex_unlock(&fd_pool_sleep_lock);
+        }
+        seen = atomic_load_explicit(&fd_pool_ticket, memory_order_acquire);
+        took_part = part < (int)(seen & 255u);
+        if (!took_part)
+            continue;
+        /* The caller's rounding and flush-to-zero modes: a thread inherits them only when it is
+         * created, and a library loaded later (one built with -ffast-math, say) may have turned
+         * flush-to-zero on in the caller since: every part of a job must round alike. */
+        fd_fpmode_set(fd_pool_fpmode);
+        fd_pool_fn(fd_pool_arg, part);
+        atomic_fetch_add_explicit(&fd_pool_done, 1, memory_order_release);
+    }
+    return NULL;
+}
+
+static void fd_pool_after_fork_child(void)
+{
+    /* The workers did not survive the fork; the locks may have been held by another thread. */
+    pthread_mutex_init(&fd_pool_lock, NULL);
+    pthread_mutex_init(&fd_pool_sleep_lock, NULL);
+    pthread_cond_init(&fd_pool_wake, NULL);
+    atomic_store(&fd_pool_ticket, 0);
+    atomic_store(&fd_pool_done, 0);
+    atomic_store(&fd_pool_sleeping, 0);
+    fd_pool_workers = 0;
+}
+
+/* Starts workers until there are n - 1 (fewer if the system refuses); returns how many parts
+ * can run at once (workers + the caller). Called with fd_pool_lock held. */
+static int fd_pool_grow(int n)
+{
+    if (!fd_pool_atfork_registered) {
+        pthread_atfork(NULL, NULL, fd_pool_after_fork_child);
+        fd_pool_atfork_registered = 1;
+    }
+    while (fd_pool_workers < n - 1) {
+        pthread_t tid;
+        pthread_attr_t attr;
+        int ok;
+        fd_pool_born[fd_pool_workers + 1] = atomic_load(&fd_pool_ticket);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        ok = pthread_create(&tid, &attr, fd_pool_worker,
+                            (void *)(intptr_t)(fd_pool_workers + 1)) == 0;
+        pthread_attr_destroy(&attr);
+        if (!ok)
+            break;
+        fd_pool_workers++;
+    }
+    return fd_pool_workers + 1;
+}
+
+/* Runs fn(arg, p) for p = 0 .. nparts-1, part 0 on the calling thread and the others on the
+ * workers; returns when all are done. Parts without a thread (the pool busy with another
+ * caller's job, or workers that could not be started) run here, after part 0. */
+static void fd_run(fd_task_fn fn, void *arg, int nparts)
+{
+    int p, running, spins = 0;
+    if (nparts > FD_MAX_THREADS)
+        nparts = FD_MAX_THREADS;
+    if (nparts < 2 || pthread_mutex_trylock(&fd_pool_lock) != 0) {
+        for (p = 0; p < nparts || p == 0; p++)
+            fn(arg, p);
+        return;
+    }
+    running = fd_pool_grow(nparts);
+    if (running > nparts)
+        running = nparts;
+    fd_pool_fn = fn;
+    fd_pool_arg = arg;
+    fd_pool_fpmode = fd_fpmode_get();
+    atomic_store_explicit(&fd_pool_done, 0, memory_order_relaxed);
+    atomic_store_explicit(&fd_pool_ticket,
+                          ((atomic_load(&fd_pool_ticket) >> 8) + 1) << 8 | (unsigned)running,
+                          memory_order_release);
+    /* Checked under the workers' sleep lock: a worker tests the ticket under the same lock before it
+     * waits, so either it sees the new job or we see it asleep and wake it (no lost wake-up). */
+    pthread_mutex_lock(&fd_pool_sleep_lock);
+    if (atomic_load(&fd_pool_sleeping) > 0)
+        pthread_cond_broadcast(&fd_pool_wake);
+    pthread_mutex_unlock(&fd_pool_sleep_lock);
+    fn(arg, 0);
+    for (p = running; p < nparts; p++)
+        fn(arg, p);
+    while (atomic_load_explicit(&fd_pool_done, memory_order_acquire) != running - 1) {
+        fd_cpu_relax();
+        if (++spins == 4096) {  /* a worker lost its core: let it run */
+            spins = 0;
+            sched_yield();
+        }
+    }
+    pthread_mutex_unlock(&fd_pool_lock);
+}
+
+/* A counter threads take work items from (whole inference batches: see _kernels.pyx). */
+typedef struct { atomic_int v; } fd_counter;
+
+static inline void fd_counter_set(fd_counter *c, int v) { atomic_store(&c->v, v); }
+
+static inline int fd_counter_next(fd_counter *c)
+{
+    return atomic_fetch_add_explicit(&c->v, 1, memory_order_relaxed);
+}
+
+static int fd_split_point(int cols)
+{
+    const int blocks = (cols + FD_NR - 1) / FD_NR;
+    return ((blocks + 1) / 2) * FD_NR;
+}
+
+#endif /* FASTDENSE_FD_THREADS_H */
