@@ -71,3 +71,20 @@ def make_blobs(n=200, d=6, classes=3, seed=0):
     y = rng.integers(0, classes, n)
     x = centers[y] + rng.normal(0, 1, (n, d))
     return x, y
+
+
+def assert_history_matches_keras(history, spec):
+    """A fit's per-epoch history against a Keras fixture's (float32 rtol 1e-4); Python floats."""
+    assert sorted(history.history) == sorted(spec["history"])
+    for key, expected in spec["history"].items():
+        np.testing.assert_allclose(history.history[key], expected, rtol=1e-4, err_msg=key)
+        assert all(type(v) is float for v in history.history[key])
+
+
+def assert_weights_match_keras(got, spec, arrays, rtol=1e-4):
+    """get_weights() after training against a Keras fixture's trained_0.. arrays."""
+    assert len(got) == spec["n_weights"]
+    for i, w in enumerate(got):
+        expected = arrays[f"trained_{i}"]
+        assert w.shape == expected.shape and w.dtype == expected.dtype, f"weight {i}"
+        np.testing.assert_allclose(w, expected, rtol=rtol, atol=1e-6, err_msg=f"weight {i}")

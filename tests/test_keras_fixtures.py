@@ -12,7 +12,7 @@ import pytest
 import fastdense
 from fastdense import Sequential, layers, optimizers
 
-from conftest import KERAS_FIXTURES
+from conftest import KERAS_FIXTURES, assert_history_matches_keras, assert_weights_match_keras
 
 CASES = ["reference_sigmoid_softmax_sgd", "relu_adam_sparse", "tanh_rmsprop_mse",
          "relu_sgd_momentum_bce", "float64_tanh_adam"]
@@ -50,21 +50,12 @@ def trained(request):
 
 def test_history_matches_keras(trained):
     spec, _, _, history = trained
-    assert sorted(history.history) == sorted(spec["history"])
-    for key, expected in spec["history"].items():
-        np.testing.assert_allclose(history.history[key], expected, rtol=1e-4, err_msg=key)
-        assert all(type(v) is float for v in history.history[key])
+    assert_history_matches_keras(history, spec)
 
 
 def test_trained_weights_match_keras(trained):
     spec, arrays, model, _ = trained
-    got = model.get_weights()
-    assert len(got) == spec["n_weights"]
-    for i, w in enumerate(got):
-        expected = arrays[f"trained_{i}"]
-        assert w.shape == expected.shape
-        assert w.dtype == np.dtype(spec["dtype"])
-        np.testing.assert_allclose(w, expected, rtol=1e-4, atol=1e-6, err_msg=f"weight {i}")
+    assert_weights_match_keras(model.get_weights(), spec, arrays, rtol=1e-4)
 
 
 def test_evaluate_matches_keras(trained):

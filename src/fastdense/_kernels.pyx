@@ -845,6 +845,21 @@ cdef inline floating _norm_divisor(floating variance) noexcept nogil:
     return g if g > <floating>1e-7 else <floating>1e-7
 
 
+cdef inline void _mean_var(const floating* a, Py_ssize_t count, Py_ssize_t stride,
+                           double* mean, double* var) noexcept nogil:
+    """Mean and biased variance of a[0], a[stride], ... (count values), summed in float64:
+    BatchNormalization's per column (stride = width), LayerNormalization's per row (stride 1)."""
+    cdef Py_ssize_t t
+    cdef double s = 0, d = 0
+    for t in range(count):
+        s += a[t * stride]
+    s /= count
+    for t in range(count):
+        d += (a[t * stride] - s) * (a[t * stride] - s)
+    mean[0] = s
+    var[0] = d / count
+
+
 cdef void _norm_forward(const Py_ssize_t* row, const double* reg, floating* P, const floating* A,
                         floating* Z, floating* work, int n, uint64_t* rng) noexcept nogil:
     """One op forward; reg is NULL at inference. BATCHNORM in training updates the moving
@@ -867,14 +882,7 @@ cdef void _norm_forward(const Py_ssize_t* row, const double* reg, floating* P, c
         train_stats = reg != NULL and reg[1] == 0
         for j in range(m):
             if train_stats:
-                s = 0
-                for i in range(n):
-                    s += A[i * m + j]
-                s /= n
-                d = 0
-                for i in range(n):
-                    d += (A[i * m + j] - s) * (A[i * m + j] - s)
-                d /= n
+                _mean_var(A + j, n, m, &s, &d)
                 mom = <floating>reg[0]
                 one_m = <floating>(1.0 - reg[0])
                 mm[j] = mm[j] * mom + <floating>s * one_m
@@ -897,14 +905,7 @@ cdef void _norm_forward(const Py_ssize_t* row, const double* reg, floating* P, c
     elif kind == OP_LAYERNORM:
         eps = _plan_float(row, PLAN_F0)
         for i in range(n):
-            s = 0
-            for j in range(m):
-                s += A[i * m + j]
-            s /= m
-            d = 0
-            for j in range(m):
-                d += (A[i * m + j] - s) * (A[i * m + j] - s)
-            d /= m
+            _mean_var(A + i * m, m, 1, &s, &d)
             mu = <floating>s
             inv = <floating>(1.0 / sqrt(d + eps))
             if aux != NULL:
