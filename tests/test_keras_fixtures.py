@@ -1,4 +1,4 @@
-"""fastdense against numbers produced by real TF-Keras 3.15.1 (../shared/keras_fixtures).
+"""fastdense against numbers produced by real TF-Keras 3.15.1 (tests/data/keras_fixtures).
 
 Same initial weights, same data, shuffle=False: per-epoch history, trained weights, evaluate and
 predict must match Keras's. The fixtures hold float32 numbers (the "float64" case too: Keras

@@ -1,5 +1,5 @@
 """fastdense's normalization layers against numbers produced by TF-Keras 3.15.1
-(tests/data/keras_fixtures/layers, the repository's copy of ../shared/keras_fixtures).
+(tests/data/keras_fixtures/layers, the repository's copy of the shared fixtures).
 
 Each case's spec lists its layers as [Keras class name, kwargs]; the model is built from that
 list with the same initial weights (after adapt, for the Normalization case), fitted with

@@ -1,7 +1,7 @@
 """API-level Keras-parity tests, one feature per test.
 
 Every expectation is derived independently, in float64 NumPy, from the formulas in
-../shared/KERAS.md (and, where KERAS.md is silent or wrong, from Keras 3's own source, cited in
+the project's notes on Keras 3 (KERAS.md beside the repository; and, where they are silent or wrong, from Keras 3's own source, cited in
 the test) on small hand-checkable cases: never from fastdense's own output. Each test therefore
 fails if its feature is missing or computes something else.
 

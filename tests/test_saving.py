@@ -1,6 +1,6 @@
 """Tests of fastdense.saving: Keras 3 `.keras` / `.weights.h5` files, read and written.
 
-Reference files come from real Keras 3.15 (../shared/keras_fixtures). Robustness tests damage
+Reference files come from real Keras 3.15 (tests/data/keras_fixtures). Robustness tests damage
 files (truncation, bit flips, garbage) and expect a ValueError or a successful load, never a crash;
 the HDF5 fuzzing runs in a subprocess so that a crash inside the HDF5 library fails the test
 instead of killing pytest.
