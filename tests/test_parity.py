@@ -1,8 +1,8 @@
 """API-level Keras-parity tests, one feature per test.
 
-Every expectation is derived independently, in float64 NumPy, from the formulas in
-the project's notes on Keras 3 (KERAS.md beside the repository; and, where they are silent or wrong, from Keras 3's own source, cited in
-the test) on small hand-checkable cases: never from fastdense's own output. Each test therefore
+Every expectation is derived independently, in float64 NumPy, from the formulas in the
+project's notes on Keras 3 (KERAS.md; where they are silent or wrong, from Keras 3's own source,
+cited in the test) on small hand-checkable cases: never from fastdense's own output. Each test therefore
 fails if its feature is missing or computes something else.
 
 Tests marked `xfail(strict=True)` (none at present) document a real difference from Keras 3; their `reason` says
