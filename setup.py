@@ -28,7 +28,10 @@ directives = {
 # no -ffast-math: wheels must run on any x86-64 CPU and keep IEEE NaN/Inf semantics.
 extra_compile = []
 extra_link = []
-if sys.platform != "win32":
+if sys.platform == "win32":
+    # MSVC: C11 with its atomics (the worker pool); AVX2 intrinsics need no flag. Untested here.
+    extra_compile += ["/std:c11", "/experimental:c11atomics"]
+else:
     # -ffp-contract=off: no fused multiply-add unless the source asks for one (fmaf, intrinsics),
     # so scalar arithmetic rounds alike on every target (GCC fuses a*b+c on aarch64 by default).
     extra_compile += ["-fno-math-errno", "-ffp-contract=off", "-Wno-unused-function"]

@@ -12,8 +12,7 @@
  * with A(r, p) = rp[r][off + p] (FD_A_ROWS) or rp[p][off + r] (FD_A_COLS). Every element is one
  * chain of FMAs over p from zero, then alpha and beta: the same arithmetic whatever the tile's
  * shape or position, which is what keeps results independent of batch size and thread count. */
-__attribute__((target("avx2,fma"), always_inline))
-static inline void fd_tile_body(int mr, int nr, int kc, const float *const *rp, int mode,
+static FD_AVX2_INLINE void fd_tile_body(int mr, int nr, int kc, const float *const *rp, int mode,
                                 ptrdiff_t off, const float *B, ptrdiff_t ldb, float *C,
                                 ptrdiff_t ldc, float alpha, float beta, int tstore,
                                 const int *pl, const int full)
@@ -178,16 +177,14 @@ static inline void fd_tile_body(int mr, int nr, int kc, const float *const *rp, 
  * the masks then stayed live through the 16-column loop and gcc kept one row's accumulators on
  * the stack, a store and a reload in every step of the chain (a third of the forward product's
  * time went to that one instruction). */
-__attribute__((target("avx2,fma"), noinline))
-static void fd_tile_full(int mr, int kc, const float *const *rp, int mode, ptrdiff_t off,
+static FD_AVX2_NOINLINE void fd_tile_full(int mr, int kc, const float *const *rp, int mode, ptrdiff_t off,
                          const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
                          float beta, int tstore, const int *pl)
 {
     fd_tile_body(mr, FD_NR, kc, rp, mode, off, B, ldb, C, ldc, alpha, beta, tstore, pl, 1);
 }
 
-__attribute__((target("avx2,fma"), noinline))
-static void fd_tile_masked(int mr, int nr, int kc, const float *const *rp, int mode,
+static FD_AVX2_NOINLINE void fd_tile_masked(int mr, int nr, int kc, const float *const *rp, int mode,
                            ptrdiff_t off, const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
                            float alpha, float beta, int tstore, const int *pl)
 {
@@ -207,8 +204,7 @@ static void fd_tile_avx2(int mr, int nr, int kc, const float *const *rp, int mod
 /* The narrow tile for a last column block of at most 8 columns (m = 100 leaves 4): up to 8 rows
  * by one 8-float vector, so the masked lanes waste half as much as in the 16-wide tile. Same
  * per-element arithmetic as fd_tile. */
-__attribute__((target("avx2,fma")))
-static void fd_tile8_avx2(int mr, int nr, int kc, const float *const *rp, int mode,
+static FD_AVX2 void fd_tile8_avx2(int mr, int nr, int kc, const float *const *rp, int mode,
                           ptrdiff_t off, const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
                           float alpha, float beta)
 {
@@ -267,8 +263,7 @@ static void fd_tile8_avx2(int mr, int nr, int kc, const float *const *rp, int mo
 /* The rows p < n whose elements rp[p][i .. i + w) are not all zero (+0 or -0), in order, into
  * pl; returns their count. w <= 24. A zero of A adds nothing to a chain of FMAs (see
  * fd_dw_sparse), so a tile of a weight gradient needs only these rows. */
-__attribute__((target("avx2,fma")))
-static int fd_nonzero_rows_avx2(const float *const *rp, int n, int i, int w, int *pl)
+static FD_AVX2 int fd_nonzero_rows_avx2(const float *const *rp, int n, int i, int w, int *pl)
 {
     const __m256i bits = _mm256_set1_epi32(0x7fffffff);
     const int tail = w - ((w - 1) / 8) * 8;
@@ -291,8 +286,7 @@ static int fd_nonzero_rows_avx2(const float *const *rp, int n, int i, int w, int
  * broadcast. Blocks of 24 rows x 4 columns (12 accumulators), every lane used, where fd_tile8
  * left half of its lanes idle on 4 columns. Each element is the same chain of FMAs over p as in
  * fd_tile (fma(A, B, c) from zero, then alpha and beta, rounded alike): bit-identical results. */
-__attribute__((target("avx2,fma")))
-static void fd_cols_narrow_avx2(int i0, int i1, int nr, int kc, const float *const *rp,
+static FD_AVX2 void fd_cols_narrow_avx2(int i0, int i1, int nr, int kc, const float *const *rp,
                                const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
                                float alpha, float beta, int sparse)
 {
@@ -369,8 +363,7 @@ static void fd_cols_narrow_avx2(int i0, int i1, int nr, int kc, const float *con
  * the same final arithmetic as fd_tile, so a row computed here is bit-identical to the same row
  * computed inside a larger batch. */
 #define FD_RV 13
-__attribute__((target("avx2,fma")))
-static void fd_sgemv_row_avx2(int k0, int k1, int m, float alpha, const float *a,
+static FD_AVX2 void fd_sgemv_row_avx2(int k0, int k1, int m, float alpha, const float *a,
                               const float *B, ptrdiff_t ldb, float beta, float *c)
 {
     int jc, pc, p, v;
@@ -391,7 +384,7 @@ static void fd_sgemv_row_avx2(int k0, int k1, int m, float alpha, const float *a
             /* Every index into acc is a constant after unrolling (one case per count of vectors
              * below, unrolled loops here): an index known only at run time made gcc keep acc in
              * memory, 13 stores in every step of the depth loop. */
-#pragma GCC unroll 13
+FD_UNROLL13
             for (v = 0; v < FD_RV; v++)
                 acc[v] = _mm256_setzero_ps();
 /* NV whole vectors, then (TAIL, a constant) the overlapping one */
@@ -399,7 +392,7 @@ static void fd_sgemv_row_avx2(int k0, int k1, int m, float alpha, const float *a
             for (p = pc; p < pc + kc; p++) {                                               \
                 const __m256 x = _mm256_broadcast_ss(a + p);                               \
                 const float *bp = B + p * ldb + jc;                                        \
-                _Pragma("GCC unroll 13")                                                   \
+                FD_UNROLL13                                                                \
                 for (v = 0; v < (NV); v++)                                                 \
                     acc[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + 8 * v), acc[v]);      \
                 if (TAIL)                                                                  \
@@ -451,14 +444,14 @@ static void fd_sgemv_row_avx2(int k0, int k1, int m, float alpha, const float *a
                 continue;
             }
             /* the overlapping vector's C is read before any store, and stored last */
-#pragma GCC unroll 13
+FD_UNROLL13
             for (v = 0; v < FD_RV; v++)
                 if (v == nfull)
                     rt = acc[v];
             rt = _mm256_mul_ps(va, rt);
             if (tail && b != 0.0f)
                 rt = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c + jc + to), rt);
-#pragma GCC unroll 13
+FD_UNROLL13
             for (v = 0; v < FD_RV; v++) {
                 if (v < nfull) {
                     __m256 r = _mm256_mul_ps(va, acc[v]);

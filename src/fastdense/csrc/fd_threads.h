@@ -4,10 +4,52 @@
 
 #include "fd_base.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
-#include <time.h>
+
+/* The few thread primitives the pool needs: POSIX threads, or Win32's (slim reader/writer locks,
+ * condition variables, _beginthreadex) on Windows, where MinGW-w64 compiles this file in CI's
+ * cross-compile check and MSVC needs C11 atomics (/experimental:c11atomics, untested here). */
+#if defined(_WIN32)
+#include <windows.h>
+#include <process.h>
+typedef SRWLOCK fd_mutex;
+typedef CONDITION_VARIABLE fd_cond;
+#define FD_MUTEX_INIT SRWLOCK_INIT
+#define FD_COND_INIT CONDITION_VARIABLE_INIT
+static inline void fd_mutex_lock(fd_mutex *m) { AcquireSRWLockExclusive(m); }
+static inline int fd_mutex_trylock(fd_mutex *m) { return TryAcquireSRWLockExclusive(m) != 0; }
+static inline void fd_mutex_unlock(fd_mutex *m) { ReleaseSRWLockExclusive(m); }
+static inline void fd_cond_wait(fd_cond *c, fd_mutex *m) { SleepConditionVariableSRW(c, m, INFINITE, 0); }
+static inline void fd_cond_broadcast(fd_cond *c) { WakeAllConditionVariable(c); }
+static inline void fd_yield(void) { SwitchToThread(); }
+static double fd_now(void)
+{
+    LARGE_INTEGER f, t;
+    QueryPerformanceFrequency(&f);
+    QueryPerformanceCounter(&t);
+    return (double)t.QuadPart / (double)f.QuadPart;
+}
+#else
+#include <pthread.h>
 #include <sched.h>
+#include <time.h>
+typedef pthread_mutex_t fd_mutex;
+typedef pthread_cond_t fd_cond;
+#define FD_MUTEX_INIT PTHREAD_MUTEX_INITIALIZER
+#define FD_COND_INIT PTHREAD_COND_INITIALIZER
+static inline void fd_mutex_lock(fd_mutex *m) { pthread_mutex_lock(m); }
+static inline int fd_mutex_trylock(fd_mutex *m) { return pthread_mutex_trylock(m) == 0; }
+static inline void fd_mutex_unlock(fd_mutex *m) { pthread_mutex_unlock(m); }
+static inline void fd_cond_wait(fd_cond *c, fd_mutex *m) { pthread_cond_wait(c, m); }
+static inline void fd_cond_broadcast(fd_cond *c) { pthread_cond_broadcast(c); }
+static inline void fd_yield(void) { sched_yield(); }
+static double fd_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+#endif
 
 #define FD_SPIN_SECONDS 2e-3
 
@@ -15,7 +57,7 @@
  * thread, to be given to the worker with each job: x86-64's MXCSR control bits (its low six bits
  * are sticky exception flags, left alone), aarch64's FPCR. Elsewhere nothing is copied (see
  * docs/design.md's platform table). */
-#if defined(__GNUC__) && defined(__x86_64__)
+#if (defined(__GNUC__) && defined(__x86_64__)) || defined(_M_X64)
 #include <xmmintrin.h>
 typedef unsigned fd_fpmode;
 static inline fd_fpmode fd_fpmode_get(void) { return _mm_getcsr() & ~0x3Fu; }
@@ -59,9 +101,9 @@ typedef void (*fd_task_fn)(void *arg, int part);
  * ------------------------------------------------------------------------------------------------ */
 #define FD_MAX_THREADS 64
 
-static pthread_mutex_t fd_pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_mutex_t fd_pool_sleep_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t fd_pool_wake = PTHREAD_COND_INITIALIZER;
+static fd_mutex fd_pool_lock = FD_MUTEX_INIT;
+static fd_mutex fd_pool_sleep_lock = FD_MUTEX_INIT;
+static fd_cond fd_pool_wake = FD_COND_INIT;
 /* The current job's ticket: (jobs posted so far) * 256 + its number of parts, in one atomic word,
  * so a worker never pairs one job's count with another's parts. fn, arg and the modes are written
  * before the ticket is published and stay until the job is done. */
@@ -76,7 +118,6 @@ static int fd_pool_workers;       /* workers started */
  * first `seen`. A worker that read the ticket itself when it first ran could read the new job's
  * and wait for the next one forever. */
 static unsigned long long fd_pool_born[FD_MAX_THREADS];
-static int fd_pool_atfork_registered;
 
 static inline void fd_cpu_relax(void)
 {
@@ -84,19 +125,13 @@ static inline void fd_cpu_relax(void)
     __builtin_ia32_pause();
 #elif defined(__GNUC__) && defined(__aarch64__)
     __asm__ __volatile__("yield");
+#elif defined(_M_X64)
+    _mm_pause();
 #endif
 }
 
-static double fd_now(void)
+static void fd_pool_work(int part)
 {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static void *fd_pool_worker(void *index)
-{
-    const int part = (int)(intptr_t)index;
     unsigned long long seen = fd_pool_born[part];
     int took_part = 0;
     for (;;) {
@@ -111,12 +146,12 @@ static void *fd_pool_worker(void *index)
             }
         }
         if (atomic_load_explicit(&fd_pool_ticket, memory_order_acquire) == seen) {
-            pthread_mutex_lock(&fd_pool_sleep_lock);
+            fd_mutex_lock(&fd_pool_sleep_lock);
             atomic_fetch_add(&fd_pool_sleeping, 1);
             while (atomic_load(&fd_pool_ticket) == seen)
-                pthread_cond_wait(&fd_pool_wake, &fd_pool_sleep_lock);
+                fd_cond_wait(&fd_pool_wake, &fd_pool_sleep_lock);
             atomic_fetch_sub(&fd_pool_sleeping, 1);
-            pthread_mutex_unlock(&fd_pool_sleep_lock);
+            fd_mutex_unlock(&fd_pool_sleep_lock);
         }
         seen = atomic_load_explicit(&fd_pool_ticket, memory_order_acquire);
         took_part = part < (int)(seen & 255u);
@@ -129,8 +164,32 @@ static void *fd_pool_worker(void *index)
         fd_pool_fn(fd_pool_arg, part);
         atomic_fetch_add_explicit(&fd_pool_done, 1, memory_order_release);
     }
+}
+
+/* Starts worker `part`, detached; 0 when the system refuses. */
+#if defined(_WIN32)
+static unsigned __stdcall fd_pool_worker(void *part)
+{
+    fd_pool_work((int)(intptr_t)part);
+    return 0;
+}
+
+static int fd_thread_start(int part)
+{
+    HANDLE h = (HANDLE)_beginthreadex(NULL, 0, fd_pool_worker, (void *)(intptr_t)part, 0, NULL);
+    if (h == 0)
+        return 0;
+    CloseHandle(h);
+    return 1;
+}
+#else
+static void *fd_pool_worker(void *part)
+{
+    fd_pool_work((int)(intptr_t)part);
     return NULL;
 }
+
+static int fd_pool_atfork_registered;
 
 static void fd_pool_after_fork_child(void)
 {
@@ -144,25 +203,30 @@ static void fd_pool_after_fork_child(void)
     fd_pool_workers = 0;
 }
 
-/* Starts workers until there are n - 1 (fewer if the system refuses); returns how many parts
- * can run at once (workers + the caller). Called with fd_pool_lock held. */
-static int fd_pool_grow(int n)
+static int fd_thread_start(int part)
 {
+    pthread_t tid;
+    pthread_attr_t attr;
+    int ok;
     if (!fd_pool_atfork_registered) {
         pthread_atfork(NULL, NULL, fd_pool_after_fork_child);
         fd_pool_atfork_registered = 1;
     }
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    ok = pthread_create(&tid, &attr, fd_pool_worker, (void *)(intptr_t)part) == 0;
+    pthread_attr_destroy(&attr);
+    return ok;
+}
+#endif
+
+/* Starts workers until there are n - 1 (fewer if the system refuses); returns how many parts
+ * can run at once (workers + the caller). Called with fd_pool_lock held. */
+static int fd_pool_grow(int n)
+{
     while (fd_pool_workers < n - 1) {
-        pthread_t tid;
-        pthread_attr_t attr;
-        int ok;
         fd_pool_born[fd_pool_workers + 1] = atomic_load(&fd_pool_ticket);
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        ok = pthread_create(&tid, &attr, fd_pool_worker,
-                            (void *)(intptr_t)(fd_pool_workers + 1)) == 0;
-        pthread_attr_destroy(&attr);
-        if (!ok)
+        if (!fd_thread_start(fd_pool_workers + 1))
             break;
         fd_pool_workers++;
     }
@@ -177,7 +241,7 @@ static void fd_run(fd_task_fn fn, void *arg, int nparts)
     int p, running, spins = 0;
     if (nparts > FD_MAX_THREADS)
         nparts = FD_MAX_THREADS;
-    if (nparts < 2 || pthread_mutex_trylock(&fd_pool_lock) != 0) {
+    if (nparts < 2 || !fd_mutex_trylock(&fd_pool_lock)) {
         for (p = 0; p < nparts || p == 0; p++)
             fn(arg, p);
         return;
@@ -194,10 +258,10 @@ static void fd_run(fd_task_fn fn, void *arg, int nparts)
                           memory_order_release);
     /* Checked under the workers' sleep lock: a worker tests the ticket under the same lock before it
      * waits, so either it sees the new job or we see it asleep and wake it (no lost wake-up). */
-    pthread_mutex_lock(&fd_pool_sleep_lock);
+    fd_mutex_lock(&fd_pool_sleep_lock);
     if (atomic_load(&fd_pool_sleeping) > 0)
-        pthread_cond_broadcast(&fd_pool_wake);
-    pthread_mutex_unlock(&fd_pool_sleep_lock);
+        fd_cond_broadcast(&fd_pool_wake);
+    fd_mutex_unlock(&fd_pool_sleep_lock);
     fn(arg, 0);
     for (p = running; p < nparts; p++)
         fn(arg, p);
@@ -205,10 +269,10 @@ static void fd_run(fd_task_fn fn, void *arg, int nparts)
         fd_cpu_relax();
         if (++spins == 4096) {  /* a worker lost its core: let it run */
             spins = 0;
-            sched_yield();
+            fd_yield();
         }
     }
-    pthread_mutex_unlock(&fd_pool_lock);
+    fd_mutex_unlock(&fd_pool_lock);
 }
 
 /* A counter threads take work items from (whole inference batches: see _kernels.pyx). */

@@ -115,8 +115,7 @@ static inline float fd_grad1(int kind, float z, float dz)
 
 /* exp for 8 floats, |x| <= 87.3 (the caller keeps the rest on the scalar path): Cody-Waite
  * range reduction x = n ln2 + r, |r| <= ln2/2, and a degree-6 polynomial; about 1 ulp. */
-__attribute__((target("avx2,fma")))
-static inline __m256 fd_exp8(__m256 x)
+static FD_AVX2 inline __m256 fd_exp8(__m256 x)
 {
     const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
     const __m256 ln2_hi = _mm256_set1_ps(0.693359375f);
@@ -138,8 +137,7 @@ static inline __m256 fd_exp8(__m256 x)
 /* out[j] := exp(x[j] - mx) for j < m (a softmax's numerators; x - mx <= 0 for the row's max mx):
  * fd_exp8 on 8 lanes at a time, expf for lanes outside [-87, 87] (where fd_exp8's scaling
  * would leave the normal range: exact zeros and denormals, overflow) or NaN. */
-__attribute__((target("avx2,fma")))
-static void fd_exp_shifted_avx2(const float *x, float mx, float *out, int m)
+static FD_AVX2 void fd_exp_shifted_avx2(const float *x, float mx, float *out, int m)
 {
     const __m256 vmx = _mm256_set1_ps(mx), lo = _mm256_set1_ps(-87.0f);
     int j, k;
@@ -166,8 +164,7 @@ static void fd_exp_shifted_avx2(const float *x, float mx, float *out, int m)
  * depend on its position (a row's values do not depend on the batch it is computed in). */
 typedef __m256 (*fd_vec8_fn)(__m256 x);
 
-__attribute__((target("avx2,fma"), always_inline))
-static inline void fd_map_groups(float *z, ptrdiff_t size, fd_vec8_fn f)
+static FD_AVX2_INLINE void fd_map_groups(float *z, ptrdiff_t size, fd_vec8_fn f)
 {
     ptrdiff_t i;
     for (i = 0; i < size; i += 8) {
@@ -179,8 +176,7 @@ static inline void fd_map_groups(float *z, ptrdiff_t size, fd_vec8_fn f)
 
 /* sigmoid: the vector formula, except lanes with |x| > 80, which take the exact scalar path
  * (exact 0/1 limits, denormals). */
-__attribute__((target("avx2,fma"), always_inline))
-static inline __m256 fd_sigmoid8(__m256 x)
+static FD_AVX2_INLINE __m256 fd_sigmoid8(__m256 x)
 {
     const __m256 one = _mm256_set1_ps(1.0f), lim = _mm256_set1_ps(80.0f);
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -205,8 +201,7 @@ static inline __m256 fd_sigmoid8(__m256 x)
     return r;
 }
 
-__attribute__((target("avx2,fma")))
-static void fd_sigmoid_avx2(float *z, ptrdiff_t size)
+static FD_AVX2 void fd_sigmoid_avx2(float *z, ptrdiff_t size)
 {
     fd_map_groups(z, size, fd_sigmoid8);
 }
@@ -214,8 +209,7 @@ static void fd_sigmoid_avx2(float *z, ptrdiff_t size)
 /* tanh: |x| < 0.625: x + x^3 P(x^2) (the Cephes tanhf polynomial); else 1 - 2 / (exp(2|x|) + 1)
  * with |x| clamped to 20 (tanh is 1 in float from 9.01), sign restored. About 1-2 ulp;
  * tanh(-0) = -0, +-Inf gives +-1, NaN stays NaN. */
-__attribute__((target("avx2,fma"), always_inline))
-static inline __m256 fd_tanh8(__m256 x)
+static FD_AVX2_INLINE __m256 fd_tanh8(__m256 x)
 {
     const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
     const __m256 lim = _mm256_set1_ps(20.0f), small = _mm256_set1_ps(0.625f);
@@ -237,8 +231,7 @@ static inline __m256 fd_tanh8(__m256 x)
     return _mm256_or_ps(_mm256_andnot_ps(sign, r), _mm256_and_ps(sign, x));
 }
 
-__attribute__((target("avx2,fma")))
-static void fd_tanh_avx2(float *z, ptrdiff_t size)
+static FD_AVX2 void fd_tanh_avx2(float *z, ptrdiff_t size)
 {
     fd_map_groups(z, size, fd_tanh8);
 }
@@ -246,8 +239,7 @@ static void fd_tanh_avx2(float *z, ptrdiff_t size)
 /* The backward pass of an activation from its output z (fd_grad1), 8 lanes at a time; every
  * element by the same expression, the tail of fewer than 8 included; dS may alias dZ. */
 
-__attribute__((target("avx2,fma")))
-static inline __m256 fd_grad8(int kind, __m256 z, __m256 dz)
+static FD_AVX2 inline __m256 fd_grad8(int kind, __m256 z, __m256 dz)
 {
     const __m256 one = _mm256_set1_ps(1.0f);
     switch (kind) {
@@ -257,8 +249,7 @@ static inline __m256 fd_grad8(int kind, __m256 z, __m256 dz)
     }
 }
 
-__attribute__((target("avx2,fma")))
-static void fd_act_grad_avx2(int kind, const float *z, const float *dz, float *ds,
+static FD_AVX2 void fd_act_grad_avx2(int kind, const float *z, const float *dz, float *ds,
                              ptrdiff_t size)
 {
     ptrdiff_t i = 0;
