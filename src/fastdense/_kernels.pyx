@@ -103,15 +103,15 @@ cdef extern from "_simd.h" nogil:
     void fd_run(fd_task_fn fn, void* arg, int nparts)
     enum: FD_MAX_THREADS
     void fd_weight_grad(int n, int k, int m, float alpha, float beta, const float* const* rows,
-                        const float* A, const float* dS, float* dW, Py_ssize_t ldw, int threads)
+                        const float* A, const float* dS, float* dW, Py_ssize_t ldw, int threads,
+                        int sparse)
     void fd_input_grad(int n, int m, int k, const float* dS, const float* W, Py_ssize_t ldw,
                        float* dX, int threads, float* scratch)
     void fd_weight_grad_then_forward(int n, int k, int m, float alpha, const float* const* rows,
                                      const float* dS, float* W, Py_ssize_t ldw, int n1,
                                      const float* const* rows1, float* Z, float* part,
-                                     int threads)
+                                     int threads, int sparse)
     int fd_all_finite(const void* p, size_t n, int wide, int threads)
-    int fd_sparse_dw
 
 # float32 products whose batch dimension is at most this many rows (<= FD_MAX_ROWS) use
 # fastdense's own AVX2/FMA micro-kernels (when the CPU has them); larger ones go to BLAS, which
@@ -126,6 +126,7 @@ cdef bint split_middle = True     # cut the middle of each training step by rows
 cdef bint transposed_dx = True    # input gradients as dX^T = W @ dS^T where scratch is given
 cdef bint use_panels = True       # the first layer's training copy in 16-column panels
 cdef bint merge_next = True       # SGD: the next batch's first product in the weight-gradient job
+cdef bint sparse_dw = True        # weight gradients skip the input's zero rows (fd_weight_grad)
 # ... when the layers after the first hold at most this many weights in all
 cdef Py_ssize_t MID_MAX_LATER_WEIGHTS = 32768
 cdef long long _split_min = 1 << 19
@@ -534,7 +535,7 @@ cdef inline void _dense_backward(const floating** rows, const floating* X, float
             fd_input_grad(n, n_out, n_in, dS, W, ldw, dX, _threads(n, n_out, n_in),
                           <float*>scratch if transposed_dx else NULL)
         fd_weight_grad(n, n_in, n_out, alpha, beta, <const float**>rows, X, dS, dW, ldw,
-                       _threads(n, n_in, n_out))
+                       _threads(n, n_in, n_out), sparse_dw)
     else:
         if dX != NULL:
             _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, ldw, dS, n_out, <floating>0, dX,
@@ -1544,7 +1545,7 @@ def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
                         <float*>(Wpad if Wpad != NULL else P + plan[0, PLAN_W]),
                         ldpad if Wpad != NULL else n_out0, n1, <const float**>rows1,
                         <float*>(W + plan[0, PLAN_Z]), <float*>(W + plan[0, PLAN_PART]),
-                        _threads(n, <int>n_in0, n_out0))
+                        _threads(n, <int>n_in0, n_out0), sparse_dw)
                     if plan[0, PLAN_B] >= 0:
                         _bias_grad(<floating*>mctx.Dfin, Gl + plan[0, PLAN_B], n, n_out0,
                                    <floating>lrs[done])
@@ -2065,8 +2066,8 @@ def _set_split_middle(bint v):
 
 
 def _set_sparse(bint v):
-    global fd_sparse_dw
-    fd_sparse_dw = v
+    global sparse_dw
+    sparse_dw = v
 
 
 def _set_merge_next(bint v):

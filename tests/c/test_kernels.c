@@ -135,13 +135,11 @@ static void test_gradients(int n, int k, int m)
         }
     for (sparse = 0; sparse <= 1; sparse++)
         for (t = 1; t <= 4; t++) {
-            fd_sparse_dw = sparse;
             memcpy(dW, W, sizeof(float) * (size_t)k * m);
-            fd_weight_grad(n, k, m, alpha, beta, NULL, A, dS, dW, m, t);
+            fd_weight_grad(n, k, m, alpha, beta, NULL, A, dS, dW, m, t, sparse);
             check(same_bits(dW, ref, (size_t)k * m), "weight gradient has the contract's bits",
                   n, k, m);
         }
-    fd_sparse_dw = 1;
     for (i = 0; i < n; i++)  /* dX(i, j) over depth m, cut at fd_half(k) only along k: one chain */
         for (j = 0; j < k; j++) {
             float acc = 0.0f, c = 0.0f;

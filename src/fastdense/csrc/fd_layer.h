@@ -296,8 +296,6 @@ static void fd_forward(int n, int k, int m, const float *const *rows, const floa
         fd_combine_rows(Z, part, b, 0, n, m, j.s < k);
 }
 
-static int fd_sparse_dw = 1;
-
 /* 1 when none of x[0 .. n) is Inf or NaN. */
 static int fd_finite32(const float *x, size_t n)
 {
@@ -311,23 +309,25 @@ static int fd_finite32(const float *x, size_t n)
 }
 
 /* dW(k x m) := alpha * A^T @ dS + beta * dW, A (n x k) given by rows or contiguous at A; dW's
- * rows are ldw floats apart. */
+ * rows are ldw floats apart. sparse: skip the input rows that are zero in a whole block (same
+ * bits: a zero row adds exact zeros); used only when dS is finite (0 * Inf is NaN). */
 static void fd_weight_grad_job(fd_job *j, int n, int k, int m, float alpha, float beta,
                                const float *const *rows, const float *dS, float *dW,
-                               ptrdiff_t ldw)
+                               ptrdiff_t ldw, int sparse)
 {
     fd_job_init(j, FD_OP_DW, n, k, m, rows, NULL, ldw, dW);
     j->alpha = alpha; j->beta = beta; j->dS = dS;
-    j->sparse = fd_sparse_dw && fd_finite32(dS, (size_t)n * m);
+    j->sparse = sparse && fd_finite32(dS, (size_t)n * m);
 }
 
 static void fd_weight_grad(int n, int k, int m, float alpha, float beta,
                            const float *const *rows, const float *A, const float *dS, float *dW,
-                           ptrdiff_t ldw, int threads)
+                           ptrdiff_t ldw, int threads, int sparse)
 {
     const float *buf[FD_MAX_ROWS];
     fd_job j;
-    fd_weight_grad_job(&j, n, k, m, alpha, beta, fd_row_ptrs(rows, A, k, n, buf), dS, dW, ldw);
+    fd_weight_grad_job(&j, n, k, m, alpha, beta, fd_row_ptrs(rows, A, k, n, buf), dS, dW, ldw,
+                       sparse);
     fd_run_job(&j, threads);
 }
 
@@ -363,10 +363,10 @@ static void fd_job2_part(void *arg, int part)
 static void fd_weight_grad_then_forward(int n, int k, int m, float alpha,
                                         const float *const *rows, const float *dS, float *W,
                                         ptrdiff_t ldw, int n1, const float *const *rows1,
-                                        float *Z, float *part, int threads)
+                                        float *Z, float *part, int threads, int sparse)
 {
     fd_job2 jj;
-    fd_weight_grad_job(&jj.dw, n, k, m, alpha, 1.0f, rows, dS, W, ldw);
+    fd_weight_grad_job(&jj.dw, n, k, m, alpha, 1.0f, rows, dS, W, ldw, sparse);
     fd_forward_job(&jj.fwd, n1, k, m, rows1, W, ldw, Z, part);
     fd_job_units(&jj.dw);
     fd_job_units(&jj.fwd);
