@@ -38,28 +38,42 @@ def _assert_same_bits(a, b):
         assert a == b
 
 
+def _same_bits_for_all(results):
+    for other in results[1:]:
+        _assert_same_bits(results[0], other)
+    return results[-1]
+
+
 @pytest.fixture
-def same_bits_with_switch():
-    """check(switch, run): calls run() with a kernel test switch (e.g. _kernels._set_sparse) off
-    and on, each with one and two threads, and asserts that the four results (arrays, or lists,
-    tuples and dicts of them) have the same bits; returns the last. Leaves the switch on (every
-    switch's default) and the kernels on one thread."""
+def same_bits_with_option():
+    """check(name, run): calls run(options) with the engine option `name` (a keyword of
+    _kernels.Trainer, or of dense_backward) off and on, each with one and two threads
+    (options["threads"]); run builds its model and sets `model._engine_options = options`.
+    Asserts that the four results (arrays, or lists, tuples and dicts of them) have the same
+    bits; returns the last."""
+    def check(name, run):
+        return _same_bits_for_all([run({name: on, "threads": threads})
+                                   for on in (False, True) for threads in (1, 2)])
+
+    return check
+
+
+@pytest.fixture
+def same_bits_with_simd():
+    """check(run): calls run(options) with the AVX2 kernels off and on (the one process-wide
+    switch, `_kernels._set_simd`), each with one and two threads, and asserts the same bits;
+    returns the last. Leaves the AVX2 kernels on."""
     from fastdense import _kernels
 
-    def check(switch, run):
+    def check(run):
         results = []
         try:
             for on in (False, True):
-                for threads in (1, 2):
-                    switch(on)
-                    _kernels._set_num_threads(threads)
-                    results.append(run())
+                _kernels._set_simd(on)
+                results += [run({"threads": threads}) for threads in (1, 2)]
         finally:
-            switch(True)
-            _kernels._set_num_threads(1)
-        for other in results[1:]:
-            _assert_same_bits(results[0], other)
-        return results[-1]
+            _kernels._set_simd(True)
+        return _same_bits_for_all(results)
 
     return check
 

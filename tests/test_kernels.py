@@ -21,8 +21,9 @@ K = _kernels.CODES
 PUBLIC = ["dense_forward", "activation_forward", "activation_backward", "dense_backward",
           "loss_grad", "metric_update", "optimizer_step", "train_steps", "forward",
           "evaluate_steps", "all_finite"]
-# Run-time switches of the compiled module, not arithmetic: they have no twin.
-CONTROLS = {"set_simd", "simd_enabled", "set_own_gemm_rows"}
+# Not single kernels, so no twin: run-time switches, and fit's engine (Trainer; its twin is
+# train_steps, which runs one).
+CONTROLS = {"set_simd", "simd_enabled", "Trainer"}
 ACTS = sorted((k for k in K if k.startswith("ACT_")), key=K.get)
 LOSSES = sorted((k for k in K if k.startswith("LOSS_")), key=K.get)
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-12)}

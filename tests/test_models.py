@@ -378,26 +378,21 @@ def test_second_concurrent_fit_raises():
 def test_any_thread_count_gives_bit_identical_training():
     """Large products are cut into units shared by the threads, and the middle of each step by
     rows; nothing may change with 1, 2, 3 or 4 threads (more threads than this machine's cores
-    included). The kernels' thread count is forced here (fit's governor would pick by speed)."""
-    from fastdense import _kernels
-
+    included). The thread count is fixed here through the engine options (fit's governor would
+    pick by speed)."""
     rng = np.random.default_rng(0)
     x = rng.random((256, 300), dtype=np.float32)
     y = rng.integers(0, 4, 256)
     results = []
-    try:
-        for threads in (1, 2, 3, 4):
-            _kernels._set_num_threads(threads)
-            assert _kernels._get_num_threads() == threads
-            fastdense.utils.set_random_seed(5)
-            model = Sequential([layers.Dense(64, activation="sigmoid", input_shape=(300,)),
-                                layers.Dense(48, activation="relu"),
-                                layers.Dense(4, activation="softmax")])
-            model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-            losses = [model.train_on_batch(x[i:i + 128], y[i:i + 128]) for i in (0, 128, 0, 128)]
-            results.append((model.get_weights(), losses, model.predict(x, verbose=0)))
-    finally:
-        _kernels._set_num_threads(1)
+    for threads in (1, 2, 3, 4):
+        fastdense.utils.set_random_seed(5)
+        model = Sequential([layers.Dense(64, activation="sigmoid", input_shape=(300,)),
+                            layers.Dense(48, activation="relu"),
+                            layers.Dense(4, activation="softmax")])
+        model._engine_options = {"threads": threads}
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        losses = [model.train_on_batch(x[i:i + 128], y[i:i + 128]) for i in (0, 128, 0, 128)]
+        results.append((model.get_weights(), losses, model.predict(x, verbose=0)))
     w1, l1, p1 = results[0]
     for w2, l2, p2 in results[1:]:
         assert l1 == l2
@@ -417,7 +412,6 @@ def test_fit_respects_the_thread_setting_and_restores_single_threaded_inference(
             model = small_model()
             model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
             model.fit(x, y, epochs=1, verbose=0)
-            assert _kernels._get_num_threads() == 1
         fastdense.config.set_num_threads(64)
         assert fastdense.config.num_threads() == 64
         with pytest.raises(ValueError, match="Received: n=0"):
@@ -555,9 +549,9 @@ def test_one_row_product_over_several_depth_chunks_gives_the_batch_bits(units):
 @pytest.mark.parametrize("batch", [1, 32, 128])
 def test_padded_first_layer_copy_gives_the_same_bits(batch):
     """train_steps trains a 100-unit first layer (400-byte rows) in a copy laid out as 16-column
-    panels (or, switched with _set_panels(False), as rows padded to 64 bytes); every element's
-    arithmetic is unchanged, so the weights must be bit-identical to training the weights in
-    place (the copy is off with _set_pad(False)). One and two threads; a batch of 128 rows takes
+    panels (or, with the engine option panels=False, as rows padded to 64 bytes); every
+    element's arithmetic is unchanged, so the weights must be bit-identical to training the
+    weights in place (the copy is off with pad_first=False). One and two threads; a batch of 128 rows takes
     the forward product's row-block path."""
     from fastdense import _kernels
 
@@ -569,17 +563,10 @@ def test_padded_first_layer_copy_gives_the_same_bits(batch):
             fastdense.utils.set_random_seed(11)
             model = Sequential([layers.Dense(100, activation="sigmoid", input_shape=(97,)),
                                 layers.Dense(10, activation="softmax")])
+            model._engine_options = {"pad_first": pad, "panels": panels, "threads": threads}
             model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-            _kernels._set_pad(pad)
-            _kernels._set_panels(panels)
-            _kernels._set_num_threads(threads)
-            try:
-                for i in range(0, min(300, 12 * batch), batch):
-                    model.train_on_batch(x[i:i + batch], y[i:i + batch])
-            finally:
-                _kernels._set_pad(True)
-                _kernels._set_panels(True)
-                _kernels._set_num_threads(1)
+            for i in range(0, min(300, 12 * batch), batch):
+                model.train_on_batch(x[i:i + batch], y[i:i + batch])
             results.append(model.get_weights())
     for other in results[1:]:
         for a, b in zip(results[0], other):
@@ -614,7 +601,7 @@ def test_step_middle_cut_by_rows_is_thread_independent_and_matches_the_whole_bat
     """train_steps cuts the middle of each step (later layers, loss, metrics) into two blocks of
     rows, one per thread. With an Activation op, sample weights and a metric: one and two
     threads give the same bits, and the result equals the whole-batch computation (switched off
-    with _set_split_middle(False)) up to the rounding of the per-block sums."""
+    with the engine option split_middle=False) up to the rounding of the per-block sums."""
     from fastdense import _kernels
 
     rng = np.random.default_rng(2)
@@ -622,21 +609,16 @@ def test_step_middle_cut_by_rows_is_thread_independent_and_matches_the_whole_bat
     y = rng.integers(0, 5, 160)
     sw = rng.random(160).astype(np.float32) + 0.5
     results = {}
-    try:
-        for split, threads in ((True, 1), (True, 2), (False, 1)):
-            _kernels._set_split_middle(split)
-            fastdense.utils.set_random_seed(9)
-            model = Sequential(MIDDLE_SHAPES[shape]())
-            model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                          metrics=["accuracy"])
-            _kernels._set_num_threads(threads)
-            logs = [model.train_on_batch(x[i:i + batch_size], y[i:i + batch_size],
-                                         sample_weight=sw[i:i + batch_size], return_dict=True)
-                    for i in range(0, 160, max(batch_size, 40))]
-            results[(split, threads)] = (model.get_weights(), logs)
-    finally:
-        _kernels._set_split_middle(True)
-        _kernels._set_num_threads(1)
+    for split, threads in ((True, 1), (True, 2), (False, 1)):
+        fastdense.utils.set_random_seed(9)
+        model = Sequential(MIDDLE_SHAPES[shape]())
+        model._engine_options = {"split_middle": split, "threads": threads}
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        logs = [model.train_on_batch(x[i:i + batch_size], y[i:i + batch_size],
+                                     sample_weight=sw[i:i + batch_size], return_dict=True)
+                for i in range(0, 160, max(batch_size, 40))]
+        results[(split, threads)] = (model.get_weights(), logs)
     (w1, l1), (w2, l2) = results[(True, 1)], results[(True, 2)]
     assert l1 == l2
     for a, b in zip(w1, w2):
@@ -651,82 +633,79 @@ def test_step_middle_cut_by_rows_is_thread_independent_and_matches_the_whole_bat
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("batch_size", [1, 32, 128])
-def test_skipping_zero_inputs_gives_the_same_bits(optimizer, batch_size, same_bits_with_switch):
+def test_skipping_zero_inputs_gives_the_same_bits(optimizer, batch_size, same_bits_with_option):
     """Weight gradients skip the zeros of their inputs (images' blank pixels, relu's zeros); the
-    weights must be bit-identical to the dense products' (switched with _set_sparse(False)),
+    weights must be bit-identical to the dense products' (switched with sparse=False),
     with one and two threads, for the first layer trained in panels with SGD folded in and for
     later layers after relu."""
-    from fastdense import _kernels
-
     rng = np.random.default_rng(8)
     x = rng.random((256, 90)).astype(np.float32)
     x[rng.random(x.shape) < 0.5] = 0.0
     x[:, :20] = 0.0
     y = rng.integers(0, 5, 256)
 
-    def run():
+    def run(options):
         fastdense.utils.set_random_seed(4)
         model = Sequential([layers.Dense(100, activation="relu", input_shape=(90,)),
                             layers.Dense(45, activation="relu"),
                             layers.Dense(5, activation="softmax")])
+        model._engine_options = options
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
         model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
         return model.get_weights()
 
-    same_bits_with_switch(_kernels._set_sparse, run)
+    same_bits_with_option("sparse", run)
 
 
 @pytest.mark.parametrize("units", [100, 128])
 @pytest.mark.parametrize("batch_size", [1, 7, 32])
 def test_next_forward_in_the_weight_gradient_job_gives_the_same_bits(batch_size, units,
-                                                                   same_bits_with_switch):
+                                                                   same_bits_with_option):
     """With plain SGD the next batch's first product runs in the same job as this batch's
     weight-gradient update (each half of the forward product waits for the same half of the
     update); the weights and the logged losses must be bit-identical to running them one after
-    the other (switched with _set_merge_next(False)), with one and two threads, across the epoch's
+    the other (switched with merge_next=False), with one and two threads, across the epoch's
     last, smaller batch and the chunks fit() hands to the kernels; for a first layer trained in
     a panel copy (100 units) and in place (128)."""
-    from fastdense import _kernels
-
     rng = np.random.default_rng(12)
     x = rng.random((203, 120)).astype(np.float32)
     x[rng.random(x.shape) < 0.4] = 0.0
     y = rng.integers(0, 4, 203)
 
-    def run():
+    def run(options):
         fastdense.utils.set_random_seed(6)
         model = Sequential([layers.Dense(units, activation="sigmoid", input_shape=(120,)),
                             layers.Dense(4, activation="softmax")])
+        model._engine_options = options
         model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         hist = model.fit(x, y, batch_size=batch_size, epochs=2, verbose=0)
         return model.get_weights(), [hist.history[k] for k in sorted(hist.history)]
 
-    same_bits_with_switch(_kernels._set_merge_next, run)
+    same_bits_with_option("merge_next", run)
 
 
 @pytest.mark.parametrize("shape", ["narrow", "wide_narrow_wide", "big_later"])
 @pytest.mark.parametrize("batch_size", [1, 7, 33])
-def test_transposed_input_gradient_gives_the_same_bits(shape, batch_size, same_bits_with_switch):
+def test_transposed_input_gradient_gives_the_same_bits(shape, batch_size, same_bits_with_option):
     """In training, hidden layers' input gradients are computed transposed (dX^T = W @ dS^T into
     a batch padded to 16 rows, stored back transposed) instead of packing W^T; each element's
     chain of FMAs is the same, so the weights must be bit-identical with the switch off, on the
     row-cut middle and on the whole-batch path, with one and two threads."""
-    from fastdense import _kernels
-
     rng = np.random.default_rng(4)
     x = rng.normal(size=(99, 90)).astype(np.float32)
     y = rng.integers(0, 5, 99)
 
-    def run():
+    def run(options):
         fastdense.utils.set_random_seed(3)
         model = Sequential(MIDDLE_SHAPES[shape]())
+        model._engine_options = options
         model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
         for i in range(0, 99, batch_size * 3):
             model.train_on_batch(x[i:i + batch_size], y[i:i + batch_size])
         return model.get_weights()
 
-    same_bits_with_switch(_kernels._set_transposed_dx, run)
+    same_bits_with_option("transposed_dx", run)
 
 
 def test_sigmoid_keeps_nan_nan():

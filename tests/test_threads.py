@@ -25,19 +25,18 @@ SCRIPT = textwrap.dedent("""
     r = np.random.default_rng(0)
     X = r.random((32, 784), dtype=np.float32); W = r.random((784, 100), dtype=np.float32)
     b = np.zeros(100, np.float32); Z = np.empty((32, 100), np.float32)
-    K._set_num_threads(1); K.dense_forward(X, W, b, 0, Z); expected = Z.copy()
-    K._set_num_threads(2)
+    K.dense_forward(X, W, b, 0, Z, threads=1); expected = Z.copy()
     # gaps around the worker's 2 ms spin window, so jobs land while it spins, while it is going
     # to sleep and while it sleeps
     gaps = [0, 0.0005, 0.0019, 0.002, 0.0021, 0.003, 0.01]
     for i in range(700):
-        K.dense_forward(X, W, b, 0, Z)
+        K.dense_forward(X, W, b, 0, Z, threads=2)
         assert np.array_equal(Z, expected)
         time.sleep(gaps[i % len(gaps)])
     if hasattr(os, "fork"):
         pid = os.fork()
         if pid == 0:  # the child needs its own worker thread
-            K.dense_forward(X, W, b, 0, Z)
+            K.dense_forward(X, W, b, 0, Z, threads=2)
             os._exit(0 if np.array_equal(Z, expected) else 3)
         assert os.waitpid(pid, 0)[1] == 0
     print("ok")
@@ -60,16 +59,12 @@ def test_split_products_are_bit_identical(n, k, m):
     W = rng.normal(size=(k, m)).astype(np.float32)
     dS = rng.normal(size=(n, m)).astype(np.float32)
     out = []
-    try:
-        for threads in (1, 2):
-            _kernels._set_num_threads(threads)
-            Z = np.empty((n, m), np.float32)
-            dW, db, dX = np.empty_like(W), np.empty(m, np.float32), np.empty_like(X)
-            _kernels.dense_forward(X, W, np.zeros(m, np.float32), 0, Z)
-            _kernels.dense_backward(X, W, dS, dW, db, dX)
-            out.append((Z, dW, dX))
-    finally:
-        _kernels._set_num_threads(1)
+    for threads in (1, 2):
+        Z = np.empty((n, m), np.float32)
+        dW, db, dX = np.empty_like(W), np.empty(m, np.float32), np.empty_like(X)
+        _kernels.dense_forward(X, W, np.zeros(m, np.float32), 0, Z, threads=threads)
+        _kernels.dense_backward(X, W, dS, dW, db, dX, threads=threads)
+        out.append((Z, dW, dX))
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
 
@@ -171,22 +166,22 @@ def _with_zeros(rng, n, k):
 
 @pytest.mark.parametrize("n, k, m", [(32, 784, 100), (7, 25, 5), (1, 23, 3), (33, 100, 20),
                                      (200, 50, 12), (64, 300, 48), (5, 6, 16), (9, 13, 9)])
-def test_weight_gradient_skipping_zeros_gives_the_dense_bits(n, k, m, same_bits_with_switch):
+def test_weight_gradient_skipping_zeros_gives_the_dense_bits(n, k, m, same_bits_with_option):
     """The weight gradient runs each tile's chain of FMAs only over the batch rows whose inputs
     are not all zero there (a zero adds +-0 to the chain: nothing). The skipping kernels
-    (switched off with _set_sparse(False)) must give the dense kernels' bits, with one and two
+    (switched off with sparse=False) must give the dense kernels' bits, with one and two
     threads, in every column-block shape (16 wide, masked, narrow)."""
     rng = np.random.default_rng(3)
     X = _with_zeros(rng, n, k)
     W = rng.normal(size=(k, m)).astype(np.float32)
     dS = rng.normal(size=(n, m)).astype(np.float32)
 
-    def run():
+    def run(options):
         dW, db, dX = np.empty_like(W), np.empty(m, np.float32), np.empty_like(X)
-        _kernels.dense_backward(X, W, dS, dW, db, dX)
+        _kernels.dense_backward(X, W, dS, dW, db, dX, **options)
         return dW, db, dX
 
-    dW = same_bits_with_switch(_kernels._set_sparse, run)[0]
+    dW = same_bits_with_option("sparse", run)[0]
     np.testing.assert_allclose(dW, X.astype(np.float64).T @ dS.astype(np.float64),
                                rtol=1e-4, atol=1e-4)
 

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import _kernels, activations
+from . import _kernels, _random, activations
 from .layers import Activation, Dense, Dropout
 
 _K = _kernels.CODES
@@ -110,7 +110,7 @@ class Plan:
             first = rows[0] if rows else None
             if first is not None and first[_K["PLAN_KIND"]] == _K["OP_DENSE"] \
                     and widths[1] % 16:
-                # a copy of the first layer's weights in 16-column panels (train_steps), plus
+                # a copy of the first layer's weights in 16-column panels (the Trainer), plus
                 # 64 bytes of slack to align it
                 layout[_K["LAY_W0"]] = take(widths[0] * (-(-widths[1] // 16) * 16) + 16)
             else:
@@ -158,6 +158,75 @@ class ChunkTimer:
             return
         per = max(seconds / batches, 1e-7)
         self.size = int(max(1, min(100000, 0.5 * self.size + 0.5 * self.target / per)))
+
+
+class Training:
+    """The compiled state of one `fit` (or `train_on_batch`) call: a `_kernels.Trainer` per batch
+    size (a feed may bring batches of another size), sharing one gradient buffer and one dropout
+    generator, and the data it trains on (arrays X, Y, sw by rows, or a feed by chunks)."""
+
+    def __init__(self, model, batch_size, metrics, X=None, Y=None, sw=None, feed=None):
+        self.model = model
+        self.batch_size = batch_size
+        self.X, self.Y, self.sw, self.feed = X, Y, sw, feed
+        self.n = len(X) if X is not None else None
+        self.metrics = metrics
+        self.metric_names = [m.name for m in metrics]
+        self.metric_codes = np.array([m.code for m in metrics], dtype=np.intp)
+        self.loss_code, self.fused = model.loss.codes(model._plan(batch_size).last_activation)
+        self.grads = np.empty(model._n_trainable, dtype=model.dtype)
+        self.rng = np.array([_random.generator().integers(0, 2**63)], dtype=np.uint64)
+        self.options = {k: v for k, v in model._engine_options.items() if k != "threads"}
+        self.trainers = {}
+        self.trainer(batch_size)  # the plan's checks run before the first epoch
+
+    def trainer(self, batch_size):
+        """The Trainer for batches of up to `batch_size` rows (built once)."""
+        trainer = self.trainers.get(batch_size)
+        if trainer is None:
+            model, opt = self.model, self.model.optimizer
+            plan = model._plan(batch_size, keep_logits=self.fused, training=True)
+            trainer = _kernels.Trainer(
+                plan.plan, plan.reg, plan.layout, plan.workspace(model.dtype), self.grads,
+                batch_size, self.loss_code, self.fused, self.metric_codes, opt._kernel_code(),
+                opt._hyper(), self.rng, **self.options)
+            self.trainers[batch_size] = trainer
+        return trainer
+
+    def run(self, X, Y, sw, order, start, stop, batch_size, stats, threads):
+        """Trains on samples start..stop of (X, Y, sw) (through `order` when not empty) with the
+        optimizer's learning rates from its current step; returns the number of batches run
+        (see Trainer.run; the caller advances the optimizer's step count)."""
+        opt = self.model.optimizer
+        count = -(-(stop - start) // batch_size)
+        return self.trainer(batch_size).run(
+            self.model._params, opt._slots, X, Y, sw, order, start, stop,
+            opt._rates(opt.iterations, count), opt.iterations, stats, threads)
+
+    def release(self):
+        """Drops the workspaces (a fit's Training may stay referenced by a callback)."""
+        self.trainers.clear()
+
+
+class FixedThreads:
+    """A thread 'governor' that always picks the same count (the engine option "threads")."""
+
+    probing = False
+
+    def __init__(self, threads):
+        self.threads = max(1, int(threads))
+
+    def start(self):
+        pass
+
+    def choose(self):
+        return self.threads, None
+
+    def best(self):
+        return self.threads
+
+    def observe(self, threads, batches, seconds):
+        pass
 
 
 def stats_buffer(n_metrics):

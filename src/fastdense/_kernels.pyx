@@ -113,32 +113,40 @@ cdef extern from "_simd.h" nogil:
                                      int threads, int sparse)
     int fd_all_finite(const void* p, size_t n, int wide, int threads)
 
-# float32 products whose batch dimension is at most this many rows (<= FD_MAX_ROWS) use
-# fastdense's own AVX2/FMA micro-kernels (when the CPU has them); larger ones go to BLAS, which
-# packs and threads.
-cdef int _own_gemm_rows = FD_MAX_ROWS
-# A dense layer's products of at least this many multiply-adds run on two threads, each owning
-# one half of the layer's inputs (fd_forward and friends in _simd.h). The halves are computed the
-# same way with one thread, so results are bit-identical whatever the thread count.
-cdef int _n_threads = 1
-cdef bint pad_first_layer = True  # train the first layer's weights in a copy (panels or rows)
-cdef bint split_middle = True     # cut the middle of each training step by rows (_middle_part)
-cdef bint transposed_dx = True    # input gradients as dX^T = W @ dS^T where scratch is given
-cdef bint use_panels = True       # the first layer's training copy in 16-column panels
-cdef bint merge_next = True       # SGD: the next batch's first product in the weight-gradient job
-cdef bint sparse_dw = True        # weight gradients skip the input's zero rows (fd_weight_grad)
-# ... when the layers after the first hold at most this many weights in all
-cdef Py_ssize_t MID_MAX_LATER_WEIGHTS = 32768
+# The engine's options, per Trainer (or per call): passed down, never kept in module globals.
+cdef struct _Opts:
+    int threads          # threads for a layer's cut products (1 .. FD_MAX_THREADS; same bits)
+    int own_rows         # float32 products of at most this many batch rows (<= FD_MAX_ROWS) run
+                         # on fastdense's own micro-kernels, larger ones on BLAS (packs, threads)
+    bint sparse          # weight gradients skip all-zero input rows (same bits)
+    bint transposed_dx   # input gradients as dX^T = W @ dS^T where scratch is given (same bits)
+
+
+cdef inline _Opts _opts(int threads) noexcept nogil:
+    cdef _Opts o
+    o.threads = threads
+    o.own_rows = FD_MAX_ROWS
+    o.sparse = True
+    o.transposed_dx = True
+    return o
+
+
+# A dense layer's products of at least this many multiply-adds are cut between the threads, each
+# taking units of one half of the layer's inputs (fd_forward and friends in _simd.h); the halves
+# are computed the same way by one thread, so results are bit-identical whatever the thread count.
 cdef long long _split_min = 1 << 19
+# The split middle of a training step (_middle_part) only when the layers after the first hold
+# at most this many weights in all (see Trainer._derive).
+cdef Py_ssize_t MID_MAX_LATER_WEIGHTS = 32768
 
 
-cdef inline bint _own(int n) noexcept nogil:
+cdef inline bint _own(const _Opts* o, int n) noexcept nogil:
     # the own kernels: AVX2 where the CPU has it, the portable C kernels otherwise (same bits)
-    return n <= _own_gemm_rows
+    return n <= o.own_rows
 
 
-cdef inline int _threads(int n, int k, int m) noexcept nogil:
-    return _n_threads if n > 1 and <long long>n * k * m >= _split_min else 1
+cdef inline int _threads(const _Opts* o, int n, int k, int m) noexcept nogil:
+    return o.threads if n > 1 and <long long>n * k * m >= _split_min else 1
 
 # ---------------------------------------------------------------------------------------------
 # Codes shared with Python (fastdense/activations.py, losses.py, metrics.py, optimizers.py).
@@ -462,23 +470,23 @@ cdef void _act_backward(int act, const floating* S, const floating* Z, const flo
 # ---------------------------------------------------------------------------------------------
 # Dense layer.
 # ---------------------------------------------------------------------------------------------
-cdef inline void _dense_forward(const floating** rows, const floating* X, const floating* W,
+cdef inline void _dense_forward(const _Opts* o, const floating** rows, const floating* X, const floating* W,
                                 int ldw, const floating* b, int act, floating* Z, floating* S,
                                 floating* part, int n, int n_in, int n_out,
                                 bint epilogue=True) noexcept nogil:
     """Z := act(X @ W + b); S := X @ W + b when S is not NULL. b may be NULL (no bias).
 
     X (n, n_in) is given by its row pointers `rows` or, when rows is NULL, contiguous at X; the
-    BLAS path (float64, batches over _own_gemm_rows) needs X. W's rows are ldw apart
+    BLAS path (float64, batches over the own_rows option) needs X. W's rows are ldw apart
     (n_out, more, or FD_PANELS for train_steps' copy). part: n x n_out scratch. With epilogue False
     (own kernels only) the two partial sums are left in Z and part, without bias or activation
     (train_steps finishes them row block by row block: see _middle_part).
     """
     cdef Py_ssize_t i, j
     cdef floating* row
-    if floating is float and _own(n):
+    if floating is float and _own(o, n):
         fd_forward(n, n_in, n_out, <const float**>rows, X, W, ldw, b, Z, part,
-                   _threads(n, n_in, n_out), 1 if epilogue else 0)
+                   _threads(o, n, n_in, n_out), 1 if epilogue else 0)
         if not epilogue:
             return
     else:
@@ -515,7 +523,7 @@ cdef inline void _bias_grad(const floating* dS, floating* db, int n, int n_out,
         j0 += jn
 
 
-cdef inline void _dense_backward(const floating** rows, const floating* X, floating* W,
+cdef inline void _dense_backward(const _Opts* o, const floating** rows, const floating* X, floating* W,
                                  int ldw, const floating* dS, floating* dW, floating* db,
                                  floating* dX, int n, int n_in, int n_out,
                                  floating sgd_lr, floating* scratch=NULL) noexcept nogil:
@@ -530,12 +538,12 @@ cdef inline void _dense_backward(const floating** rows, const floating* X, float
     """
     cdef floating alpha = -sgd_lr if sgd_lr > 0 else <floating>1
     cdef floating beta = <floating>1 if sgd_lr > 0 else <floating>0
-    if floating is float and _own(n):
+    if floating is float and _own(o, n):
         if dX != NULL:
-            fd_input_grad(n, n_out, n_in, dS, W, ldw, dX, _threads(n, n_out, n_in),
-                          <float*>scratch if transposed_dx else NULL)
+            fd_input_grad(n, n_out, n_in, dS, W, ldw, dX, _threads(o, n, n_out, n_in),
+                          <float*>scratch if o.transposed_dx else NULL)
         fd_weight_grad(n, n_in, n_out, alpha, beta, <const float**>rows, X, dS, dW, ldw,
-                       _threads(n, n_in, n_out), sparse_dw)
+                       _threads(o, n, n_in, n_out), o.sparse)
     else:
         if dX != NULL:
             _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, ldw, dS, n_out, <floating>0, dX,
@@ -817,12 +825,12 @@ cdef inline double _plan_float(const Py_ssize_t* row, int col) noexcept nogil:
     return v
 
 
-cdef void _dense_input_grad(const floating* W, const floating* dS, floating* dX, int n, int n_in,
+cdef void _dense_input_grad(const _Opts* o, const floating* W, const floating* dS, floating* dX, int n, int n_in,
                             int n_out, floating* scratch) noexcept nogil:
     """dX := dS @ W^T (a frozen dense layer's input gradient; no weight gradient)."""
-    if floating is float and _own(n):
-        fd_input_grad(n, n_out, n_in, dS, W, n_out, dX, _threads(n, n_out, n_in),
-                      <float*>scratch if transposed_dx else NULL)
+    if floating is float and _own(o, n):
+        fd_input_grad(n, n_out, n_in, dS, W, n_out, dX, _threads(o, n, n_out, n_in),
+                      <float*>scratch if o.transposed_dx else NULL)
     else:
         _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, n_out, dS, n_out, <floating>0, dX, n_in)
 
@@ -1049,73 +1057,72 @@ cdef void _norm_backward(const Py_ssize_t* row, const double* reg, floating* P, 
 # ---------------------------------------------------------------------------------------------
 # The network: forward pass, training steps, evaluation.
 # ---------------------------------------------------------------------------------------------
-cdef const floating* _net_forward(const Py_ssize_t* plan, Py_ssize_t n_ops, const floating* P,
-                                  const floating** rows, const floating* A, floating* work, int n,
-                                  bint training, uint64_t* rng,
-                                  const double* reg, const floating* W0=NULL,
-                                  int ldw0=0, bint first_only=False) noexcept nogil:
-    """Runs every op on the batch (n rows); returns a pointer to the last op's output.
+cdef void _op_forward(const _Opts* o, const Py_ssize_t* row, const double* reg_row,
+                      const floating* P, const floating** rows, const floating* A,
+                      floating* work, Py_ssize_t r0, int n, uint64_t* rng, const floating* Wl,
+                      int ldw, floating* part, bint epilogue) noexcept nogil:
+    """One op of the plan on a block of n rows, r0 the block's first row in the batch: reads the
+    block's input at A (contiguous) or, for a dense first op, through `rows`; writes the block's
+    rows of the op's output (work + row[PLAN_Z]) and of its saved pre-activation or mask.
 
-    plan: n_ops rows of N_PLAN (row-major); reg: n_ops rows of 4, read only when training. The
-    batch is contiguous at A, or given by its row pointers `rows` (then A is NULL and the first op
-    is dense on the own kernels: see train_steps). W0, when given, replaces the first op's weights
-    (train_steps' copy: rows ldw0 apart, or panels when ldw0 is FD_PANELS). first_only: only the
-    first op's product, its two partial sums left unfinished (train_steps' split middle finishes
-    them).
-    """
-    cdef Py_ssize_t l, i, size
-    cdef int n_in, n_out, kind
-    cdef const Py_ssize_t* row
-    cdef floating* Z
-    cdef floating* S
+    reg_row: the op's `reg` row, NULL at inference (dropout and noise are then the identity).
+    Wl, ldw: a dense op's weights (NULL: its own, row-major); part: a dense op's product scratch.
+    epilogue False: a dense op's two partial sums are left unfinished (train_steps' split middle
+    finishes them). The normalization ops read the whole batch (r0 is 0 for them)."""
+    cdef int kind = <int>row[PLAN_KIND], n_in = <int>row[PLAN_N_IN], n_out = <int>row[PLAN_N_OUT]
+    cdef Py_ssize_t i, size = <Py_ssize_t>n * n_out
+    cdef floating* Z = work + row[PLAN_Z] + r0 * n_out
+    cdef floating* S = NULL if row[PLAN_S] < 0 else work + row[PLAN_S] + r0 * n_out
     cdef floating* M
     cdef floating keep_scale
     cdef double rate
+    if kind == OP_DENSE or kind == OP_DENSE_FROZEN:
+        _dense_forward(o, rows, A, Wl if Wl != NULL else P + row[PLAN_W],
+                       ldw if Wl != NULL else n_out,
+                       NULL if row[PLAN_B] < 0 else P + row[PLAN_B], <int>row[PLAN_ACT], Z, S,
+                       part, n, n_in, n_out, epilogue)
+    elif kind == OP_ACTIVATION:
+        memcpy(Z, A, size * sizeof(floating))
+        if S != NULL:
+            memcpy(S, A, size * sizeof(floating))
+        _act_forward(<int>row[PLAN_ACT], Z, n, n_out)
+    elif kind == OP_DROPOUT:
+        rate = reg_row[0] if reg_row != NULL else 0.0
+        if rate > 0:
+            M = work + row[PLAN_MASK] + r0 * n_out
+            keep_scale = <floating>(1.0 / (1.0 - rate))
+            for i in range(size):
+                # 53 random bits -> uniform [0, 1)
+                if <double>(_splitmix64(rng) >> 11) * (1.0 / 9007199254740992.0) < rate:
+                    M[i] = 0
+                else:
+                    M[i] = keep_scale
+                Z[i] = A[i] * M[i]
+        else:
+            memcpy(Z, A, size * sizeof(floating))
+    else:
+        _norm_forward(row, reg_row, <floating*>P, A, Z, work, n, rng)
+
+
+cdef const floating* _net_forward(const _Opts* o, const Py_ssize_t* plan, Py_ssize_t n_ops,
+                                  const floating* P, const floating** rows, const floating* A,
+                                  floating* work, int n, uint64_t* rng, const double* reg,
+                                  const floating* W0=NULL, int ldw0=0) noexcept nogil:
+    """Runs every op on the batch (n rows); returns a pointer to the last op's output.
+
+    plan: n_ops rows of N_PLAN (row-major); reg: n_ops rows of 4 when training, NULL at inference.
+    The batch is contiguous at A, or given by its row pointers `rows` (then A is NULL and the first
+    op is dense on the own kernels: see Trainer). W0, when given, replaces the first op's weights
+    (the training copy: rows ldw0 apart, or panels when ldw0 is FD_PANELS).
+    """
+    cdef Py_ssize_t l
+    cdef const Py_ssize_t* row
     for l in range(n_ops):
         row = plan + l * N_PLAN
-        kind = <int>row[PLAN_KIND]
-        n_in = <int>row[PLAN_N_IN]
-        n_out = <int>row[PLAN_N_OUT]
-        Z = work + row[PLAN_Z]
-        S = NULL if row[PLAN_S] < 0 else work + row[PLAN_S]
-        if kind == OP_DENSE:
-            _dense_forward(rows if l == 0 else NULL, A,
-                           W0 if l == 0 and W0 != NULL else P + row[PLAN_W],
-                           ldw0 if l == 0 and W0 != NULL else n_out,
-                           NULL if row[PLAN_B] < 0 else P + row[PLAN_B],
-                           <int>row[PLAN_ACT], Z, S, work + row[PLAN_PART], n, n_in,
-                           n_out, not (first_only and l == 0))
-            if first_only:
-                return Z
-        elif kind == OP_ACTIVATION:
-            size = <Py_ssize_t>n * n_out
-            memcpy(Z, A, size * sizeof(floating))
-            if S != NULL:
-                memcpy(S, A, size * sizeof(floating))
-            _act_forward(<int>row[PLAN_ACT], Z, n, n_out)
-        elif kind == OP_DROPOUT:
-            size = <Py_ssize_t>n * n_out
-            rate = reg[l * 4] if training else 0.0  # inference passes no reg table
-            if training and rate > 0:
-                M = work + row[PLAN_MASK]
-                keep_scale = <floating>(1.0 / (1.0 - rate))
-                for i in range(size):
-                    # 53 random bits -> uniform [0, 1)
-                    if <double>(_splitmix64(rng) >> 11) * (1.0 / 9007199254740992.0) < rate:
-                        M[i] = 0
-                    else:
-                        M[i] = keep_scale
-                    Z[i] = A[i] * M[i]
-            else:
-                memcpy(Z, A, size * sizeof(floating))
-        elif kind == OP_DENSE_FROZEN:
-            _dense_forward(<const floating**>NULL, A, P + row[PLAN_W], n_out,
-                           NULL if row[PLAN_B] < 0 else P + row[PLAN_B], <int>row[PLAN_ACT], Z, S,
-                           work + row[PLAN_PART], n, n_in, n_out)
-        else:
-            _norm_forward(row, reg + l * 4 if training else NULL, <floating*>P, A, Z, work, n,
-                          rng)
-        A = Z
+        _op_forward(o, row, reg + l * 4 if reg != NULL else NULL, P, rows if l == 0 else NULL,
+                    A, work, 0, n, rng, W0 if l == 0 else NULL, ldw0, work + row[PLAN_PART],
+                    True)
+        A = work + row[PLAN_Z]
     return A
 
 
@@ -1170,140 +1177,216 @@ cdef inline const floating* _rows(const floating* src, Py_ssize_t width, const P
 
 
 # ---------------------------------------------------------------------------------------------
-# The middle of a training step, cut by rows.
+# Training: one step path.
 #
-# Between the first layer's product and its weight gradient (both cut along the layer's inputs
-# over two threads) lies the rest of the step: the first layer's bias and activation, the later
-# layers forward and back, the loss, the metrics. Done whole it runs on one thread while the other
-# waits; here it is cut into two blocks of rows, each run by one thread (or both, one after the
-# other, by one thread): every row's arithmetic is its own, and the sums over rows (the later
-# layers' weight and bias gradients, the loss, the metrics) are taken per block and added block 0
-# + block 1, so the results do not depend on the thread count.
+# A step is: forward (every op), loss and metrics on the pre-update outputs, backward (every op,
+# last first), the optimizer update. It runs in one of two shapes, which share the per-op helpers
+# below (_op_forward, _loss_block, _op_backward):
+#   whole: every op over the whole batch, each product cut along its inputs between the threads;
+#   split: the first layer's products over the whole batch, cut along its inputs as above, and
+#     the middle (the first layer's bias and activation, the later layers forward and back, the
+#     loss, the metrics) cut into two blocks of rows, one per thread (_middle_part). Every row's
+#     arithmetic is its own; the sums over rows (the later layers' weight and bias gradients, the
+#     loss, the metrics) are taken per block and added block 0 + block 1, so the results do not
+#     depend on the thread count. Done whole, that middle would run on one thread while the
+#     other waits.
+# Plain SGD with nothing that needs the whole gradient first (clipping, decay, penalties) folds
+# its update into the weight-gradient products (sgd_lr > 0) and skips the separate pass.
 # ---------------------------------------------------------------------------------------------
-cdef struct _Mid:
+cdef struct _Step:
+    _Opts o
     const Py_ssize_t* plan      # n_ops x N_PLAN, row-major
+    const double* reg           # n_ops x 4
     Py_ssize_t n_ops
-    const float* P
-    float* W                    # workspace
-    const float* Yb
-    const float* swb
-    float* D0                   # delta buffers: block b uses rows from D0 + r0 * maxw on
-    float* D1
+    void* P                     # parameters (floating*: float or double, like every void* here)
+    void* G                     # the gradient vector
+    void* W                     # workspace
+    const void** rows0          # the batch's rows, read in place (NULL: contiguous at A0)
+    const void* A0
+    void* W0                    # the first layer's training copy (NULL: none), rows ldw0 apart
+    int ldw0
+    const void* Yb              # the batch's targets and sample weights (NULL: none)
+    const void* swb
+    void* D0                    # delta buffers: block b uses rows from D0 + r0 * maxw on
+    void* D1
     Py_ssize_t maxw
-    float* Dfin                 # n x (first layer's width): its delta, both blocks' rows
-    float* part2                # scratch of the later layers' cut products and transposed
-                                # deltas, block b's from b * p2stride (the plan's PART region
-                                # holds the first layer's partial sum)
-    Py_ssize_t p2stride         # round_up(batch size, 16) * maxw
     int n
-    int h                       # block 0 is rows [0, h), block 1 rows [h, n)
+    int h                       # split: block 0 is rows [0, h), block 1 rows [h, n)
     int loss_code
-    int fused
-    int split0                  # the first layer's product was cut along its inputs
+    bint fused                  # the loss reads the last op's pre-activation
     const Py_ssize_t* metrics
     Py_ssize_t n_metrics
     Py_ssize_t y_w
-    float* partials             # 2 x psize: per block, the later layers' dW (and db), last first
+    uint64_t* rng
+    double sgd_lr               # > 0: the SGD update folded into the products
+    # split only
+    bint split0                 # the first layer's product was cut along its inputs
+    void* Dfin                  # n x (first layer's width): its delta, both blocks' rows
+    void* part2                 # per block (b * p2stride on): the later layers' product scratch
+    Py_ssize_t p2stride
+    void* partials              # per block (b * psize on): later layers' dW and db, last first
     Py_ssize_t psize
-    double* hstats              # 2 x n_stats: per block, [loss sum, metric sums...]
+    double* hstats              # per block (b * n_stats on): loss sum, metric sums
     Py_ssize_t n_stats
 
 
+cdef double _loss_block(const _Step* c, Py_ssize_t r0, int nh, floating* D,
+                        double* msums) noexcept nogil:
+    """Loss and metrics of rows [r0, r0 + nh): returns the block's loss sum, adds its metric
+    sums into msums, and writes the loss gradient (scaled by the whole batch's size) into D.
+    compile() metrics are not sample-weighted in Keras 3 (only weighted_metrics are)."""
+    cdef const Py_ssize_t* row = c.plan + (c.n_ops - 1) * N_PLAN
+    cdef Py_ssize_t out_w = row[PLAN_N_OUT]
+    cdef const floating* Z = <const floating*>c.W + row[PLAN_Z] + r0 * out_w
+    cdef const floating* L = <const floating*>c.W + row[PLAN_S] + r0 * out_w if c.fused else Z
+    cdef const floating* Y = <const floating*>c.Yb + r0 * c.y_w
+    cdef const floating* sw = <const floating*>c.swb + r0 if c.swb != NULL else NULL
+    cdef double loss = _loss_grad(c.loss_code, L, Y, sw, D, nh, out_w, 1.0 / c.n)
+    _metrics(c.metrics, c.n_metrics, Z, Y, <const floating*>NULL, nh, out_w, c.y_w, msums)
+    return loss
+
+
+cdef bint _op_backward(const _Step* c, const _Opts* o, Py_ssize_t l, Py_ssize_t r0, int nh,
+                       floating* D, floating* D2, floating* dW, floating* db, floating lr,
+                       floating* part) noexcept nogil:
+    """Op l backward on rows [r0, r0 + nh): D (the block's rows) holds dLoss/d(output of op l),
+    or of its pre-activation for a fused last op. A dense op writes its weight and bias gradients
+    into dW and db (lr > 0: applies the SGD update there instead) and, when an op is before it,
+    its input gradient into D2. Returns True when the input gradient is in D2 (swap the buffers).
+    part: product scratch."""
+    cdef const Py_ssize_t* row = c.plan + l * N_PLAN
+    cdef int kind = <int>row[PLAN_KIND], n_in = <int>row[PLAN_N_IN], n_out = <int>row[PLAN_N_OUT]
+    cdef int act = <int>row[PLAN_ACT]
+    cdef floating* W = <floating*>c.W
+    cdef floating* P = <floating*>c.P
+    cdef const floating* A = (<const floating*>c.A0 if l == 0 else
+                              W + c.plan[(l - 1) * N_PLAN + PLAN_Z] + r0 * n_in)
+    cdef floating* S = W + row[PLAN_S] + r0 * n_out if row[PLAN_S] >= 0 else NULL
+    cdef floating* Z = W + row[PLAN_Z] + r0 * n_out
+    cdef bint act_grad = not (l == c.n_ops - 1 and c.fused)
+    cdef bint first_copy = l == 0 and c.W0 != NULL
+    cdef Py_ssize_t i
+    if kind == OP_DENSE:
+        if act_grad:
+            _act_backward(act, S, Z, D, D, nh, n_out)
+        _dense_backward(o, <const floating**>c.rows0 if l == 0 else NULL, A,
+                        <floating*>c.W0 if first_copy else P + row[PLAN_W],
+                        c.ldw0 if first_copy else n_out, D, dW, db, D2 if l > 0 else NULL,
+                        nh, n_in, n_out, lr, part)
+        return l > 0
+    if kind == OP_ACTIVATION:
+        if act_grad:
+            _act_backward(act, A, Z, D, D, nh, n_out)
+    elif kind == OP_DROPOUT:
+        if c.reg[l * 4] > 0:
+            for i in range(<Py_ssize_t>nh * n_out):
+                D[i] *= W[row[PLAN_MASK] + r0 * n_out + i]
+    elif kind == OP_DENSE_FROZEN:
+        # no weight gradient: only the input's (if an op is before it)
+        if act_grad:
+            _act_backward(act, S, Z, D, D, nh, n_out)
+        if l > 0:
+            _dense_input_grad(o, P + row[PLAN_W], D, D2, nh, n_in, n_out, part)
+            return True
+    else:
+        _norm_backward(row, c.reg + l * 4, P, <floating*>c.G, W, D, nh, l > 0, lr)
+    return False
+
+
 cdef void _middle_part(void* arg, int part) noexcept nogil:
-    cdef _Mid* c = <_Mid*>arg
+    """Block `part` of the split middle (see above): the first layer's bias and activation, the
+    later ops forward and back on the block's rows, their weight gradients into the block's
+    partials, the first layer's delta into Dfin. Float only: the split runs on the own kernels."""
+    cdef const _Step* c = <const _Step*>arg
     cdef int r0 = 0 if part == 0 else c.h
     cdef int r1 = c.h if part == 0 else c.n
-    cdef int nh = r1 - r0, kind, n_in, n_out, act, out_w
-    cdef Py_ssize_t l, last = c.n_ops - 1, i, off = 0
-    cdef const Py_ssize_t* row
-    cdef const Py_ssize_t* prev
-    cdef float* Z
-    cdef float* S
-    # each block's deltas in its own region of the buffers: the layers' widths differ, so rows of
-    # one layer's delta would overlap another block's rows of the next
-    cdef float* D = c.D0 + r0 * c.maxw
-    cdef float* D2 = c.D1 + r0 * c.maxw
+    cdef int nh = r1 - r0, n_out
+    cdef Py_ssize_t l, i, off = 0, last = c.n_ops - 1
+    cdef const Py_ssize_t* row = c.plan
+    cdef float* W = <float*>c.W
+    cdef const float* P = <const float*>c.P
+    cdef float* D = <float*>c.D0 + r0 * c.maxw
+    cdef float* D2 = <float*>c.D1 + r0 * c.maxw
     cdef float* tmp
-    cdef float* pw = c.partials + part * c.psize
+    cdef float* pw = <float*>c.partials + part * c.psize
+    cdef float* scratch = <float*>c.part2 + part * c.p2stride
+    cdef float* Z
+    cdef float* Dfin = <float*>c.Dfin + r0 * row[PLAN_N_OUT]
     cdef double* hs = c.hstats + part * c.n_stats
-    cdef const float* A
-    cdef const float* Ll
+    cdef _Opts one = c.o
+    one.threads = 1  # the two blocks are the threads' work
     for i in range(c.n_stats):
         hs[i] = 0
     if nh <= 0:
         memset(pw, 0, c.psize * sizeof(float))
         return
     # the first layer: sum of the two partial products, bias, activation
-    row = c.plan
     n_out = <int>row[PLAN_N_OUT]
-    Z = c.W + row[PLAN_Z]
-    fd_combine_rows(Z, c.W + row[PLAN_PART], c.P + row[PLAN_B] if row[PLAN_B] >= 0 else NULL,
+    Z = W + row[PLAN_Z]
+    fd_combine_rows(Z, W + row[PLAN_PART], P + row[PLAN_B] if row[PLAN_B] >= 0 else NULL,
                     r0, r1, n_out, c.split0)
     if row[PLAN_S] >= 0:
-        memcpy(c.W + row[PLAN_S] + r0 * n_out, Z + r0 * n_out, nh * n_out * sizeof(float))
+        memcpy(W + row[PLAN_S] + r0 * n_out, Z + r0 * n_out, nh * n_out * sizeof(float))
     _act_forward(<int>row[PLAN_ACT], Z + r0 * n_out, nh, n_out)
-    A = Z
-    # the later ops, forward
+    # the later ops forward, the loss and metrics, the later ops backward
     for l in range(1, c.n_ops):
         row = c.plan + l * N_PLAN
-        kind = <int>row[PLAN_KIND]
-        n_in = <int>row[PLAN_N_IN]
-        n_out = <int>row[PLAN_N_OUT]
-        act = <int>row[PLAN_ACT]
-        Z = c.W + row[PLAN_Z]
-        S = c.W + row[PLAN_S] + r0 * n_out if row[PLAN_S] >= 0 else NULL
-        if kind == OP_DENSE:
-            _dense_forward(<const float**>NULL, A + r0 * n_in, c.P + row[PLAN_W], n_out,
-                           c.P + row[PLAN_B] if row[PLAN_B] >= 0 else NULL, act, Z + r0 * n_out,
-                           S, c.part2 + part * c.p2stride, nh, n_in, n_out)
-        else:
-            memcpy(Z + r0 * n_out, A + r0 * n_out, nh * n_out * sizeof(float))
-            if S != NULL:
-                memcpy(S, A + r0 * n_out, nh * n_out * sizeof(float))
-            _act_forward(act, Z + r0 * n_out, nh, n_out)
-        A = Z
-    # loss and metrics of this block (the loss gradient is scaled by the whole batch's size)
-    row = c.plan + last * N_PLAN
-    out_w = <int>row[PLAN_N_OUT]
-    Ll = c.W + row[PLAN_S] if c.fused else A
-    hs[0] = _loss_grad(c.loss_code, Ll + r0 * out_w, c.Yb + r0 * c.y_w,
-                       c.swb + r0 if c.swb != NULL else NULL, D, nh, out_w, 1.0 / c.n)
-    _metrics(c.metrics if c.n_metrics > 0 else NULL, c.n_metrics, A + r0 * out_w,
-             c.Yb + r0 * c.y_w, <const float*>NULL, nh, out_w, c.y_w, hs + 1)
-    # the later ops, backward; weight gradients of this block into its partials
+        _op_forward(&one, row, NULL, P, NULL,
+                    W + c.plan[(l - 1) * N_PLAN + PLAN_Z] + r0 * row[PLAN_N_IN], W, r0, nh,
+                    NULL, NULL, 0, scratch, True)
+    hs[0] = _loss_block(c, r0, nh, D, hs + 1)
     for l in range(last, 0, -1):
         row = c.plan + l * N_PLAN
-        prev = c.plan + (l - 1) * N_PLAN
-        kind = <int>row[PLAN_KIND]
-        n_in = <int>row[PLAN_N_IN]
-        n_out = <int>row[PLAN_N_OUT]
-        act = <int>row[PLAN_ACT]
-        Z = c.W + row[PLAN_Z]
-        S = c.W + row[PLAN_S] + r0 * n_out if row[PLAN_S] >= 0 else NULL
-        A = c.W + prev[PLAN_Z]
-        if kind == OP_DENSE:
-            if not (l == last and c.fused):
-                _act_backward(act, S, Z + r0 * n_out, D, D, nh, n_out)
-            _dense_backward(<const float**>NULL, A + r0 * n_in, <float*>(c.P + row[PLAN_W]),
-                            n_out, D, pw + off,
-                            pw + off + n_in * n_out if row[PLAN_B] >= 0 else NULL,
-                            D2, nh, n_in, n_out, <float>0, c.part2 + part * c.p2stride)
-            off += n_in * n_out + (n_out if row[PLAN_B] >= 0 else 0)
+        if _op_backward(c, &one, l, r0, nh, D, D2, pw + off,
+                        pw + off + row[PLAN_N_IN] * row[PLAN_N_OUT] if row[PLAN_B] >= 0 else NULL,
+                        <float>0, scratch):
             tmp = D
             D = D2
             D2 = tmp
-        else:
-            if not (l == last and c.fused):
-                _act_backward(act, A + r0 * n_out, Z + r0 * n_out, D, D, nh, n_out)
+        if row[PLAN_KIND] == OP_DENSE:
+            off += row[PLAN_N_IN] * row[PLAN_N_OUT] + (row[PLAN_N_OUT] if row[PLAN_B] >= 0 else 0)
     # the first layer's activation, backward, into the shared n x width buffer (its weight
     # gradient is cut along its inputs and reads all rows)
     row = c.plan
-    n_out = <int>row[PLAN_N_OUT]
-    memcpy(c.Dfin + r0 * n_out, D, nh * n_out * sizeof(float))
-    _act_backward(<int>row[PLAN_ACT],
-                  c.W + row[PLAN_S] + r0 * n_out if row[PLAN_S] >= 0 else NULL,
-                  c.W + row[PLAN_Z] + r0 * n_out, c.Dfin + r0 * n_out, c.Dfin + r0 * n_out, nh,
-                  n_out)
+    memcpy(Dfin, D, nh * n_out * sizeof(float))
+    _act_backward(<int>row[PLAN_ACT], W + row[PLAN_S] + r0 * n_out if row[PLAN_S] >= 0 else NULL,
+                  W + row[PLAN_Z] + r0 * n_out, Dfin, Dfin, nh, n_out)
+
+
+cdef void _sum_partials(const _Step* c) noexcept nogil:
+    """The later layers' gradients from the split middle's two partials, block 0 + block 1: into
+    G, or, with the SGD update folded in, applied to the parameters."""
+    cdef Py_ssize_t l, i, off = 0, msize
+    cdef const Py_ssize_t* row
+    cdef const float* p0
+    cdef const float* p1
+    cdef float* dst
+    cdef float lr = <float>c.sgd_lr
+    cdef float* base = <float*>(c.P if c.sgd_lr > 0 else c.G)
+    cdef int n_out
+    for l in range(c.n_ops - 1, 0, -1):
+        row = c.plan + l * N_PLAN
+        if row[PLAN_KIND] != OP_DENSE:
+            continue
+        n_out = <int>row[PLAN_N_OUT]
+        msize = row[PLAN_N_IN] * n_out
+        p0 = <const float*>c.partials + off
+        p1 = <const float*>c.partials + c.psize + off
+        dst = base + row[PLAN_W]
+        for i in range(msize):
+            if lr > 0:
+                dst[i] += -lr * (p0[i] + p1[i])
+            else:
+                dst[i] = p0[i] + p1[i]
+        if row[PLAN_B] >= 0:
+            dst = base + row[PLAN_B]
+            for i in range(n_out):
+                if lr > 0:
+                    dst[i] -= lr * (p0[msize + i] + p1[msize + i])
+                else:
+                    dst[i] = p0[msize + i] + p1[msize + i]
+            msize += n_out
+        off += msize
 
 
 cdef inline void _row_ptrs(const floating* src, Py_ssize_t width, const Py_ssize_t* order,
@@ -1316,7 +1399,7 @@ cdef inline void _row_ptrs(const floating* src, Py_ssize_t width, const Py_ssize
 
 cdef void _copy_weights(floating* W, floating* Wc, Py_ssize_t k, int m, int ldc,
                         bint into_copy) noexcept nogil:
-    """Between row-major W (k x m) and train_steps' copy Wc: rows ldc apart (padding zeroed), or
+    """Between row-major W (k x m) and the training copy Wc: rows ldc apart (padding zeroed), or
     16-column panels when ldc is FD_PANELS (see _simd.h). into_copy: W -> Wc, else Wc -> W."""
     cdef Py_ssize_t r, c, w, step = 16 if ldc == FD_PANELS else m
     cdef Py_ssize_t width = 16 if ldc == FD_PANELS else ldc
@@ -1335,313 +1418,339 @@ cdef void _copy_weights(floating* W, floating* Wc, Py_ssize_t k, int m, int ldc,
             c += step
 
 
-def train_steps(floating[::1] params, floating[::1] grads, floating[::1] state,
-                const Py_ssize_t[:, ::1] plan, const double[:, ::1] reg,
-                const Py_ssize_t[::1] layout, floating[::1] work,
-                const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] sw,
-                const Py_ssize_t[::1] order, Py_ssize_t start, Py_ssize_t stop, int batch_size,
-                int loss_code, bint fused_logits, const Py_ssize_t[::1] metrics,
-                int opt_code, const double[::1] hp, const double[::1] lrs, long long step,
-                uint64_t[::1] rng, double[::1] stats):
-    """Runs the training steps over samples start..stop (in batches of batch_size).
 
-    For every batch: forward, loss and metrics on the pre-update outputs, backward, one optimizer
-    update with learning rate lrs[k] for the k-th batch of this call. Arguments:
+cdef void _first_layer_grad(const _Step* c, int n1, const float** rows1) noexcept nogil:
+    """The split step's first-layer weight and bias gradients over all rows, cut along its inputs
+    (with the SGD update folded in: the update). n1 > 0 (plain SGD): the next batch's first
+    product, its rows at rows1, joins the same job and reads the updated weights (see
+    fd_weight_grad_then_forward in _simd.h)."""
+    cdef const Py_ssize_t* row = c.plan
+    cdef int n_in = <int>row[PLAN_N_IN], n_out = <int>row[PLAN_N_OUT]
+    cdef float* W = <float*>c.W
+    cdef float lr = <float>c.sgd_lr
+    cdef float* Gl = <float*>(c.P if c.sgd_lr > 0 else c.G)
+    cdef float* Wl = <float*>c.W0 if c.W0 != NULL else <float*>c.P + row[PLAN_W]
+    cdef int ldw = c.ldw0 if c.W0 != NULL else n_out
+    cdef const float* Dfin = <const float*>c.Dfin
+    if n1 > 0:
+        fd_weight_grad_then_forward(c.n, n_in, n_out, -lr, <const float**>c.rows0, Dfin, Wl, ldw,
+                                    n1, rows1, W + row[PLAN_Z], W + row[PLAN_PART],
+                                    _threads(&c.o, c.n, n_in, n_out), c.o.sparse)
+        if row[PLAN_B] >= 0:
+            _bias_grad(Dfin, Gl + row[PLAN_B], c.n, n_out, lr)
+    else:
+        _dense_backward(&c.o, <const float**>c.rows0, <const float*>NULL, Wl, ldw, Dfin,
+                        Wl if c.W0 != NULL else Gl + row[PLAN_W],
+                        NULL if row[PLAN_B] < 0 else Gl + row[PLAN_B], <float*>NULL, c.n, n_in,
+                        n_out, lr)
 
-    # INOUT params, grads, state, work, rng: parameters, their gradient scratch, optimizer slots,
-    #       workspace (see `layout` and the plan's offsets), dropout generator state.
-    # IN    plan, reg, layout: the network (see PLAN_*, reg, LAY_*).
-    # IN    X (n, n_in), Y (n, y_width), sw (n,) or empty, order (n,) permutation or empty.
-    # IN    loss_code, fused_logits: the loss reads the last op's pre-activation when fused_logits.
-    # IN    metrics: metric codes; opt_code, hp, lrs, step: the optimizer (step = updates so far).
-    # INOUT stats: [0] += sum of batch_loss * batch_n, [1] += samples, [2] += batches,
-    #       [3 + 2k], [4 + 2k] metric k numerator/denominator; [last] = 1 if a loss was not finite.
 
-    Returns the number of batches run; it stops after the first batch whose loss is not finite
-    (that batch's update is not applied).
+cdef class Trainer:
+    """The compiled training state of one `fit` (for one batch size): the network's plan, its
+    workspace and gradient buffer, the loss, metrics and optimizer settings, the dropout
+    generator and the engine's options, checked and derived once; `run` trains over a range of
+    samples (one call per chunk of batches).
+
+    Args:
+        plan, reg, layout: the network (see PLAN_*, reg, LAY_*; `_engine.Plan` builds them).
+        work: the workspace (`Plan.workspace`); grads: the gradient buffer, as long as the
+            trainable part of the parameters; both of the model's float type.
+        batch_size: the plan's batch size (the largest batch `run` may take).
+        loss_code, fused_logits: the loss reads the last op's pre-activation when fused_logits.
+        metrics: metric codes; opt_code, hp: the optimizer and its hyper-parameters (HP_*).
+        rng: (1,) uint64, the dropout generator's state, advanced in place.
+    Options (each on by default; tests switch them off to check they give the same bits):
+        sparse: weight gradients skip all-zero input rows.
+        transposed_dx: input gradients as dX^T = W @ dS^T (no packing of W^T).
+        pad_first, panels: train the first layer's weights in an aligned copy, as 16-column
+            panels (or padded rows), when its width is not a multiple of 16.
+        split_middle: cut the middle of each step into two row blocks (see `_middle_part`).
+        merge_next: plain SGD runs the next batch's first product in the weight-gradient job.
+        own_rows: products with at most this many batch rows run on the own kernels, larger
+            ones on BLAS (0 .. MAX_OWN_ROWS).
     """
-    # the optimizer updates the trainable parameters only: the first grads.shape[0] of params
-    # (the model keeps its non-trainable weights after them)
-    cdef Py_ssize_t n_ops = plan.shape[0], l, last = n_ops - 1, n_params = grads.shape[0]
-    cdef Py_ssize_t pos, y_w = Y.shape[1], n_in0 = X.shape[1], out_w = plan[last, PLAN_N_OUT]
-    cdef Py_ssize_t done = 0, n_metrics = metrics.shape[0]
-    cdef int n, kind, n_in, n_out, act
-    cdef floating* P = &params[0]
-    cdef floating* G = &grads[0] if grads.shape[0] > 0 else NULL
-    cdef floating* W = &work[0]
-    cdef floating* st = &state[0] if state.shape[0] > 0 else NULL
-    cdef floating* D = W + layout[LAY_D0]
-    cdef floating* D2 = W + layout[LAY_D1]
-    cdef floating* tmp
-    cdef const floating* A0
-    cdef const floating* Yb
-    cdef const floating* swb
-    cdef const floating* Ain
-    cdef const floating* Zl
-    cdef const floating* Ll
-    cdef const Py_ssize_t* ordp = &order[0] if order.shape[0] > 0 else NULL
-    cdef Py_ssize_t pos_i
-    cdef double loss
-    cdef bint has_sw = sw.shape[0] > 0
-    cdef floating* Gl
-    # Plain SGD with nothing that needs the whole gradient first (clipping, decay, penalties):
-    # fold the update into the weight-gradient products and skip the separate pass.
-    cdef bint penalized = _has_penalty(plan, reg), bad = False
-    cdef bint fuse_sgd = (opt_code == OPT_SGD and hp[HP_WEIGHT_DECAY] == 0
-                          and hp[HP_CLIPVALUE] == 0 and hp[HP_GLOBAL_CLIPNORM] == 0
-                          and not penalized)
-    # On the own kernels the first dense layer reads the batch's rows where they are (through
-    # `order`), with no gathered copy. BLAS (and a first op that is not dense) needs the copy.
-    cdef bint in_place = (floating is float and batch_size <= _own_gemm_rows
-                          and plan[0, PLAN_KIND] == OP_DENSE)
-    cdef const floating* rows0[FD_MAX_ROWS]
-    cdef const floating* rows1[FD_MAX_ROWS]  # the next batch's, when its forward product ran early
-    cdef bint fwd_ready = False
-    cdef int n1
-    # The first layer's weights, when its width is not a multiple of 16 floats (64 bytes) and
-    # plain SGD updates them in place: trained in a copy laid out as 16-column panels (FD_PANELS
-    # in _simd.h), so that every 16-float load or store of the micro-kernels is one whole cache
-    # line and a panel's rows follow each other in memory (a 100-unit layer's 400-byte rows made
-    # a third of them straddle two lines). Copied back before returning. Same arithmetic for
-    # every element: the results are the bits the row-major weights would get.
-    cdef floating* Wpad = NULL
-    cdef int ldpad = 0, n_out0 = <int>plan[0, PLAN_N_OUT]
-    cdef Py_ssize_t r_i
-    if (in_place and fuse_sgd and layout[LAY_W0] >= 0 and n_out0 % 16 != 0
-            and pad_first_layer):
-        ldpad = FD_PANELS if use_panels else (n_out0 + 15) // 16 * 16
-        Wpad = W + layout[LAY_W0]
-        Wpad = Wpad + ((64 - (<size_t>Wpad) % 64) % 64) // sizeof(floating)
-    # The middle of each step cut by rows (see _middle_part): when the first layer reads the batch
-    # in place and every later op is dense or an activation (dropout masks are drawn in order).
-    cdef bint split_mid = (in_place and n_ops >= 2 and layout[LAY_MID] >= 0 and n_metrics <= 64
-                           and split_middle)
-    cdef _Mid mctx
-    cdef double hst[2 * (1 + 2 * 64)]
-    cdef floating* Wm = NULL
-    cdef floating* p0
-    cdef floating* p1
-    cdef floating lr_f
-    cdef Py_ssize_t moff, msize
-    cdef Py_ssize_t later_size = 0
-    for l in range(1, n_ops):
-        if plan[l, PLAN_KIND] != OP_DENSE and plan[l, PLAN_KIND] != OP_ACTIVATION:
-            split_mid = False
-        elif plan[l, PLAN_KIND] == OP_DENSE:
-            later_size += plan[l, PLAN_N_IN] * plan[l, PLAN_N_OUT]
-    # Only for small later layers: each block writes its own partial weight gradient, which main
-    # then adds into the weights, so a big later layer (784-512-512-10: 512 x 512) would move
-    # three times its weights through memory every step (45% slower there, paired A/B), while
-    # the whole-batch path cuts its products along the inputs instead.
-    if later_size > MID_MAX_LATER_WEIGHTS:
-        split_mid = False
-    if split_mid:
-        Wm = W + layout[LAY_MID]
-        mctx.plan = &plan[0, 0]
-        mctx.n_ops = n_ops
-        mctx.P = <const float*>P
-        mctx.W = <float*>W
-        mctx.D0 = <float*>D
-        mctx.D1 = <float*>D2
-        mctx.maxw = n_in0
-        for l in range(n_ops):
-            if plan[l, PLAN_N_OUT] > mctx.maxw:
-                mctx.maxw = plan[l, PLAN_N_OUT]
-        mctx.loss_code = loss_code
-        mctx.fused = 1 if fused_logits else 0
-        mctx.split0 = 1 if fd_half(<int>n_in0) < n_in0 else 0
-        mctx.metrics = &metrics[0] if n_metrics > 0 else NULL
-        mctx.n_metrics = n_metrics
-        mctx.y_w = y_w
-        mctx.partials = <float*>Wm
-        mctx.psize = 0
+    cdef readonly object work, grads, rng
+    cdef const Py_ssize_t[:, ::1] plan
+    cdef const double[:, ::1] reg
+    cdef const Py_ssize_t[::1] layout
+    cdef const Py_ssize_t[::1] metrics
+    cdef const double[::1] hp
+    cdef int loss_code, opt_code, batch_size, ldpad
+    cdef bint fused, penalized, fuse_sgd, in_place, split, merge_next
+    cdef _Opts o
+
+    def __init__(self, plan, reg, layout, work, grads, int batch_size, int loss_code,
+                 bint fused_logits, metrics, int opt_code, hp, rng, *, bint sparse=True,
+                 bint transposed_dx=True, bint pad_first=True, bint panels=True,
+                 bint split_middle=True, bint merge_next=True, int own_rows=FD_MAX_ROWS):
+        self.plan = plan
+        self.reg = reg
+        _check_plan(self.plan, self.reg)
+        self.layout = layout
+        self.metrics = metrics
+        self.hp = hp
+        if self.layout.shape[0] != N_LAY or self.hp.shape[0] != N_HP or len(rng) != 1:
+            raise ValueError(f"layout must have {N_LAY} entries, hp {N_HP} and rng 1; received "
+                             f"{self.layout.shape[0]}, {self.hp.shape[0]}, {len(rng)}")
+        if self.metrics.shape[0] > 64:
+            raise ValueError(f"at most 64 metrics; received {self.metrics.shape[0]}")
+        self.work, self.grads, self.rng = work, grads, rng
+        self.batch_size, self.loss_code, self.fused = batch_size, loss_code, fused_logits
+        self.opt_code = opt_code
+        self.o = _opts(1)
+        self.o.sparse, self.o.transposed_dx = sparse, transposed_dx
+        self.o.own_rows = max(0, min(own_rows, FD_MAX_ROWS))
+        self.merge_next = merge_next
+        self._derive(work.dtype.itemsize == 4, pad_first, panels, split_middle)
+
+    cdef _derive(self, bint f32, bint pad_first, bint panels, bint split_middle):
+        """The step's shape for this network and these settings."""
+        cdef Py_ssize_t l, n_ops = self.plan.shape[0], later = 0
+        cdef int n_out0 = <int>self.plan[0, PLAN_N_OUT]
+        self.penalized = _has_penalty(self.plan, self.reg)
+        self.fuse_sgd = (self.opt_code == OPT_SGD and self.hp[HP_WEIGHT_DECAY] == 0
+                         and self.hp[HP_CLIPVALUE] == 0 and self.hp[HP_GLOBAL_CLIPNORM] == 0
+                         and not self.penalized)
+        # On the own kernels the first dense layer reads the batch's rows where they are (through
+        # `order`), with no gathered copy. BLAS (and a first op that is not dense) needs the copy.
+        self.in_place = (f32 and self.batch_size <= self.o.own_rows
+                         and self.plan[0, PLAN_KIND] == OP_DENSE)
+        # The first layer's weights, when its width is not a multiple of 16 floats (64 bytes)
+        # and plain SGD updates them in place: trained in a copy laid out as 16-column panels
+        # (FD_PANELS in _simd.h), so that every 16-float load or store of the micro-kernels is
+        # one whole cache line and a panel's rows follow each other in memory (a 100-unit
+        # layer's 400-byte rows made a third of them straddle two lines). Copied back at the end
+        # of each run. Same arithmetic for every element: the bits the row-major weights get.
+        self.ldpad = 0
+        if (self.in_place and self.fuse_sgd and self.layout[LAY_W0] >= 0 and n_out0 % 16 != 0
+                and pad_first):
+            self.ldpad = FD_PANELS if panels else (n_out0 + 15) // 16 * 16
+        # The middle cut by rows when the first layer reads the batch in place and every later
+        # op is dense or an activation (dropout masks are drawn in order) ...
+        self.split = (self.in_place and n_ops >= 2 and self.layout[LAY_MID] >= 0
+                      and split_middle)
         for l in range(1, n_ops):
-            if plan[l, PLAN_KIND] == OP_DENSE:
-                mctx.psize += plan[l, PLAN_N_IN] * plan[l, PLAN_N_OUT] + (
-                    plan[l, PLAN_N_OUT] if plan[l, PLAN_B] >= 0 else 0)
-        mctx.hstats = hst
-        mctx.n_stats = 1 + 2 * n_metrics
-        mctx.Dfin = <float*>(Wm + 2 * mctx.psize)
-        mctx.part2 = mctx.Dfin + <Py_ssize_t>batch_size * n_out0
-        mctx.p2stride = (batch_size + 15) // 16 * 16 * mctx.maxw
-    _check_plan(plan, reg)
-    with nogil:
-        if Wpad != NULL:
-            _copy_weights(P + plan[0, PLAN_W], Wpad, n_in0, n_out0, ldpad, True)
-        pos = start
-        while pos < stop:
-            n = <int>(batch_size if stop - pos > batch_size else stop - pos)
-            if in_place:
-                if fwd_ready:
-                    memcpy(rows0, rows1, n * sizeof(floating*))
-                else:
-                    _row_ptrs(&X[0, 0], n_in0, ordp, pos, n, rows0)
-                A0 = NULL
-            else:
-                A0 = _rows(&X[0, 0], n_in0, ordp, pos, n, W + layout[LAY_X])
-            Yb = _rows(&Y[0, 0], y_w, ordp, pos, n, W + layout[LAY_Y])
-            swb = _rows(&sw[0], 1, ordp, pos, n, W + layout[LAY_SW]) if has_sw else NULL
-            if split_mid:
-                if not fwd_ready:
-                    _net_forward(&plan[0, 0], n_ops, P, rows0, A0, W, n, True, &rng[0],
-                                 &reg[0, 0], Wpad, ldpad, True)
-                fwd_ready = False
-                mctx.Yb = <const float*>Yb
-                mctx.swb = <const float*>swb
-                mctx.n = n
-                mctx.h = n // 2
-                # two blocks of rows whatever the thread count (their sums, added in a fixed
-                # order, are part of the result's bits)
-                if _n_threads > 1:
-                    fd_run(_middle_part, &mctx, 2)
-                else:
-                    _middle_part(&mctx, 0)
-                    _middle_part(&mctx, 1)
-                loss = (hst[0] + hst[mctx.n_stats]) / n
-                for r_i in range(2 * n_metrics):
-                    stats[3 + r_i] += hst[1 + r_i] + hst[mctx.n_stats + 1 + r_i]
-                if not penalized and not isfinite(loss):
-                    bad = True
-                    break
-                # the later layers: gradients (or plain SGD updates) from the two blocks' sums
-                moff = 0
-                for l in range(last, 0, -1):
-                    if plan[l, PLAN_KIND] != OP_DENSE:
-                        continue
-                    n_in = <int>plan[l, PLAN_N_IN]
-                    n_out = <int>plan[l, PLAN_N_OUT]
-                    p0 = Wm + moff
-                    p1 = Wm + mctx.psize + moff
-                    msize = <Py_ssize_t>n_in * n_out
-                    if fuse_sgd:
-                        lr_f = <floating>lrs[done]
-                        Gl = P + plan[l, PLAN_W]
-                        for r_i in range(msize):
-                            Gl[r_i] += -lr_f * (p0[r_i] + p1[r_i])
-                        if plan[l, PLAN_B] >= 0:
-                            Gl = P + plan[l, PLAN_B]
-                            for r_i in range(n_out):
-                                Gl[r_i] -= lr_f * (p0[msize + r_i] + p1[msize + r_i])
+            if self.plan[l, PLAN_KIND] == OP_DENSE:
+                later += self.plan[l, PLAN_N_IN] * self.plan[l, PLAN_N_OUT]
+            elif self.plan[l, PLAN_KIND] != OP_ACTIVATION:
+                self.split = False
+        # ... and only for small later layers: each block writes its own partial weight
+        # gradient, which is then added into the weights, so a big later layer (784-512-512-10:
+        # 512 x 512) would move three times its weights through memory every step (45% slower
+        # there, paired A/B), while the whole-batch path cuts its products along the inputs.
+        if later > MID_MAX_LATER_WEIGHTS:
+            self.split = False
+
+    def run(self, floating[::1] params, floating[::1] state, const floating[:, ::1] X,
+            const floating[:, ::1] Y, const floating[::1] sw, const Py_ssize_t[::1] order,
+            Py_ssize_t start, Py_ssize_t stop, const double[::1] lrs, long long step,
+            double[::1] stats, int threads=1):
+        """Runs the training steps over samples start..stop (in batches of batch_size).
+
+        For every batch: forward, loss and metrics on the pre-update outputs, backward, one
+        optimizer update with learning rate lrs[k] for the k-th batch of this call.
+
+        # INOUT params, state: parameters (trainable first), optimizer slots.
+        # IN    X (n, n_in), Y (n, y_width), sw (n,) or empty, order (n,) permutation or empty;
+        #       lrs (one per batch); step: updates so far; threads: 1 .. 64 (same bits for any).
+        # INOUT stats: [0] += sum of batch_loss * batch_n, [1] += samples, [2] += batches,
+        #       [3 + 2k], [4 + 2k] metric k numerator/denominator; [last] = 1 if a loss was not
+        #       finite.
+
+        Returns the number of batches run; it stops after the first batch whose loss is not
+        finite (that batch's update is not applied).
+        """
+        cdef floating[::1] work = self.work
+        cdef floating[::1] grads = self.grads
+        cdef uint64_t[::1] rng = self.rng
+        cdef Py_ssize_t n_ops = self.plan.shape[0], last = n_ops - 1, l, i
+        cdef Py_ssize_t n_in0 = X.shape[1], n_metrics = self.metrics.shape[0]
+        cdef Py_ssize_t pos, done = 0, n_batches = (stop - start + self.batch_size - 1) // max(
+            self.batch_size, 1)
+        cdef int n, n1, bs = self.batch_size, n_out0 = <int>self.plan[0, PLAN_N_OUT]
+        cdef floating* P = &params[0]
+        cdef floating* W = &work[0]
+        cdef floating* G = &grads[0] if grads.shape[0] > 0 else NULL
+        cdef floating* D
+        cdef floating* D2
+        cdef floating* tmp
+        cdef floating* Gl
+        cdef floating* dW
+        cdef floating* Wpad = NULL
+        cdef const Py_ssize_t* ordp = &order[0] if order.shape[0] > 0 else NULL
+        cdef const floating* rows0[FD_MAX_ROWS]
+        cdef const floating* rows1[FD_MAX_ROWS]  # the next batch's, when its product ran early
+        cdef bint fwd_ready = False, bad = False
+        cdef double loss = 0
+        cdef double hst[2 * (1 + 2 * 64)]
+        cdef _Step c
+        if X.shape[0] < stop or Y.shape[0] < stop or start < 0 or (
+                sw.shape[0] > 0 and sw.shape[0] < stop) or (ordp != NULL and order.shape[0] < stop):
+            raise ValueError(f"start..stop ({start}..{stop}) outside the data ({X.shape[0]} rows)")
+        if lrs.shape[0] < n_batches or stats.shape[0] < 4 + 2 * n_metrics:
+            raise ValueError(f"lrs needs {n_batches} rates and stats {4 + 2 * n_metrics} slots; "
+                             f"received {lrs.shape[0]}, {stats.shape[0]}")
+        if self.fuse_sgd:
+            for i in range(n_batches):
+                if not lrs[i] > 0:
+                    raise ValueError(f"learning rates must be > 0; received {lrs[i]}")
+        c.o = self.o
+        c.o.threads = max(1, min(threads, FD_MAX_THREADS))
+        self._fill(&c, P, G, W, Y.shape[1], hst)
+        c.D0 = W + self.layout[LAY_D0]
+        c.D1 = W + self.layout[LAY_D1]
+        c.rng = &rng[0]
+        if self.ldpad != 0:
+            Wpad = W + self.layout[LAY_W0]
+            Wpad = Wpad + ((64 - (<size_t>Wpad) % 64) % 64) // sizeof(floating)
+            c.W0 = Wpad
+        with nogil:
+            if Wpad != NULL:
+                _copy_weights(P + self.plan[0, PLAN_W], Wpad, n_in0, n_out0, self.ldpad, True)
+            pos = start
+            while pos < stop:
+                n = <int>(bs if stop - pos > bs else stop - pos)
+                c.n = n
+                c.sgd_lr = lrs[done] if self.fuse_sgd else 0
+                if self.in_place:
+                    if fwd_ready:
+                        memcpy(rows0, rows1, n * sizeof(floating*))
                     else:
-                        Gl = G + plan[l, PLAN_W]
-                        for r_i in range(msize):
-                            Gl[r_i] = p0[r_i] + p1[r_i]
-                        if plan[l, PLAN_B] >= 0:
-                            Gl = G + plan[l, PLAN_B]
-                            for r_i in range(n_out):
-                                Gl[r_i] = p0[msize + r_i] + p1[msize + r_i]
-                    moff += msize + (n_out if plan[l, PLAN_B] >= 0 else 0)
-                # the first layer's weight gradient, all rows, cut along its inputs; with plain
-                # SGD the next batch's first product joins the same job (it reads the updated
-                # weights; see fd_weight_grad_then_forward)
-                Gl = P if fuse_sgd else G
-                if (floating is float and fuse_sgd and merge_next and pos + n < stop
-                        and _own(n) and lrs[done] > 0):
-                    n1 = <int>(batch_size if stop - pos - n > batch_size else stop - pos - n)
-                    _row_ptrs(&X[0, 0], n_in0, ordp, pos + n, n1, rows1)
-                    fd_weight_grad_then_forward(
-                        n, <int>n_in0, n_out0, <float>(-lrs[done]), <const float**>rows0,
-                        <const float*>mctx.Dfin,
-                        <float*>(Wpad if Wpad != NULL else P + plan[0, PLAN_W]),
-                        ldpad if Wpad != NULL else n_out0, n1, <const float**>rows1,
-                        <float*>(W + plan[0, PLAN_Z]), <float*>(W + plan[0, PLAN_PART]),
-                        _threads(n, <int>n_in0, n_out0), sparse_dw)
-                    if plan[0, PLAN_B] >= 0:
-                        _bias_grad(<floating*>mctx.Dfin, Gl + plan[0, PLAN_B], n, n_out0,
-                                   <floating>lrs[done])
-                    fwd_ready = True
+                        _row_ptrs(&X[0, 0], n_in0, ordp, pos, n, rows0)
+                    c.rows0 = <const void**>rows0
+                    c.A0 = NULL
                 else:
-                    _dense_backward(rows0, A0, Wpad if Wpad != NULL else P + plan[0, PLAN_W],
-                                    ldpad if Wpad != NULL else n_out0, <floating*>mctx.Dfin,
-                                    Wpad if Wpad != NULL else Gl + plan[0, PLAN_W],
-                                    NULL if plan[0, PLAN_B] < 0 else Gl + plan[0, PLAN_B], NULL,
-                                    n, <int>n_in0, n_out0,
-                                    <floating>lrs[done] if fuse_sgd else <floating>0)
-            else:
-                Zl = _net_forward(&plan[0, 0], n_ops, P, rows0 if in_place else NULL, A0, W, n, True,
-                                  &rng[0], &reg[0, 0], Wpad, ldpad)
-                Ll = W + plan[last, PLAN_S] if fused_logits else Zl
-                loss = _loss_grad(loss_code, Ll, Yb, swb, D, n, out_w, 1.0 / n) / n
-                # compile() metrics are not sample-weighted in Keras 3 (only weighted_metrics are)
-                _metrics(&metrics[0] if n_metrics > 0 else NULL, n_metrics, Zl, Yb, NULL, n,
-                         out_w, y_w, &stats[3])
-                # Without penalties the loss is complete here; check it before the backward pass,
-                # which applies a fused SGD update. With penalties (never fused) the one penalty
-                # pass below adds both the loss term and the gradient, checked before the update.
-                if not penalized and not isfinite(loss):
+                    c.A0 = _rows(&X[0, 0], n_in0, ordp, pos, n, W + self.layout[LAY_X])
+                c.Yb = _rows(&Y[0, 0], Y.shape[1], ordp, pos, n, W + self.layout[LAY_Y])
+                c.swb = _rows(&sw[0], 1, ordp, pos, n, W + self.layout[LAY_SW]) \
+                    if sw.shape[0] > 0 else NULL
+                D = <floating*>c.D0
+                D2 = <floating*>c.D1
+                if self.split:
+                    if not fwd_ready:
+                        _op_forward(&c.o, &self.plan[0, 0], &self.reg[0, 0], P, rows0, NULL, W,
+                                    0, n, c.rng, Wpad, self.ldpad,
+                                    W + self.plan[0, PLAN_PART], False)
+                    fwd_ready = False
+                    # two blocks of rows whatever the thread count (their sums, added in a
+                    # fixed order, are part of the result's bits)
+                    c.h = n // 2
+                    if c.o.threads > 1:
+                        fd_run(_middle_part, &c, 2)
+                    else:
+                        _middle_part(&c, 0)
+                        _middle_part(&c, 1)
+                    loss = (hst[0] + hst[c.n_stats]) / n
+                    for i in range(2 * n_metrics):
+                        stats[3 + i] += hst[1 + i] + hst[c.n_stats + 1 + i]
+                else:
+                    _net_forward(&c.o, &self.plan[0, 0], n_ops, P, rows0 if self.in_place
+                                 else NULL, <const floating*>c.A0, W, n, c.rng, &self.reg[0, 0],
+                                 Wpad, self.ldpad)
+                    loss = _loss_block(&c, 0, n, D, &stats[3]) / n
+                # Without penalties the loss is complete here; check it before the backward
+                # pass, which applies a fused SGD update. With penalties (never fused) the one
+                # penalty pass below adds both the loss term and the gradient, checked before the
+                # update.
+                if not self.penalized and not isfinite(loss):
                     bad = True
                     break
-                # Backward: D holds dLoss/d(output of op l) -- or of its pre-activation if fused.
-                for l in range(last, -1, -1):
-                    kind = <int>plan[l, PLAN_KIND]
-                    n_in = <int>plan[l, PLAN_N_IN]
-                    n_out = <int>plan[l, PLAN_N_OUT]
-                    act = <int>plan[l, PLAN_ACT]
-                    Ain = A0 if l == 0 else W + plan[l - 1, PLAN_Z]
-                    if kind == OP_DENSE:
-                        if not (l == last and fused_logits):
-                            _act_backward(act,
-                                          W + plan[l, PLAN_S] if plan[l, PLAN_S] >= 0 else NULL,
-                                          W + plan[l, PLAN_Z], D, D, n, n_out)
-                        Gl = P if fuse_sgd else G
-                        _dense_backward(rows0 if l == 0 and in_place else NULL, Ain,
-                                        Wpad if l == 0 and Wpad != NULL else P + plan[l, PLAN_W],
-                                        ldpad if l == 0 and Wpad != NULL else n_out, D,
-                                        Wpad if l == 0 and Wpad != NULL else Gl + plan[l, PLAN_W],
-                                        NULL if plan[l, PLAN_B] < 0 else Gl + plan[l, PLAN_B],
-                                        NULL if l == 0 else D2, n, n_in, n_out,
-                                        <floating>lrs[done] if fuse_sgd else <floating>0,
-                                        W + plan[l, PLAN_PART])
-                        if l > 0:
+                if self.split and floating is float:
+                    _sum_partials(&c)
+                    # with plain SGD the next batch's first product joins the first layer's
+                    # weight-gradient job (see _first_layer_grad)
+                    n1 = 0
+                    if self.fuse_sgd and self.merge_next and pos + n < stop:
+                        n1 = <int>(bs if stop - pos - n > bs else stop - pos - n)
+                        _row_ptrs(&X[0, 0], n_in0, ordp, pos + n, n1, rows1)
+                    _first_layer_grad(&c, n1, <const float**>rows1)
+                    fwd_ready = n1 > 0
+                else:
+                    Gl = P if c.sgd_lr > 0 else G
+                    for l in range(last, -1, -1):
+                        if self.plan[l, PLAN_KIND] != OP_DENSE:
+                            dW = NULL
+                        elif l == 0 and Wpad != NULL:
+                            dW = Wpad
+                        else:
+                            dW = Gl + self.plan[l, PLAN_W]
+                        if _op_backward(&c, &c.o, l, 0, n, D, D2, dW,
+                                        Gl + self.plan[l, PLAN_B] if self.plan[l, PLAN_B] >= 0
+                                        else NULL, <floating>c.sgd_lr,
+                                        W + self.plan[l, PLAN_PART]):
                             tmp = D
                             D = D2
                             D2 = tmp
-                    elif kind == OP_ACTIVATION:
-                        if not (l == last and fused_logits):
-                            _act_backward(act, Ain, W + plan[l, PLAN_Z], D, D, n, n_out)
-                    elif kind == OP_DROPOUT:
-                        if reg[l, 0] > 0:
-                            for pos_i in range(<Py_ssize_t>n * n_out):
-                                D[pos_i] *= W[plan[l, PLAN_MASK] + pos_i]
-                    elif kind == OP_DENSE_FROZEN:
-                        # no weight gradient: only the input's (if an op is before it)
-                        if not (l == last and fused_logits):
-                            _act_backward(act,
-                                          W + plan[l, PLAN_S] if plan[l, PLAN_S] >= 0 else NULL,
-                                          W + plan[l, PLAN_Z], D, D, n, n_out)
-                        if l > 0:
-                            _dense_input_grad(P + plan[l, PLAN_W], D, D2, n, n_in, n_out,
-                                              W + plan[l, PLAN_PART])
-                            tmp = D
-                            D = D2
-                            D2 = tmp
-                    else:
-                        _norm_backward(&plan[l, 0], &reg[l, 0], P, G, W, D, n, l > 0,
-                                       <floating>lrs[done] if fuse_sgd else <floating>0)
-            if not fuse_sgd:
-                if penalized:
-                    loss += _reg_loss_grad(plan, reg, P, G, True)
-                    if not isfinite(loss):
-                        bad = True
-                        break
-                _opt_step(opt_code, &hp[0], lrs[done], step + done, P, G, st, n_params)
-            D = W + layout[LAY_D0]
-            D2 = W + layout[LAY_D1]
-            stats[0] += loss * n
-            stats[1] += n
-            stats[2] += 1
-            done += 1
-            pos += n
-        if bad:
-            # the failing batch is counted (its loss is reported) but its update is not applied
-            stats[stats.shape[0] - 1] = 1
-            stats[0] += loss * n
-            stats[1] += n
-            stats[2] += 1
-            done += 1
-        if Wpad != NULL:
-            _copy_weights(P + plan[0, PLAN_W], Wpad, n_in0, n_out0, ldpad, False)
-    return done
+                if not self.fuse_sgd:
+                    if self.penalized:
+                        loss += _reg_loss_grad(self.plan, self.reg, P, G, True)
+                        if not isfinite(loss):
+                            bad = True
+                            break
+                    _opt_step(self.opt_code, &self.hp[0], lrs[done], step + done, P, G,
+                              &state[0] if state.shape[0] > 0 else NULL, grads.shape[0])
+                stats[0] += loss * n
+                stats[1] += n
+                stats[2] += 1
+                done += 1
+                pos += n
+            if bad:
+                # the failing batch is counted (its loss is reported), its update not applied
+                stats[stats.shape[0] - 1] = 1
+                stats[0] += loss * n
+                stats[1] += n
+                stats[2] += 1
+                done += 1
+            if Wpad != NULL:
+                _copy_weights(P + self.plan[0, PLAN_W], Wpad, n_in0, n_out0, self.ldpad, False)
+        return done
+
+    cdef void _fill(self, _Step* c, void* P, void* G, void* W, Py_ssize_t y_w,
+                    double* hst):
+        """The step context's fields that stay the same for every batch of a run."""
+        cdef Py_ssize_t l, n_ops = self.plan.shape[0], maxw = self.plan[0, PLAN_N_IN]
+        cdef Py_ssize_t B = self.batch_size, n_out0 = self.plan[0, PLAN_N_OUT]
+        c.plan = &self.plan[0, 0]
+        c.reg = &self.reg[0, 0]
+        c.n_ops = n_ops
+        c.P, c.G, c.W = P, G, W
+        c.rows0 = NULL
+        c.A0 = NULL
+        c.W0 = NULL
+        c.ldw0 = self.ldpad
+        c.loss_code, c.fused, c.y_w = self.loss_code, self.fused, y_w
+        c.metrics = &self.metrics[0] if self.metrics.shape[0] > 0 else NULL
+        c.n_metrics = self.metrics.shape[0]
+        c.rng = NULL
+        c.hstats = hst
+        c.n_stats = 1 + 2 * c.n_metrics
+        c.split0 = fd_half(<int>self.plan[0, PLAN_N_IN]) < self.plan[0, PLAN_N_IN]
+        for l in range(n_ops):
+            if self.plan[l, PLAN_N_OUT] > maxw:
+                maxw = self.plan[l, PLAN_N_OUT]
+        c.maxw = maxw
+        c.psize = 0
+        for l in range(1, n_ops):
+            if self.plan[l, PLAN_KIND] == OP_DENSE:
+                c.psize += self.plan[l, PLAN_N_IN] * self.plan[l, PLAN_N_OUT] + (
+                    self.plan[l, PLAN_N_OUT] if self.plan[l, PLAN_B] >= 0 else 0)
+        # the split middle's region (float: it runs on the own kernels only)
+        if self.split:
+            c.partials = <float*>W + self.layout[LAY_MID]
+            c.Dfin = <float*>c.partials + 2 * c.psize
+            c.part2 = <float*>c.Dfin + B * n_out0
+            c.p2stride = (B + 15) // 16 * 16 * maxw
+
+
+def train_steps(params, grads, state, plan, reg, layout, work, X, Y, sw, order, start, stop,
+                batch_size, loss_code, fused_logits, metrics, opt_code, hp, lrs, step, rng,
+                stats):
+    """`Trainer(...).run(...)` in one call, on one thread, with the default options: the twin of
+    `_reference.train_steps` for the tests (fit keeps one Trainer per fit). Returns the number of
+    batches run."""
+    return Trainer(plan, reg, layout, work, grads, batch_size, loss_code, fused_logits, metrics,
+                   opt_code, hp, rng).run(params, state, X, Y, sw, order, start, stop, lrs, step,
+                                          stats)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1679,7 +1788,7 @@ cdef struct _Pair:
     float* W0                   # the first layer's weights in 16-column panels, or NULL
 
 
-cdef double _eval_batch(const Py_ssize_t* plan, Py_ssize_t n_ops, const floating* P,
+cdef double _eval_batch(const _Opts* o, const Py_ssize_t* plan, Py_ssize_t n_ops, const floating* P,
                         const floating* X, floating* work, int n, const floating* Y,
                         Py_ssize_t y_w, const floating* sw, int loss_code, bint fused,
                         const Py_ssize_t* metrics, Py_ssize_t n_metrics,
@@ -1687,8 +1796,8 @@ cdef double _eval_batch(const Py_ssize_t* plan, Py_ssize_t n_ops, const floating
     """One evaluation batch (n rows at X, Y, sw): returns its mean loss (plus the penalty
     reg_total) and adds its metric sums into msums. W0: see _inference_panels."""
     cdef Py_ssize_t last = (n_ops - 1) * N_PLAN, out_w = plan[last + PLAN_N_OUT]
-    cdef const floating* Zl = _net_forward(plan, n_ops, P, <const floating**>NULL, X, work, n,
-                                           False, NULL, NULL, W0, FD_PANELS)
+    cdef const floating* Zl = _net_forward(o, plan, n_ops, P, <const floating**>NULL, X, work, n,
+                                           NULL, NULL, W0, FD_PANELS)
     cdef const floating* Ll = work + plan[last + PLAN_S] if fused else Zl
     cdef double loss = _loss_grad(loss_code, Ll, Y, sw, <floating*>NULL, n, out_w, 1.0) / n
     _metrics(metrics, n_metrics, Zl, Y, <const floating*>NULL, n, out_w, y_w, msums)
@@ -1701,6 +1810,7 @@ cdef void _pair_part(void* arg, int part) noexcept nogil:
     cdef Py_ssize_t pos, i
     cdef const float* Zl
     cdef double* st
+    cdef _Opts one = _opts(1)  # the threads share the batches
     while True:
         b = fd_counter_next(&c.next)
         if b >= c.n_batches:
@@ -1708,14 +1818,14 @@ cdef void _pair_part(void* arg, int part) noexcept nogil:
         pos = c.start + <Py_ssize_t>b * c.batch_size
         n = <int>(c.batch_size if c.stop - pos > c.batch_size else c.stop - pos)
         if c.out != NULL:
-            Zl = _net_forward(c.plan, c.n_ops, c.P, <const float**>NULL, c.X + pos * c.n_in0,
-                              c.work[part], n, False, NULL, NULL, c.W0, FD_PANELS)
+            Zl = _net_forward(&one, c.plan, c.n_ops, c.P, <const float**>NULL,
+                              c.X + pos * c.n_in0, c.work[part], n, NULL, NULL, c.W0, FD_PANELS)
             memcpy(c.out + pos * c.out_w, Zl, <Py_ssize_t>n * c.out_w * sizeof(float))
             continue
         st = c.slots + <Py_ssize_t>b * c.n_slot
         for i in range(2 * c.n_metrics):
             st[1 + i] = 0
-        st[0] = _eval_batch(c.plan, c.n_ops, c.P, c.X + pos * c.n_in0, c.work[part], n,
+        st[0] = _eval_batch(&one, c.plan, c.n_ops, c.P, c.X + pos * c.n_in0, c.work[part], n,
                             c.Y + pos * c.y_w, c.y_w, c.sw + pos if c.sw != NULL else NULL,
                             c.loss_code, c.fused, c.metrics, c.n_metrics, c.reg_total, st + 1,
                             c.W0)
@@ -1830,6 +1940,7 @@ def forward(floating[::1] params, const Py_ssize_t[:, ::1] plan, floating[::1] w
     cdef const floating* Zl
     cdef _Pair pc
     cdef floating* W0 = NULL
+    cdef _Opts o = _opts(max(1, min(threads, FD_MAX_THREADS)))
     _check_plan(plan, None)
     with nogil:
         if floating is float:
@@ -1843,8 +1954,8 @@ def forward(floating[::1] params, const Py_ssize_t[:, ::1] plan, floating[::1] w
             pos = n_total
         while pos < n_total:
             n = <int>(batch_size if n_total - pos > batch_size else n_total - pos)
-            Zl = _net_forward(&plan[0, 0], n_ops, &params[0], NULL, &X[pos, 0], &work[0], n,
-                              False, NULL, NULL, W0, FD_PANELS)
+            Zl = _net_forward(&o, &plan[0, 0], n_ops, &params[0], NULL, &X[pos, 0], &work[0], n,
+                              NULL, NULL, W0, FD_PANELS)
             memcpy(&out[pos, 0], Zl, <Py_ssize_t>n * out_w * sizeof(floating))
             pos += n
         free(W0)
@@ -1871,6 +1982,7 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
     cdef bint own_sums = n_metrics <= 64   # else (never in practice) straight into stats
     cdef double* msums = &st[1] if own_sums else &stats[3]
     cdef floating* W0 = NULL
+    cdef _Opts o = _opts(max(1, min(threads, FD_MAX_THREADS)))
     _check_plan(plan, reg)
     with nogil:
         reg_total = _reg_loss_grad(plan, reg, &params[0], <floating*>NULL, False)
@@ -1901,7 +2013,7 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
             # each batch's metric sums on their own, then added: as the two-thread path does
             for i in range(2 * n_metrics if own_sums else 0):
                 st[1 + i] = 0
-            st[0] = _eval_batch(&plan[0, 0], n_ops, &params[0], &X[pos, 0], &work[0], n,
+            st[0] = _eval_batch(&o, &plan[0, 0], n_ops, &params[0], &X[pos, 0], &work[0], n,
                                 &Y[pos, 0], y_w, &sw[pos] if has_sw else NULL, loss_code,
                                 fused_logits, &metrics[0] if n_metrics > 0 else NULL, n_metrics,
                                 reg_total, msums, W0)
@@ -1916,18 +2028,20 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
 # Single kernels, exposed for tests, benchmarks and the reference comparison.
 # ---------------------------------------------------------------------------------------------
 def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
-                  int act, floating[:, ::1] Z, floating[:, ::1] S=None):
-    """Z := act(X @ W + b); S := X @ W + b if S is given. b may be empty (no bias).
+                  int act, floating[:, ::1] Z, floating[:, ::1] S=None, int threads=1):
+    """Z := act(X @ W + b); S := X @ W + b if S is given. b may be empty (no bias). threads:
+    for a large product (same bits for any count).
 
     # IN X (n, n_in), W (n_in, n_out), b (n_out,) or (0,)   # OUT Z (n, n_out), S (n, n_out)
     """
     cdef int n = <int>X.shape[0], n_in = <int>X.shape[1], n_out = <int>W.shape[1]
     cdef floating* part = <floating*>malloc(max(<size_t>n * n_out, 1) * sizeof(floating))
+    cdef _Opts o = _opts(max(1, min(threads, FD_MAX_THREADS)))
     if part == NULL:
         raise MemoryError()
     try:
         with nogil:
-            _dense_forward(NULL, &X[0, 0], &W[0, 0], n_out, &b[0] if b.shape[0] > 0 else NULL, act,
+            _dense_forward(&o, NULL, &X[0, 0], &W[0, 0], n_out, &b[0] if b.shape[0] > 0 else NULL, act,
                            &Z[0, 0], &S[0, 0] if S is not None else NULL, part, n, n_in, n_out)
     finally:
         free(part)
@@ -1941,8 +2055,10 @@ def activation_backward(int act, const floating[:, ::1] S, const floating[:, ::1
 
 
 def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[:, ::1] dS,
-                   floating[:, ::1] dW, floating[::1] db, floating[:, ::1] dX=None):
+                   floating[:, ::1] dW, floating[::1] db, floating[:, ::1] dX=None,
+                   int threads=1, bint sparse=True):
     """dW := X^T @ dS; db := sum_rows(dS) (if db is not empty); dX := dS @ W^T (if dX is given).
+    threads: for large products; sparse: skip all-zero input rows (same bits either way).
 
     # IN X (n, n_in), W (n_in, n_out), dS (n, n_out)   # OUT dW, db, dX
     """
@@ -1950,10 +2066,12 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W, const flo
     # scratch for the transposed input gradient (fd_input_grad), as train_steps has in its plan;
     # without it (allocation failed) the packed form gives the same bits
     cdef floating* scratch = NULL
+    cdef _Opts o = _opts(max(1, min(threads, FD_MAX_THREADS)))
+    o.sparse = sparse
     with nogil:
         if dX is not None:
             scratch = <floating*>malloc(<size_t>n_out * ((n + 15) // 16 * 16) * sizeof(floating))
-        _dense_backward(NULL, &X[0, 0], <floating*>&W[0, 0], n_out, &dS[0, 0], &dW[0, 0],
+        _dense_backward(&o, NULL, &X[0, 0], <floating*>&W[0, 0], n_out, &dS[0, 0], &dW[0, 0],
                         &db[0] if db.shape[0] > 0 else NULL,
                         &dX[0, 0] if dX is not None else NULL, n, n_in, n_out, <floating>0,
                         scratch)
@@ -2002,7 +2120,8 @@ def activation_forward(int act, floating[:, ::1] Z):
 def _set_simd(bint enabled):
     """Turns fastdense's AVX2/FMA kernels on (when compiled in and the CPU has them) or off (the
     portable C kernels and scalar maths); for tests and benchmarks. Returns whether they are now
-    in use."""
+    in use. The one process-wide switch: which instructions the CPU runs is a property of the
+    process (as NumPy's dispatch is), not of a model, and both choices give the same bits."""
     fd_set_simd(1 if enabled else 0)
     return bool(fd_have_avx2_fma())
 
@@ -2010,23 +2129,6 @@ def _set_simd(bint enabled):
 def _simd_enabled():
     """Whether fastdense's AVX2/FMA kernels are in use on this CPU."""
     return bool(fd_have_avx2_fma())
-
-
-def _set_own_gemm_rows(int rows):
-    """Products with at most `rows` batch rows use the own micro-kernels (0: always BLAS)."""
-    global _own_gemm_rows
-    _own_gemm_rows = max(0, min(rows, FD_MAX_ROWS))
-
-
-def _set_num_threads(int n):
-    """Threads for the split matrix products (1 to FD_MAX_THREADS); see
-    fastdense.config.set_num_threads."""
-    global _n_threads
-    _n_threads = max(1, min(n, FD_MAX_THREADS))
-
-
-def _get_num_threads():
-    return _n_threads
 
 
 def all_finite(const floating[:, ::1] X, int threads=1):
@@ -2041,35 +2143,3 @@ def all_finite(const floating[:, ::1] X, int threads=1):
         ok = fd_all_finite(<const void*>&X[0, 0], <size_t>size, 0 if floating is float else 1,
                            threads)
     return ok != 0
-
-
-def _set_pad(bint v):
-    global pad_first_layer
-    pad_first_layer = v
-
-
-def _set_transposed_dx(bint v):
-    """Test switch: input gradients in training by the transposed product (default) or not."""
-    global transposed_dx
-    transposed_dx = v
-
-
-def _set_panels(bint v):
-    """Test switch: train_steps' copy of the first layer's weights in panels (default) or rows."""
-    global use_panels
-    use_panels = v
-
-
-def _set_split_middle(bint v):
-    global split_middle
-    split_middle = v
-
-
-def _set_sparse(bint v):
-    global sparse_dw
-    sparse_dw = v
-
-
-def _set_merge_next(bint v):
-    global merge_next
-    merge_next = v

@@ -91,8 +91,9 @@ def activation_backward(act, S, Z, dZ, dS):
 # ---------------------------------------------------------------------------------------------
 # Dense layer.
 # ---------------------------------------------------------------------------------------------
-def dense_forward(X, W, b, act, Z, S=None):
-    """Z := act(X @ W + b); S := X @ W + b if S is given. b may be empty (no bias).
+def dense_forward(X, W, b, act, Z, S=None, threads=1):
+    """Z := act(X @ W + b); S := X @ W + b if S is given. b may be empty (no bias). threads:
+    the compiled kernel's (no effect on the result).
 
     # IN X (n, n_in), W (n_in, n_out), b (n_out,) or (0,)   # OUT Z (n, n_out), S (n, n_out)
     """
@@ -104,8 +105,9 @@ def dense_forward(X, W, b, act, Z, S=None):
     Z[...] = _FORWARD[act](pre)
 
 
-def dense_backward(X, W, dS, dW, db, dX=None):
+def dense_backward(X, W, dS, dW, db, dX=None, threads=1, sparse=True):
     """dW := X^T @ dS; db := sum_rows(dS) (if db is not empty); dX := dS @ W^T (if dX is given).
+    threads, sparse: the compiled kernel's options (no effect on the result).
 
     # IN X (n, n_in), W (n_in, n_out), dS (n, n_out)   # OUT dW, db, dX
     """

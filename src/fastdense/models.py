@@ -53,6 +53,9 @@ class Sequential:
         self.history = None
         self._fit_lock = threading.Lock()
         self._governor_cache = None  # ((max_threads, batch_size), ThreadGovernor)
+        # the compiled engine's options for this model (see _kernels.Trainer; "threads" fixes
+        # the thread count): tests switch its same-bits optimisations off through them
+        self._engine_options = {}
         self._invalidate()
         for layer in layers or []:
             self.add(layer)
@@ -495,32 +498,21 @@ class Sequential:
 
         opt = self.optimizer
         opt.build(self._n_trainable, self.dtype)
-        loss_code, fused = self.loss.codes(self._plan(batch_size).last_activation)
-        plan = self._plan(batch_size, keep_logits=fused, training=True)
-        work = plan.workspace(self.dtype)
-        metric_codes = np.array([m.code for m in metrics], dtype=np.intp)
-        metric_names = [m.name for m in metrics]
-        grads = np.empty(self._n_trainable, dtype=self.dtype)
-        rng_state = np.array([_random.generator().integers(0, 2**63)], dtype=np.uint64)
-        hp = opt._hyper()
-        code = opt._kernel_code()
-
+        training = _engine.Training(self, batch_size, metrics, X, Y, sw, feed)
         cbs = callbacks_mod.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
                                          model=self, verbose=verbose, epochs=epochs, steps=steps)
-        every_batch = cbs.needs_every_batch
-        chunker = _engine.ChunkTimer(fixed=1 if every_batch else None)
-        governor = self._governor(config.num_threads(), batch_size)
-        governor.start()
         try:
-            return self._epochs(cbs, chunker, governor, every_batch, initial_epoch, epochs, n,
-                                steps, shuffle, batch_size, metrics, metric_names, opt, plan,
-                                work, grads, X, Y, sw, loss_code, fused, metric_codes, code, hp,
-                                rng_state, val, val_batch, validation_freq, feed)
+            return self._epochs(cbs, training, initial_epoch, epochs, steps, shuffle,
+                                (val, val_batch, validation_freq))
         finally:
-            _kernels._set_num_threads(1)  # inference and the public kernels stay single-threaded
+            training.release()
 
     def _governor(self, max_threads, batch_size):
-        """The thread governor of this model for (max_threads, batch_size), kept across fits."""
+        """The thread governor of this model for (max_threads, batch_size), kept across fits;
+        a fixed count when the engine options give one (tests)."""
+        fixed = self._engine_options.get("threads")
+        if fixed is not None:
+            return _engine.FixedThreads(fixed)
         key = (max_threads, batch_size)
         cached = self._governor_cache
         if cached is None or cached[0] != key:
@@ -528,17 +520,22 @@ class Sequential:
             self._governor_cache = cached
         return cached[1]
 
-    def _epochs(self, cbs, chunker, governor, every_batch, initial_epoch, epochs, n, steps,
-                shuffle, batch_size, metrics, metric_names, opt, plan, work, grads, X, Y, sw,
-                loss_code, fused, metric_codes, code, hp, rng_state, val, val_batch,
-                validation_freq, feed=None):
-        """The epoch loop. Data come from the arrays (X, Y, sw) by rows, or, with `feed` (an
-        `_data.ArrayFeed`/`BatchFeed`), a chunk of batches at a time from `feed.take(k)`."""
+    def _num_threads(self):
+        """Threads for inference: the engine options' fixed count, else the configured most."""
+        return self._engine_options.get("threads") or config.num_threads()
+
+    def _epochs(self, cbs, training, initial_epoch, epochs, steps, shuffle, validation):
+        """The epoch loop over `training`'s data (see _engine.Training): by rows of its arrays,
+        or, with a feed, a chunk of batches at a time. validation: (data source or None, batch
+        size, frequency)."""
         from . import callbacks as callbacks_mod
 
-        plans = {batch_size: (plan, work)}  # (plan, workspace) per batch size a feed brings
-
-        loss_key = "loss"
+        val, val_batch, validation_freq = validation
+        every_batch = cbs.needs_every_batch
+        chunker = _engine.ChunkTimer(fixed=1 if every_batch else None)
+        governor = self._governor(config.num_threads(), training.batch_size)
+        governor.start()
+        opt, feed, n = self.optimizer, training.feed, training.n
         self.stop_training = False
         cbs.on_train_begin()
         logs = {}
@@ -551,36 +548,27 @@ class Sequential:
             else:
                 feed.begin_epoch(shuffle)
                 order = np.empty(0, dtype=np.intp)
-            stats = _engine.stats_buffer(len(metrics))
+            stats = _engine.stats_buffer(len(training.metric_names))
             batch = 0
             while steps is None or batch < steps:
                 k = chunker.next(steps - batch if steps is not None else 1 << 30)
                 threads, cap = governor.choose()
                 if cap is not None and not every_batch:
                     k = min(k, cap)
-                _kernels._set_num_threads(threads)
                 t0 = _engine.time.perf_counter()
                 if feed is None:
-                    Xc, Yc, swc, bs = X, Y, sw, batch_size
-                    start = batch * batch_size
-                    stop = min(n, start + k * batch_size)
+                    Xc, Yc, swc, bs = training.X, training.Y, training.sw, training.batch_size
+                    start = batch * bs
+                    stop = min(n, start + k * bs)
                 else:
                     chunk = feed.take(k)
                     if chunk is None:
                         break
                     Xc, Yc, swc, bs = chunk
                     start, stop = 0, len(Xc)
-                    if bs not in plans:
-                        p = self._plan(bs, keep_logits=fused, training=True)
-                        plans[bs] = (p, p.workspace(self.dtype))
-                plan, work = plans[bs]
                 if every_batch:
                     cbs.on_train_batch_begin(batch)
-                lrs = opt._rates(opt.iterations, k)
-                done = _kernels.train_steps(
-                    self._params, grads, opt._slots, plan.plan, plan.reg, plan.layout, work,
-                    Xc, Yc, swc, order, start, stop, bs, loss_code, fused, metric_codes,
-                    code, hp, lrs, opt.iterations, rng_state, stats)
+                done = training.run(Xc, Yc, swc, order, start, stop, bs, stats, threads)
                 elapsed = _engine.time.perf_counter() - t0
                 governor.observe(threads, done, elapsed)
                 if not governor.probing:
@@ -588,7 +576,7 @@ class Sequential:
                 bad = stats[-1] != 0
                 opt.iterations += done - (1 if bad else 0)
                 batch += done
-                logs = _engine.stats_logs(stats, loss_key, metric_names)
+                logs = _engine.stats_logs(stats, "loss", training.metric_names)
                 if bad and not any(isinstance(c, callbacks_mod.TerminateOnNaN) for c in cbs.callbacks):
                     raise FloatingPointError(
                         f"The loss became {logs['loss']} at epoch {epoch + 1}, batch {batch} "
@@ -606,9 +594,8 @@ class Sequential:
                     steps = batch  # an iterator's length, learned from its first epoch
             epoch_logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
-                threads = governor.best()
-                _kernels._set_num_threads(threads)
-                vlogs = self._evaluate_data(val, val_batch, metrics, cbs=cbs, threads=threads)
+                vlogs = self._evaluate_data(val, val_batch, training.metrics, cbs=cbs,
+                                            threads=governor.best())
                 epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
@@ -622,7 +609,7 @@ class Sequential:
         per batch when a callback needs every batch). threads: 1 or 2 (default: the configured
         most); with 2, the two threads share the batches (same results)."""
         if threads is None:
-            threads = config.num_threads()
+            threads = self._num_threads()
         # The loss is a per-sample mean, so the kernel may take bigger batches than the user's
         # (fewer, fuller passes); batch indices reported to callbacks stay in the user's units.
         every = cbs is not None and cbs.needs_every_test_batch
@@ -709,7 +696,7 @@ class Sequential:
         out = np.empty((len(X), plan.out_width), dtype=self.dtype)
         # several batches: two threads may share them; one stays on this thread
         _FORWARD[X.dtype](self._params, plan.plan, plan.workspace(self.dtype), X, out, bs,
-                          config.num_threads() if len(X) > bs else 1)
+                          self._num_threads() if len(X) > bs else 1)
         return out
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
@@ -737,7 +724,7 @@ class Sequential:
         work = plan.workspace(self.dtype)
         out = np.empty((n, plan.out_width), dtype=self.dtype)
 
-        threads = config.num_threads()
+        threads = self._num_threads()
 
         def run(batch, k):
             start, stop = batch * batch_size, min(n, (batch + k) * batch_size)
@@ -771,16 +758,10 @@ class Sequential:
         opt = self.optimizer
         opt.build(self._n_trainable, self.dtype)
         bs = len(X)
-        loss_code, fused = self.loss.codes(self._plan(bs).last_activation)
-        plan = self._plan(bs, keep_logits=fused, training=True)
         stats = _engine.stats_buffer(len(metrics))
-        rng_state = np.array([_random.generator().integers(0, 2**63)], dtype=np.uint64)
-        done = _kernels.train_steps(
-            self._params, np.empty(self._n_trainable, dtype=self.dtype), opt._slots, plan.plan, plan.reg,
-            plan.layout, plan.workspace(self.dtype), X, Y, sw, np.empty(0, dtype=np.intp), 0, bs,
-            bs, loss_code, fused, np.array([m.code for m in metrics], dtype=np.intp),
-            opt._kernel_code(), opt._hyper(), opt._rates(opt.iterations, 1), opt.iterations,
-            rng_state, stats)
+        done = _engine.Training(self, bs, metrics).run(
+            X, Y, sw, np.empty(0, dtype=np.intp), 0, bs, bs, stats,
+            self._engine_options.get("threads", 1))
         if stats[-1] == 0:
             opt.iterations += done
         logs = _engine.stats_logs(stats, "loss", [m.name for m in metrics])
@@ -946,7 +927,7 @@ class Sequential:
         n = len(X)
         loss_code, fused = self.loss.codes(self._plan(n).last_activation)
         plan = self._plan(n, keep_logits=fused, training=True)
-        # train_steps always ends with an update: it updates a copy of the parameters here, and
+        # the Trainer always ends with an update: it updates a copy of the parameters here, and
         # plain SGD with a weight decay term is a rule it never folds into the products, so
         # `grads` receives the whole gradient first.
         hp = np.zeros(_K["N_HP"], dtype=np.float64)
@@ -955,11 +936,12 @@ class Sequential:
         stats = _engine.stats_buffer(0)
         rng_state = np.array([_random.generator().integers(0, 2**63)], dtype=np.uint64)
         updated = self._params.copy()
-        _kernels.train_steps(
-            updated, grads, np.empty(0, dtype=self.dtype), plan.plan, plan.reg,
-            plan.layout, plan.workspace(self.dtype), X, Y, sw, np.empty(0, dtype=np.intp), 0, n,
-            n, loss_code, fused, np.empty(0, dtype=np.intp), _K["OPT_SGD"], hp,
-            np.ones(1, dtype=np.float64), 0, rng_state, stats)
+        trainer = _kernels.Trainer(plan.plan, plan.reg, plan.layout, plan.workspace(self.dtype),
+                                   grads, n, loss_code, fused, np.empty(0, dtype=np.intp),
+                                   _K["OPT_SGD"], hp, rng_state)
+        trainer.run(updated, np.empty(0, dtype=self.dtype), X, Y, sw, np.empty(0, dtype=np.intp),
+                    0, n, np.ones(1, dtype=np.float64), 0, stats,
+                    self._engine_options.get("threads", 1))
         loss = float(stats[0] / stats[1])
         # the forward pass in training mode moves BatchNormalization's statistics, as calling
         # a Keras model with training=True does; the trainable weights stay as they were
@@ -1120,7 +1102,7 @@ class Sequential:
         """`_evaluate_arrays` for data arriving in (X, Y, sw) pieces: cut into the batches the
         whole array would be evaluated in, so the results are the array's."""
         if threads is None:
-            threads = config.num_threads()
+            threads = self._num_threads()
         every = cbs is not None and cbs.needs_every_test_batch
         bs = batch_size if every else max(batch_size, _INFER_ROWS)
         loss_code, fused, plan, work, stats, codes, names = self._eval_setup(bs, metrics)
