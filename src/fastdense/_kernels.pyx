@@ -141,25 +141,11 @@ cdef inline int _threads(int n, int k, int m) noexcept nogil:
     return _n_threads if n > 1 and <long long>n * k * m >= _split_min else 1
 
 # ---------------------------------------------------------------------------------------------
-# Codes shared with Python (fastdense/activations.py, losses.py, metrics.py, optimizers.py).
+# Codes shared with Python. The kinds (ACT_*, LOSS_*, METRIC_*, OPT_*, OP_*) are declared once, in
+# fastdense/_kinds.py; setup.py generates their enums into _kinds.pxi (with _KIND_CODES and
+# ACT_NEEDS_PRE). The layouts below are the kernels' own.
 # ---------------------------------------------------------------------------------------------
-cdef enum:
-    # activations
-    ACT_LINEAR, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, ACT_RELU, ACT_ELU, ACT_SELU, ACT_SOFTPLUS,
-    ACT_SOFTSIGN, ACT_SWISH, ACT_GELU, ACT_LEAKY_RELU, ACT_HARD_SIGMOID, ACT_EXPONENTIAL,
-    N_ACTIVATIONS
-
-cdef enum:
-    # losses; the *_LOGITS codes read logits, the others probabilities or values
-    LOSS_MSE, LOSS_MAE, LOSS_CCE, LOSS_CCE_LOGITS, LOSS_SCCE, LOSS_SCCE_LOGITS, LOSS_BCE,
-    LOSS_BCE_LOGITS
-
-cdef enum:
-    METRIC_CATEGORICAL_ACCURACY, METRIC_SPARSE_CATEGORICAL_ACCURACY, METRIC_BINARY_ACCURACY,
-    METRIC_MSE, METRIC_MAE
-
-cdef enum:
-    OPT_SGD, OPT_SGD_MOMENTUM, OPT_SGD_NESTEROV, OPT_ADAM, OPT_RMSPROP, OPT_ADAGRAD
+include "_kinds.pxi"
 
 cdef enum:
     # optimizer hyper-parameter vector `hp` (float64), one layout for every optimizer
@@ -168,10 +154,6 @@ cdef enum:
 
 cdef enum:
     # plan: one int64 row per op (the kinds after OP_DROPOUT: see _norm_forward)
-    OP_DENSE, OP_ACTIVATION, OP_DROPOUT, OP_BATCHNORM, OP_LAYERNORM, OP_NORMALIZE, OP_RESCALE,
-    OP_GAUSS_NOISE, OP_GAUSS_DROPOUT, OP_DENSE_FROZEN
-
-cdef enum:
     # PLAN_PART: scratch (batch x widest layer) for the second half of a cut forward product
     # PLAN_P2, PLAN_P3: two more parameter offsets (moving mean/variance, adapted mean/variance);
     # PLAN_F0, PLAN_F1: two float64 arguments stored by their bits (epsilon, scale, offset)
@@ -189,28 +171,11 @@ cdef enum:
 
 # The same codes for Python (fastdense/_engine.py and friends), by name.
 CODES = {
-    "ACT_LINEAR": ACT_LINEAR, "ACT_SIGMOID": ACT_SIGMOID, "ACT_SOFTMAX": ACT_SOFTMAX,
-    "ACT_TANH": ACT_TANH, "ACT_RELU": ACT_RELU, "ACT_ELU": ACT_ELU, "ACT_SELU": ACT_SELU,
-    "ACT_SOFTPLUS": ACT_SOFTPLUS, "ACT_SOFTSIGN": ACT_SOFTSIGN, "ACT_SWISH": ACT_SWISH,
-    "ACT_GELU": ACT_GELU, "ACT_LEAKY_RELU": ACT_LEAKY_RELU, "ACT_HARD_SIGMOID": ACT_HARD_SIGMOID,
-    "ACT_EXPONENTIAL": ACT_EXPONENTIAL, "N_ACTIVATIONS": N_ACTIVATIONS,
-    "LOSS_MSE": LOSS_MSE, "LOSS_MAE": LOSS_MAE, "LOSS_CCE": LOSS_CCE,
-    "LOSS_CCE_LOGITS": LOSS_CCE_LOGITS, "LOSS_SCCE": LOSS_SCCE,
-    "LOSS_SCCE_LOGITS": LOSS_SCCE_LOGITS, "LOSS_BCE": LOSS_BCE, "LOSS_BCE_LOGITS": LOSS_BCE_LOGITS,
-    "METRIC_CATEGORICAL_ACCURACY": METRIC_CATEGORICAL_ACCURACY,
-    "METRIC_SPARSE_CATEGORICAL_ACCURACY": METRIC_SPARSE_CATEGORICAL_ACCURACY,
-    "METRIC_BINARY_ACCURACY": METRIC_BINARY_ACCURACY, "METRIC_MSE": METRIC_MSE,
-    "METRIC_MAE": METRIC_MAE,
-    "OPT_SGD": OPT_SGD, "OPT_SGD_MOMENTUM": OPT_SGD_MOMENTUM, "OPT_SGD_NESTEROV": OPT_SGD_NESTEROV,
-    "OPT_ADAM": OPT_ADAM, "OPT_RMSPROP": OPT_RMSPROP, "OPT_ADAGRAD": OPT_ADAGRAD,
+    **_KIND_CODES,
     "HP_MOMENTUM": HP_MOMENTUM, "HP_BETA_1": HP_BETA_1, "HP_BETA_2": HP_BETA_2,
     "HP_EPSILON": HP_EPSILON, "HP_RHO": HP_RHO, "HP_CENTERED": HP_CENTERED,
     "HP_WEIGHT_DECAY": HP_WEIGHT_DECAY, "HP_CLIPVALUE": HP_CLIPVALUE,
     "HP_GLOBAL_CLIPNORM": HP_GLOBAL_CLIPNORM, "N_HP": N_HP,
-    "OP_DENSE": OP_DENSE, "OP_ACTIVATION": OP_ACTIVATION, "OP_DROPOUT": OP_DROPOUT,
-    "OP_BATCHNORM": OP_BATCHNORM, "OP_LAYERNORM": OP_LAYERNORM, "OP_NORMALIZE": OP_NORMALIZE,
-    "OP_RESCALE": OP_RESCALE, "OP_GAUSS_NOISE": OP_GAUSS_NOISE,
-    "OP_GAUSS_DROPOUT": OP_GAUSS_DROPOUT, "OP_DENSE_FROZEN": OP_DENSE_FROZEN,
     "PLAN_P2": PLAN_P2, "PLAN_P3": PLAN_P3, "PLAN_F0": PLAN_F0, "PLAN_F1": PLAN_F1,
     "PLAN_KIND": PLAN_KIND, "PLAN_N_IN": PLAN_N_IN, "PLAN_N_OUT": PLAN_N_OUT,
     "PLAN_ACT": PLAN_ACT, "PLAN_W": PLAN_W, "PLAN_B": PLAN_B, "PLAN_Z": PLAN_Z,
@@ -219,8 +184,6 @@ CODES = {
     "LAY_W0": LAY_W0, "LAY_MID": LAY_MID,
     "N_LAY": N_LAY, "MAX_OWN_ROWS": FD_MAX_ROWS,
 }
-# Activations whose derivative needs the pre-activation, not only the output.
-ACT_NEEDS_PRE = (ACT_SWISH, ACT_GELU)
 
 cdef double SELU_ALPHA = 1.6732632423543772
 cdef double SELU_SCALE = 1.0507009873554805
