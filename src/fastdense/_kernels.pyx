@@ -279,147 +279,286 @@ cdef inline void _gemm(char ta, char tb, int m, int n, int k, floating alpha, co
 
 # ---------------------------------------------------------------------------------------------
 # Activations: forward in place, backward through the output (and the pre-activation if needed).
+#
+# One block per activation of fastdense/_kinds.py's ACTIVATIONS: `_<name>_forward(Z, n, m)`,
+# Z := act(Z) in place, and beside it `_<name>_backward(S, Z, dZ, dS, n, m)`, dS := dZ * act'(S)
+# written through the output Z = act(S) (S, the pre-activation, is read only by the activations
+# the table marks `needs_pre`); dS may alias dZ. Z is (n, m) row-major. At the kinks these are
+# TF's values: relu'(0) = 0, leaky_relu'(0) = 0.2, hard_sigmoid'(-3) = hard_sigmoid'(3) = 0.
+# `_act_forward` / `_act_backward` below pick the block by code, once per call (per layer and
+# batch): each block's loop is plain code, never an indirect call per element.
 # ---------------------------------------------------------------------------------------------
+cdef inline void _linear_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    pass
+
+cdef inline void _linear_backward(const floating* S, const floating* Z, const floating* dZ,
+                                  floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    if dS != dZ:
+        memcpy(dS, dZ, n * m * sizeof(floating))
+
+
+cdef inline void _softmax_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    # over each row, shifted by the row's maximum
+    cdef Py_ssize_t i, j
+    cdef floating mx, s
+    cdef floating* row
+    for i in range(n):
+        row = Z + i * m
+        mx = row[0]
+        for j in range(1, m):
+            if row[j] > mx:
+                mx = row[j]
+        _exp_shift(row, mx, row, m)
+        s = 0
+        for j in range(m):
+            s += row[j]
+        s = 1 / s
+        for j in range(m):
+            row[j] *= s
+
+cdef inline void _softmax_backward(const floating* S, const floating* Z, const floating* dZ,
+                                   floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    # the Jacobian-vector product z * (dz - <dz, z>), row by row
+    cdef Py_ssize_t i, j
+    cdef floating s
+    for i in range(n):
+        s = 0
+        for j in range(m):
+            s += dZ[i * m + j] * Z[i * m + j]
+        for j in range(m):
+            dS[i * m + j] = Z[i * m + j] * (dZ[i * m + j] - s)
+
+
+cdef inline void _sigmoid_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    if floating is float:
+        fd_sigmoid(Z, n * m)
+        return
+    for i in range(n * m):
+        Z[i] = _sigmoid(Z[i])
+
+cdef inline void _sigmoid_backward(const floating* S, const floating* Z, const floating* dZ,
+                                   floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating z
+    if floating is float:
+        fd_act_grad(FD_GRAD_SIGMOID, Z, dZ, dS, n * m)
+        return
+    for i in range(n * m):
+        z = Z[i]
+        dS[i] = dZ[i] * z * (1 - z)
+
+
+cdef inline void _tanh_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    if floating is float:
+        fd_tanh(Z, n * m)
+        return
+    for i in range(n * m):
+        Z[i] = _tanh(Z[i])
+
+cdef inline void _tanh_backward(const floating* S, const floating* Z, const floating* dZ,
+                                floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating z
+    if floating is float:
+        fd_act_grad(FD_GRAD_TANH, Z, dZ, dS, n * m)
+        return
+    for i in range(n * m):
+        z = Z[i]
+        dS[i] = dZ[i] * (1 - z * z)
+
+
+cdef inline void _relu_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        Z[i] = Z[i] if Z[i] > 0 else 0
+
+cdef inline void _relu_backward(const floating* S, const floating* Z, const floating* dZ,
+                                floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    if floating is float:
+        fd_act_grad(FD_GRAD_RELU, Z, dZ, dS, n * m)
+        return
+    for i in range(n * m):
+        dS[i] = dZ[i] if Z[i] > 0 else 0
+
+
+cdef inline void _elu_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating x
+    for i in range(n * m):
+        x = Z[i]
+        Z[i] = x if x > 0 else _expm1(x)
+
+cdef inline void _elu_backward(const floating* S, const floating* Z, const floating* dZ,
+                               floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating z
+    for i in range(n * m):
+        z = Z[i]
+        dS[i] = dZ[i] if z > 0 else dZ[i] * (z + 1)
+
+
+cdef inline void _selu_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating x
+    for i in range(n * m):
+        x = Z[i]
+        Z[i] = <floating>SELU_SCALE * (x if x > 0 else <floating>SELU_ALPHA * _expm1(x))
+
+cdef inline void _selu_backward(const floating* S, const floating* Z, const floating* dZ,
+                                floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating z
+    for i in range(n * m):
+        z = Z[i]
+        dS[i] = dZ[i] * (<floating>SELU_SCALE if z > 0
+                         else z + <floating>(SELU_SCALE * SELU_ALPHA))
+
+
+cdef inline void _softplus_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating x
+    for i in range(n * m):
+        x = Z[i]
+        Z[i] = _log1p(_exp(-_abs(x))) + (x if x > 0 else 0)
+
+cdef inline void _softplus_backward(const floating* S, const floating* Z, const floating* dZ,
+                                    floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    # sigmoid(s) = 1 - exp(-softplus(s))
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        dS[i] = -dZ[i] * _expm1(-Z[i])
+
+
+cdef inline void _softsign_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        Z[i] = Z[i] / (1 + _abs(Z[i]))
+
+cdef inline void _softsign_backward(const floating* S, const floating* Z, const floating* dZ,
+                                    floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    # 1 / (1 + |s|)^2 = (1 - |z|)^2
+    cdef Py_ssize_t i
+    cdef floating g
+    for i in range(n * m):
+        g = 1 - _abs(Z[i])
+        dS[i] = dZ[i] * g * g
+
+
+cdef inline void _swish_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        Z[i] = Z[i] * _sigmoid(Z[i])
+
+cdef inline void _swish_backward(const floating* S, const floating* Z, const floating* dZ,
+                                 floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating x, s
+    for i in range(n * m):
+        x = S[i]
+        s = _sigmoid(x)
+        dS[i] = dZ[i] * s * (1 + x * (1 - s))
+
+
+cdef inline void _gelu_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    # the exact erf form, as Keras's default (approximate=False)
+    cdef Py_ssize_t i
+    cdef floating x
+    for i in range(n * m):
+        x = Z[i]
+        Z[i] = <floating>0.5 * x * (1 + _erf(x * <floating>INV_SQRT2))
+
+cdef inline void _gelu_backward(const floating* S, const floating* Z, const floating* dZ,
+                                floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating x
+    for i in range(n * m):
+        x = S[i]
+        dS[i] = dZ[i] * (<floating>0.5 * (1 + _erf(x * <floating>INV_SQRT2))
+                         + x * <floating>INV_SQRT_2PI * _exp(<floating>-0.5 * x * x))
+
+
+cdef inline void _leaky_relu_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        Z[i] = Z[i] if Z[i] > 0 else <floating>LEAKY_SLOPE * Z[i]
+
+cdef inline void _leaky_relu_backward(const floating* S, const floating* Z, const floating* dZ,
+                                      floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        dS[i] = dZ[i] if Z[i] > 0 else <floating>LEAKY_SLOPE * dZ[i]
+
+
+cdef inline void _hard_sigmoid_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    # Keras 3: relu6(x + 3) / 6, computed as clip(x / 6 + 0.5, 0, 1)
+    cdef Py_ssize_t i
+    cdef floating x
+    for i in range(n * m):
+        x = Z[i] / 6 + <floating>0.5
+        Z[i] = 0 if x < 0 else (1 if x > 1 else x)
+
+cdef inline void _hard_sigmoid_backward(const floating* S, const floating* Z, const floating* dZ,
+                                        floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating z
+    for i in range(n * m):
+        z = Z[i]
+        dS[i] = dZ[i] / 6 if (z > 0 and z < 1) else 0
+
+
+cdef inline void _exponential_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        Z[i] = _exp(Z[i])
+
+cdef inline void _exponential_backward(const floating* S, const floating* Z, const floating* dZ,
+                                       floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        dS[i] = dZ[i] * Z[i]
+
+
 cdef void _act_forward(int act, floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
     """Z := act(Z) in place, Z is (n, m) row-major; softmax is over each row."""
-    cdef Py_ssize_t i, j, size = n * m
-    cdef floating x, mx, s
-    cdef floating* row
-    if act == ACT_LINEAR:
-        return
-    elif act == ACT_SOFTMAX:
-        for i in range(n):
-            row = Z + i * m
-            mx = row[0]
-            for j in range(1, m):
-                if row[j] > mx:
-                    mx = row[j]
-            _exp_shift(row, mx, row, m)
-            s = 0
-            for j in range(m):
-                s += row[j]
-            s = 1 / s
-            for j in range(m):
-                row[j] *= s
-    elif act == ACT_SIGMOID:
-        if floating is float:
-            fd_sigmoid(Z, size)
-            return
-        for i in range(size):
-            Z[i] = _sigmoid(Z[i])
-    elif act == ACT_TANH:
-        if floating is float:
-            fd_tanh(Z, size)
-            return
-        for i in range(size):
-            Z[i] = _tanh(Z[i])
-    elif act == ACT_RELU:
-        for i in range(size):
-            Z[i] = Z[i] if Z[i] > 0 else 0
-    elif act == ACT_ELU:
-        for i in range(size):
-            x = Z[i]
-            Z[i] = x if x > 0 else _expm1(x)
-    elif act == ACT_SELU:
-        for i in range(size):
-            x = Z[i]
-            Z[i] = <floating>SELU_SCALE * (x if x > 0 else <floating>SELU_ALPHA * _expm1(x))
-    elif act == ACT_SOFTPLUS:
-        for i in range(size):
-            x = Z[i]
-            Z[i] = _log1p(_exp(-_abs(x))) + (x if x > 0 else 0)
-    elif act == ACT_SOFTSIGN:
-        for i in range(size):
-            Z[i] = Z[i] / (1 + _abs(Z[i]))
-    elif act == ACT_SWISH:
-        for i in range(size):
-            Z[i] = Z[i] * _sigmoid(Z[i])
-    elif act == ACT_GELU:
-        for i in range(size):
-            x = Z[i]
-            Z[i] = <floating>0.5 * x * (1 + _erf(x * <floating>INV_SQRT2))
-    elif act == ACT_LEAKY_RELU:
-        for i in range(size):
-            Z[i] = Z[i] if Z[i] > 0 else <floating>LEAKY_SLOPE * Z[i]
-    elif act == ACT_HARD_SIGMOID:
-        for i in range(size):
-            x = Z[i] / 6 + <floating>0.5
-            Z[i] = 0 if x < 0 else (1 if x > 1 else x)
-    elif act == ACT_EXPONENTIAL:
-        for i in range(size):
-            Z[i] = _exp(Z[i])
+    if act == ACT_LINEAR: _linear_forward(Z, n, m)
+    elif act == ACT_SIGMOID: _sigmoid_forward(Z, n, m)
+    elif act == ACT_SOFTMAX: _softmax_forward(Z, n, m)
+    elif act == ACT_TANH: _tanh_forward(Z, n, m)
+    elif act == ACT_RELU: _relu_forward(Z, n, m)
+    elif act == ACT_ELU: _elu_forward(Z, n, m)
+    elif act == ACT_SELU: _selu_forward(Z, n, m)
+    elif act == ACT_SOFTPLUS: _softplus_forward(Z, n, m)
+    elif act == ACT_SOFTSIGN: _softsign_forward(Z, n, m)
+    elif act == ACT_SWISH: _swish_forward(Z, n, m)
+    elif act == ACT_GELU: _gelu_forward(Z, n, m)
+    elif act == ACT_LEAKY_RELU: _leaky_relu_forward(Z, n, m)
+    elif act == ACT_HARD_SIGMOID: _hard_sigmoid_forward(Z, n, m)
+    elif act == ACT_EXPONENTIAL: _exponential_forward(Z, n, m)
 
 
 cdef void _act_backward(int act, const floating* S, const floating* Z, const floating* dZ,
                         floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
     """dS := dZ * act'(S), written through the output Z where possible; dS may alias dZ.
 
-    S (the pre-activation) is read only for swish and gelu. relu'(0) = 0, as in Keras.
+    S (the pre-activation) is read only for the activations _kinds.py marks `needs_pre`.
     """
-    cdef Py_ssize_t i, j, size = n * m
-    cdef floating x, z, s, g
-    if floating is float:
-        if act == ACT_SIGMOID or act == ACT_TANH or act == ACT_RELU:
-            fd_act_grad(FD_GRAD_SIGMOID if act == ACT_SIGMOID else
-                             FD_GRAD_TANH if act == ACT_TANH else FD_GRAD_RELU, Z, dZ, dS, size)
-            return
-    if act == ACT_LINEAR:
-        if dS != dZ:
-            memcpy(dS, dZ, size * sizeof(floating))
-    elif act == ACT_SOFTMAX:
-        for i in range(n):
-            s = 0
-            for j in range(m):
-                s += dZ[i * m + j] * Z[i * m + j]
-            for j in range(m):
-                dS[i * m + j] = Z[i * m + j] * (dZ[i * m + j] - s)
-    elif act == ACT_SIGMOID:
-        for i in range(size):
-            z = Z[i]
-            dS[i] = dZ[i] * z * (1 - z)
-    elif act == ACT_TANH:
-        for i in range(size):
-            z = Z[i]
-            dS[i] = dZ[i] * (1 - z * z)
-    elif act == ACT_RELU:
-        for i in range(size):
-            dS[i] = dZ[i] if Z[i] > 0 else 0
-    elif act == ACT_ELU:
-        for i in range(size):
-            z = Z[i]
-            dS[i] = dZ[i] if z > 0 else dZ[i] * (z + 1)
-    elif act == ACT_SELU:
-        for i in range(size):
-            z = Z[i]
-            dS[i] = dZ[i] * (<floating>SELU_SCALE if z > 0
-                             else z + <floating>(SELU_SCALE * SELU_ALPHA))
-    elif act == ACT_SOFTPLUS:
-        for i in range(size):
-            dS[i] = -dZ[i] * _expm1(-Z[i])
-    elif act == ACT_SOFTSIGN:
-        for i in range(size):
-            g = 1 - _abs(Z[i])
-            dS[i] = dZ[i] * g * g
-    elif act == ACT_SWISH:
-        for i in range(size):
-            x = S[i]
-            s = _sigmoid(x)
-            dS[i] = dZ[i] * s * (1 + x * (1 - s))
-    elif act == ACT_GELU:
-        for i in range(size):
-            x = S[i]
-            dS[i] = dZ[i] * (<floating>0.5 * (1 + _erf(x * <floating>INV_SQRT2))
-                             + x * <floating>INV_SQRT_2PI * _exp(<floating>-0.5 * x * x))
-    elif act == ACT_LEAKY_RELU:
-        for i in range(size):
-            dS[i] = dZ[i] if Z[i] > 0 else <floating>LEAKY_SLOPE * dZ[i]
-    elif act == ACT_HARD_SIGMOID:
-        for i in range(size):
-            z = Z[i]
-            dS[i] = dZ[i] / 6 if (z > 0 and z < 1) else 0
-    elif act == ACT_EXPONENTIAL:
-        for i in range(size):
-            dS[i] = dZ[i] * Z[i]
+    if act == ACT_LINEAR: _linear_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_SIGMOID: _sigmoid_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_SOFTMAX: _softmax_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_TANH: _tanh_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_RELU: _relu_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_ELU: _elu_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_SELU: _selu_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_SOFTPLUS: _softplus_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_SOFTSIGN: _softsign_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_SWISH: _swish_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_GELU: _gelu_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_LEAKY_RELU: _leaky_relu_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_HARD_SIGMOID: _hard_sigmoid_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_EXPONENTIAL: _exponential_backward(S, Z, dZ, dS, n, m)
 
 
 # ---------------------------------------------------------------------------------------------
