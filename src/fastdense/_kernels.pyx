@@ -942,6 +942,10 @@ cdef void _dense_input_grad(const floating* W, const floating* dS, floating* dX,
 #     that runs in inference mode while training (trainable=False, as in Keras), [2] 1 when
 #     gamma and beta are trainable (their offsets then lie in the gradient vector's range)
 # Statistics are summed in float64. The noise ops are the identity at inference.
+#
+# One block per kind (fastdense/_kinds.py's LAYER_OPS after OP_DROPOUT): `_<kind>_forward` and
+# beside it `_<kind>_backward`, with the signatures of _norm_forward / _norm_backward (at the end
+# of this section), which pick the block by the row's kind.
 # ---------------------------------------------------------------------------------------------
 cdef inline floating _norm_divisor(floating variance) noexcept nogil:
     cdef floating g = _sqrt(variance)
@@ -963,88 +967,9 @@ cdef inline void _mean_var(const floating* a, Py_ssize_t count, Py_ssize_t strid
     var[0] = d / count
 
 
-cdef void _norm_forward(const Py_ssize_t* row, const double* reg, floating* P, const floating* A,
-                        floating* Z, floating* work, int n, uint64_t* rng) noexcept nogil:
-    """One op forward; reg is NULL at inference. BATCHNORM in training updates the moving
-    statistics in P (Keras: moving = moving * momentum + batch * (1 - momentum))."""
-    cdef int kind = <int>row[PLAN_KIND]
-    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j, size = <Py_ssize_t>n * m
-    cdef const floating* gamma = P + row[PLAN_W] if row[PLAN_W] >= 0 else NULL
-    cdef const floating* beta = P + row[PLAN_B] if row[PLAN_B] >= 0 else NULL
-    cdef floating* Xh = work + row[PLAN_S] if (reg != NULL and row[PLAN_S] >= 0) else NULL
-    cdef floating* aux = work + row[PLAN_MASK] if (reg != NULL and row[PLAN_MASK] >= 0) else NULL
-    cdef floating* mm
-    cdef floating* mv
-    cdef floating inv, mu, g, b, mom, one_m, sc, off
-    cdef double s, d, eps
-    cdef bint train_stats
-    if kind == OP_BATCHNORM:
-        eps = _plan_float(row, PLAN_F0)
-        mm = P + row[PLAN_P2]
-        mv = P + row[PLAN_P3]
-        train_stats = reg != NULL and reg[1] == 0
-        for j in range(m):
-            if train_stats:
-                _mean_var(A + j, n, m, &s, &d)
-                mom = <floating>reg[0]
-                one_m = <floating>(1.0 - reg[0])
-                mm[j] = mm[j] * mom + <floating>s * one_m
-                mv[j] = mv[j] * mom + <floating>d * one_m
-                mu = <floating>s
-                inv = <floating>(1.0 / sqrt(d + eps))
-            else:
-                mu = mm[j]
-                inv = <floating>(1.0 / sqrt(<double>mv[j] + eps))
-            if aux != NULL:
-                aux[j] = inv
-            g = gamma[j] if gamma != NULL else 1
-            b = beta[j] if beta != NULL else 0
-            for i in range(n):
-                if Xh != NULL:
-                    Xh[i * m + j] = (A[i * m + j] - mu) * inv
-                    Z[i * m + j] = Xh[i * m + j] * g + b
-                else:
-                    Z[i * m + j] = (A[i * m + j] - mu) * (inv * g) + b
-    elif kind == OP_LAYERNORM:
-        eps = _plan_float(row, PLAN_F0)
-        for i in range(n):
-            _mean_var(A + i * m, m, 1, &s, &d)
-            mu = <floating>s
-            inv = <floating>(1.0 / sqrt(d + eps))
-            if aux != NULL:
-                aux[i] = inv
-            for j in range(m):
-                g = (A[i * m + j] - mu) * inv
-                if Xh != NULL:
-                    Xh[i * m + j] = g
-                Z[i * m + j] = g * (gamma[j] if gamma != NULL else 1) + (
-                    beta[j] if beta != NULL else 0)
-    elif kind == OP_NORMALIZE:
-        # Keras: (x - mean) / max(sqrt(variance), epsilon()), epsilon() = 1e-7
-        mm = P + row[PLAN_P2]
-        mv = P + row[PLAN_P3]
-        for i in range(n):
-            for j in range(m):
-                Z[i * m + j] = (A[i * m + j] - mm[j]) / _norm_divisor(mv[j])
-    elif kind == OP_RESCALE:
-        sc = <floating>_plan_float(row, PLAN_F0)
-        off = <floating>_plan_float(row, PLAN_F1)
-        for i in range(size):
-            Z[i] = A[i] * sc + off
-    elif kind == OP_GAUSS_NOISE:
-        if reg != NULL and reg[0] > 0:
-            _normals(rng, Z, size, 0.0, reg[0])
-            for i in range(size):
-                Z[i] = A[i] + Z[i]
-        else:
-            memcpy(Z, A, size * sizeof(floating))
-    elif kind == OP_GAUSS_DROPOUT:
-        if reg != NULL and reg[0] > 0:
-            _normals(rng, Xh, size, 1.0, reg[0])
-            for i in range(size):
-                Z[i] = A[i] * Xh[i]
-        else:
-            memcpy(Z, A, size * sizeof(floating))
+cdef inline floating* _at(floating* base, Py_ssize_t offset) noexcept nogil:
+    """base + offset, or NULL for a plan's -1 (absent)."""
+    return base + offset if offset >= 0 else NULL
 
 
 cdef inline void _affine_grads(const Py_ssize_t* row, floating* P, floating* G,
@@ -1067,6 +992,231 @@ cdef inline void _affine_grads(const Py_ssize_t* row, floating* P, floating* G,
                 G[off + j] = dgamma[j] if part == 0 else dbeta[j]
 
 
+# -- BatchNormalization: per column; in training, batch statistics and moving ones updated
+cdef inline void _batchnorm_forward(const Py_ssize_t* row, const double* reg, floating* P,
+                                    const floating* A, floating* Z, floating* work, int n,
+                                    uint64_t* rng) noexcept nogil:
+    # Keras: moving = moving * momentum + batch * (1 - momentum)
+    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j
+    cdef const floating* gamma = _at(P, row[PLAN_W])
+    cdef const floating* beta = _at(P, row[PLAN_B])
+    cdef floating* Xh = _at(work, row[PLAN_S]) if reg != NULL else NULL
+    cdef floating* aux = _at(work, row[PLAN_MASK]) if reg != NULL else NULL
+    cdef floating* mm = P + row[PLAN_P2]
+    cdef floating* mv = P + row[PLAN_P3]
+    cdef floating inv, mu, g, b, mom, one_m
+    cdef double s, d, eps = _plan_float(row, PLAN_F0)
+    cdef bint train_stats = reg != NULL and reg[1] == 0
+    for j in range(m):
+        if train_stats:
+            _mean_var(A + j, n, m, &s, &d)
+            mom = <floating>reg[0]
+            one_m = <floating>(1.0 - reg[0])
+            mm[j] = mm[j] * mom + <floating>s * one_m
+            mv[j] = mv[j] * mom + <floating>d * one_m
+            mu = <floating>s
+            inv = <floating>(1.0 / sqrt(d + eps))
+        else:
+            mu = mm[j]
+            inv = <floating>(1.0 / sqrt(<double>mv[j] + eps))
+        if aux != NULL:
+            aux[j] = inv
+        g = gamma[j] if gamma != NULL else 1
+        b = beta[j] if beta != NULL else 0
+        for i in range(n):
+            if Xh != NULL:
+                Xh[i * m + j] = (A[i * m + j] - mu) * inv
+                Z[i * m + j] = Xh[i * m + j] * g + b
+            else:
+                Z[i * m + j] = (A[i * m + j] - mu) * (inv * g) + b
+
+cdef inline void _batchnorm_backward(const Py_ssize_t* row, const double* reg, floating* P,
+                                     floating* G, floating* work, floating* D, int n,
+                                     bint want_dx, floating sgd_lr) noexcept nogil:
+    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j
+    cdef floating* gamma = _at(P, row[PLAN_W])
+    cdef floating* Xh = _at(work, row[PLAN_S])
+    cdef floating* aux = _at(work, row[PLAN_MASK])
+    cdef floating* s1 = aux + m
+    cdef floating* s2 = aux + 2 * m
+    cdef floating g
+    cdef double a, b
+    cdef bint frozen_stats = reg[1] != 0
+    for j in range(m):
+        a = 0
+        b = 0
+        for i in range(n):
+            a += D[i * m + j]
+            b += <double>D[i * m + j] * Xh[i * m + j]
+        s1[j] = <floating>a
+        s2[j] = <floating>b
+    if want_dx:
+        for j in range(m):
+            g = (gamma[j] if gamma != NULL else 1) * aux[j]
+            if frozen_stats:  # statistics are constants: an affine map
+                for i in range(n):
+                    D[i * m + j] = D[i * m + j] * g
+            else:
+                g = g / n
+                for i in range(n):
+                    D[i * m + j] = g * (n * D[i * m + j] - s1[j] - Xh[i * m + j] * s2[j])
+    _affine_grads(row, P, G, s2, s1, m, sgd_lr, reg[2] != 0)
+
+
+# -- LayerNormalization: per row
+cdef inline void _layernorm_forward(const Py_ssize_t* row, const double* reg, floating* P,
+                                    const floating* A, floating* Z, floating* work, int n,
+                                    uint64_t* rng) noexcept nogil:
+    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j
+    cdef const floating* gamma = _at(P, row[PLAN_W])
+    cdef const floating* beta = _at(P, row[PLAN_B])
+    cdef floating* Xh = _at(work, row[PLAN_S]) if reg != NULL else NULL
+    cdef floating* aux = _at(work, row[PLAN_MASK]) if reg != NULL else NULL
+    cdef floating inv, mu, g
+    cdef double s, d, eps = _plan_float(row, PLAN_F0)
+    for i in range(n):
+        _mean_var(A + i * m, m, 1, &s, &d)
+        mu = <floating>s
+        inv = <floating>(1.0 / sqrt(d + eps))
+        if aux != NULL:
+            aux[i] = inv
+        for j in range(m):
+            g = (A[i * m + j] - mu) * inv
+            if Xh != NULL:
+                Xh[i * m + j] = g
+            Z[i * m + j] = g * (gamma[j] if gamma != NULL else 1) + (
+                beta[j] if beta != NULL else 0)
+
+cdef inline void _layernorm_backward(const Py_ssize_t* row, const double* reg, floating* P,
+                                     floating* G, floating* work, floating* D, int n,
+                                     bint want_dx, floating sgd_lr) noexcept nogil:
+    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j
+    cdef floating* gamma = _at(P, row[PLAN_W])
+    cdef floating* Xh = _at(work, row[PLAN_S])
+    cdef floating* aux = _at(work, row[PLAN_MASK])
+    cdef floating* s1 = aux + n
+    cdef floating* s2 = aux + n + m
+    cdef floating g
+    cdef double a, b, inv
+    for j in range(m):
+        s1[j] = 0
+        s2[j] = 0
+    for i in range(n):
+        for j in range(m):
+            s1[j] += D[i * m + j]
+            s2[j] += D[i * m + j] * Xh[i * m + j]
+    if want_dx:
+        for i in range(n):
+            a = 0
+            b = 0
+            for j in range(m):
+                g = D[i * m + j] * (gamma[j] if gamma != NULL else 1)
+                a += g
+                b += <double>g * Xh[i * m + j]
+            inv = <double>aux[i] / m
+            for j in range(m):
+                g = D[i * m + j] * (gamma[j] if gamma != NULL else 1)
+                D[i * m + j] = <floating>(inv * (m * <double>g - a - Xh[i * m + j] * b))
+    _affine_grads(row, P, G, s2, s1, m, sgd_lr, reg[2] != 0)
+
+
+# -- Normalization (adapted mean and variance)
+cdef inline void _normalize_forward(const Py_ssize_t* row, const double* reg, floating* P,
+                                    const floating* A, floating* Z, floating* work, int n,
+                                    uint64_t* rng) noexcept nogil:
+    # Keras: (x - mean) / max(sqrt(variance), epsilon()), epsilon() = 1e-7
+    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j
+    cdef floating* mm = P + row[PLAN_P2]
+    cdef floating* mv = P + row[PLAN_P3]
+    for i in range(n):
+        for j in range(m):
+            Z[i * m + j] = (A[i * m + j] - mm[j]) / _norm_divisor(mv[j])
+
+cdef inline void _normalize_backward(const Py_ssize_t* row, const double* reg, floating* P,
+                                     floating* G, floating* work, floating* D, int n,
+                                     bint want_dx, floating sgd_lr) noexcept nogil:
+    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j
+    if want_dx:
+        for i in range(n):
+            for j in range(m):
+                D[i * m + j] = D[i * m + j] / _norm_divisor(P[row[PLAN_P3] + j])
+
+
+# -- Rescaling: x * scale + offset
+cdef inline void _rescale_forward(const Py_ssize_t* row, const double* reg, floating* P,
+                                  const floating* A, floating* Z, floating* work, int n,
+                                  uint64_t* rng) noexcept nogil:
+    cdef Py_ssize_t i, size = <Py_ssize_t>n * row[PLAN_N_OUT]
+    cdef floating sc = <floating>_plan_float(row, PLAN_F0)
+    cdef floating off = <floating>_plan_float(row, PLAN_F1)
+    for i in range(size):
+        Z[i] = A[i] * sc + off
+
+cdef inline void _rescale_backward(const Py_ssize_t* row, const double* reg, floating* P,
+                                   floating* G, floating* work, floating* D, int n,
+                                   bint want_dx, floating sgd_lr) noexcept nogil:
+    cdef Py_ssize_t i, size = <Py_ssize_t>n * row[PLAN_N_OUT]
+    cdef floating sc
+    if want_dx:
+        sc = <floating>_plan_float(row, PLAN_F0)
+        for i in range(size):
+            D[i] = D[i] * sc
+
+
+# -- GaussianNoise: x + N(0, stddev) in training
+cdef inline void _gauss_noise_forward(const Py_ssize_t* row, const double* reg, floating* P,
+                                      const floating* A, floating* Z, floating* work, int n,
+                                      uint64_t* rng) noexcept nogil:
+    cdef Py_ssize_t i, size = <Py_ssize_t>n * row[PLAN_N_OUT]
+    if reg != NULL and reg[0] > 0:
+        _normals(rng, Z, size, 0.0, reg[0])
+        for i in range(size):
+            Z[i] = A[i] + Z[i]
+    else:
+        memcpy(Z, A, size * sizeof(floating))
+
+cdef inline void _gauss_noise_backward(const Py_ssize_t* row, const double* reg, floating* P,
+                                       floating* G, floating* work, floating* D, int n,
+                                       bint want_dx, floating sgd_lr) noexcept nogil:
+    pass  # the identity's gradient
+
+
+# -- GaussianDropout: x * N(1, stddev) in training, the multiplier kept for the backward pass
+cdef inline void _gauss_dropout_forward(const Py_ssize_t* row, const double* reg, floating* P,
+                                        const floating* A, floating* Z, floating* work, int n,
+                                        uint64_t* rng) noexcept nogil:
+    cdef Py_ssize_t i, size = <Py_ssize_t>n * row[PLAN_N_OUT]
+    cdef floating* Xh = _at(work, row[PLAN_S]) if reg != NULL else NULL
+    if reg != NULL and reg[0] > 0:
+        _normals(rng, Xh, size, 1.0, reg[0])
+        for i in range(size):
+            Z[i] = A[i] * Xh[i]
+    else:
+        memcpy(Z, A, size * sizeof(floating))
+
+cdef inline void _gauss_dropout_backward(const Py_ssize_t* row, const double* reg, floating* P,
+                                         floating* G, floating* work, floating* D, int n,
+                                         bint want_dx, floating sgd_lr) noexcept nogil:
+    cdef Py_ssize_t i, size = <Py_ssize_t>n * row[PLAN_N_OUT]
+    cdef floating* Xh = _at(work, row[PLAN_S])
+    if want_dx and reg[0] > 0:
+        for i in range(size):
+            D[i] = D[i] * Xh[i]
+
+
+cdef void _norm_forward(const Py_ssize_t* row, const double* reg, floating* P, const floating* A,
+                        floating* Z, floating* work, int n, uint64_t* rng) noexcept nogil:
+    """One op forward; reg is NULL at inference. BATCHNORM in training updates the moving
+    statistics in P."""
+    cdef int kind = <int>row[PLAN_KIND]
+    if kind == OP_BATCHNORM: _batchnorm_forward(row, reg, P, A, Z, work, n, rng)
+    elif kind == OP_LAYERNORM: _layernorm_forward(row, reg, P, A, Z, work, n, rng)
+    elif kind == OP_NORMALIZE: _normalize_forward(row, reg, P, A, Z, work, n, rng)
+    elif kind == OP_RESCALE: _rescale_forward(row, reg, P, A, Z, work, n, rng)
+    elif kind == OP_GAUSS_NOISE: _gauss_noise_forward(row, reg, P, A, Z, work, n, rng)
+    elif kind == OP_GAUSS_DROPOUT: _gauss_dropout_forward(row, reg, P, A, Z, work, n, rng)
+
+
 cdef void _norm_backward(const Py_ssize_t* row, const double* reg, floating* P, floating* G,
                          floating* work, floating* D, int n, bint want_dx,
                          floating sgd_lr) noexcept nogil:
@@ -1075,77 +1225,14 @@ cdef void _norm_backward(const Py_ssize_t* row, const double* reg, floating* P, 
     parameters (P -= sgd_lr * grad, after D used the old values). Only trainable gamma/beta
     reach here with an offset in G's range: a frozen layer's are read, never written."""
     cdef int kind = <int>row[PLAN_KIND]
-    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j, size = <Py_ssize_t>n * m
-    cdef floating* gamma = P + row[PLAN_W] if row[PLAN_W] >= 0 else NULL
-    cdef floating* beta = P + row[PLAN_B] if row[PLAN_B] >= 0 else NULL
-    cdef floating* Xh = work + row[PLAN_S] if row[PLAN_S] >= 0 else NULL
-    cdef floating* aux = work + row[PLAN_MASK] if row[PLAN_MASK] >= 0 else NULL
-    cdef floating* s1
-    cdef floating* s2
-    cdef floating g, sc
-    cdef double a, b, inv
-    cdef bint frozen_stats
-    if kind == OP_BATCHNORM:
-        frozen_stats = reg[1] != 0
-        s1 = aux + m
-        s2 = aux + 2 * m
-        for j in range(m):
-            a = 0
-            b = 0
-            for i in range(n):
-                a += D[i * m + j]
-                b += <double>D[i * m + j] * Xh[i * m + j]
-            s1[j] = <floating>a
-            s2[j] = <floating>b
-        if want_dx:
-            for j in range(m):
-                g = (gamma[j] if gamma != NULL else 1) * aux[j]
-                if frozen_stats:  # statistics are constants: an affine map
-                    for i in range(n):
-                        D[i * m + j] = D[i * m + j] * g
-                else:
-                    g = g / n
-                    for i in range(n):
-                        D[i * m + j] = g * (n * D[i * m + j] - s1[j] - Xh[i * m + j] * s2[j])
-        _affine_grads(row, P, G, s2, s1, m, sgd_lr, reg[2] != 0)
-    elif kind == OP_LAYERNORM:
-        s1 = aux + n
-        s2 = aux + n + m
-        for j in range(m):
-            s1[j] = 0
-            s2[j] = 0
-        for i in range(n):
-            for j in range(m):
-                s1[j] += D[i * m + j]
-                s2[j] += D[i * m + j] * Xh[i * m + j]
-        if want_dx:
-            for i in range(n):
-                a = 0
-                b = 0
-                for j in range(m):
-                    g = D[i * m + j] * (gamma[j] if gamma != NULL else 1)
-                    a += g
-                    b += <double>g * Xh[i * m + j]
-                inv = <double>aux[i] / m
-                for j in range(m):
-                    g = D[i * m + j] * (gamma[j] if gamma != NULL else 1)
-                    D[i * m + j] = <floating>(inv * (m * <double>g - a - Xh[i * m + j] * b))
-        _affine_grads(row, P, G, s2, s1, m, sgd_lr, reg[2] != 0)
-    elif kind == OP_NORMALIZE:
-        if want_dx:
-            for i in range(n):
-                for j in range(m):
-                    D[i * m + j] = D[i * m + j] / _norm_divisor(P[row[PLAN_P3] + j])
-    elif kind == OP_RESCALE:
-        if want_dx:
-            sc = <floating>_plan_float(row, PLAN_F0)
-            for i in range(size):
-                D[i] = D[i] * sc
+    if kind == OP_BATCHNORM: _batchnorm_backward(row, reg, P, G, work, D, n, want_dx, sgd_lr)
+    elif kind == OP_LAYERNORM: _layernorm_backward(row, reg, P, G, work, D, n, want_dx, sgd_lr)
+    elif kind == OP_NORMALIZE: _normalize_backward(row, reg, P, G, work, D, n, want_dx, sgd_lr)
+    elif kind == OP_RESCALE: _rescale_backward(row, reg, P, G, work, D, n, want_dx, sgd_lr)
+    elif kind == OP_GAUSS_NOISE:
+        _gauss_noise_backward(row, reg, P, G, work, D, n, want_dx, sgd_lr)
     elif kind == OP_GAUSS_DROPOUT:
-        if want_dx and reg[0] > 0:
-            for i in range(size):
-                D[i] = D[i] * Xh[i]
-    # OP_GAUSS_NOISE: the identity's gradient
+        _gauss_dropout_backward(row, reg, P, G, work, D, n, want_dx, sgd_lr)
 
 
 # ---------------------------------------------------------------------------------------------
