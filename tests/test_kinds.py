@@ -102,6 +102,7 @@ def test_every_loss_row_resolves_to_its_class_and_codes():
         for name in row.names:
             loss = losses.get(name)
             assert loss.kind == row.kind and loss.sparse == row.sparse
+            assert type(loss).default_name == row.names[0]  # the canonical name first
             assert loss.codes(None) == (_kinds.CODES["LOSS_" + row.kernel], False)
             if row.logits_kernel:
                 logits = _kinds.CODES["LOSS_" + row.logits_kernel]
