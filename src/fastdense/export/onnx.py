@@ -5,9 +5,10 @@ batch dimension, output `(batch, units)`, in the model's float type (float32 or 
 
 Layers are translated by `LAYER_CONVERTERS`, a table from the layer's class name to one small
 function `convert(graph, layer, x) -> y`; activations by `ACTIVATION_CONVERTERS`, keyed by the
-Keras name (aliases from fastdense/_kinds.py). Adding a layer kind is one function and one entry; a layer kind not in the table is a
-clear error. Layers that only act in training (Dropout and the noise layers) are identities;
-normalization layers are their inference formulas, read from their Keras config and weights.
+Keras name (aliases from fastdense/_kinds.py). Adding a layer kind is one function and one entry;
+a layer kind not in the table is a clear error. Layers that only act in training (Dropout and the
+noise layers) are identities; normalization layers are their inference formulas, read from their
+Keras config and weights.
 
 Operators are chosen so onnxruntime's CPU provider runs every graph in both float types (it has
 no float64 Erf, Elu, Selu, Softplus, Softsign or HardSigmoid, so those are built from
