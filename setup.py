@@ -44,6 +44,12 @@ else:
         extra_compile += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
         extra_link += ["-fsanitize=address,undefined"]
 
+# The kinds' codes (activations, losses, ...) are declared once, in src/fastdense/_kinds.py; the
+# enums the kernels include (_kinds.pxi, not committed) are generated from it here.
+import runpy  # noqa: E402
+
+runpy.run_path("src/fastdense/_kinds.py")["write_pxi"]("src/fastdense/_kinds.pxi")
+
 extensions = [
     Extension(
         "fastdense._kernels",

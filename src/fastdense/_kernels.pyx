@@ -149,25 +149,11 @@ cdef inline int _threads(const _Opts* o, int n, int k, int m) noexcept nogil:
     return o.threads if n > 1 and <long long>n * k * m >= _split_min else 1
 
 # ---------------------------------------------------------------------------------------------
-# Codes shared with Python (fastdense/activations.py, losses.py, metrics.py, optimizers.py).
+# Codes shared with Python. The kinds (ACT_*, LOSS_*, METRIC_*, OPT_*, OP_*) are declared once, in
+# fastdense/_kinds.py; setup.py generates their enums into _kinds.pxi (with _KIND_CODES and
+# ACT_NEEDS_PRE). The layouts below are the kernels' own.
 # ---------------------------------------------------------------------------------------------
-cdef enum:
-    # activations
-    ACT_LINEAR, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, ACT_RELU, ACT_ELU, ACT_SELU, ACT_SOFTPLUS,
-    ACT_SOFTSIGN, ACT_SWISH, ACT_GELU, ACT_LEAKY_RELU, ACT_HARD_SIGMOID, ACT_EXPONENTIAL,
-    N_ACTIVATIONS
-
-cdef enum:
-    # losses; the *_LOGITS codes read logits, the others probabilities or values
-    LOSS_MSE, LOSS_MAE, LOSS_CCE, LOSS_CCE_LOGITS, LOSS_SCCE, LOSS_SCCE_LOGITS, LOSS_BCE,
-    LOSS_BCE_LOGITS
-
-cdef enum:
-    METRIC_CATEGORICAL_ACCURACY, METRIC_SPARSE_CATEGORICAL_ACCURACY, METRIC_BINARY_ACCURACY,
-    METRIC_MSE, METRIC_MAE
-
-cdef enum:
-    OPT_SGD, OPT_SGD_MOMENTUM, OPT_SGD_NESTEROV, OPT_ADAM, OPT_RMSPROP, OPT_ADAGRAD
+include "_kinds.pxi"
 
 cdef enum:
     # optimizer hyper-parameter vector `hp` (float64), one layout for every optimizer
@@ -176,10 +162,6 @@ cdef enum:
 
 cdef enum:
     # plan: one int64 row per op (the kinds after OP_DROPOUT: see _norm_forward)
-    OP_DENSE, OP_ACTIVATION, OP_DROPOUT, OP_BATCHNORM, OP_LAYERNORM, OP_NORMALIZE, OP_RESCALE,
-    OP_GAUSS_NOISE, OP_GAUSS_DROPOUT, OP_DENSE_FROZEN
-
-cdef enum:
     # PLAN_PART: scratch (batch x widest layer) for the second half of a cut forward product
     # PLAN_P2, PLAN_P3: two more parameter offsets (moving mean/variance, adapted mean/variance);
     # PLAN_F0, PLAN_F1: two float64 arguments stored by their bits (epsilon, scale, offset)
@@ -197,28 +179,11 @@ cdef enum:
 
 # The same codes for Python (fastdense/_engine.py and friends), by name.
 CODES = {
-    "ACT_LINEAR": ACT_LINEAR, "ACT_SIGMOID": ACT_SIGMOID, "ACT_SOFTMAX": ACT_SOFTMAX,
-    "ACT_TANH": ACT_TANH, "ACT_RELU": ACT_RELU, "ACT_ELU": ACT_ELU, "ACT_SELU": ACT_SELU,
-    "ACT_SOFTPLUS": ACT_SOFTPLUS, "ACT_SOFTSIGN": ACT_SOFTSIGN, "ACT_SWISH": ACT_SWISH,
-    "ACT_GELU": ACT_GELU, "ACT_LEAKY_RELU": ACT_LEAKY_RELU, "ACT_HARD_SIGMOID": ACT_HARD_SIGMOID,
-    "ACT_EXPONENTIAL": ACT_EXPONENTIAL, "N_ACTIVATIONS": N_ACTIVATIONS,
-    "LOSS_MSE": LOSS_MSE, "LOSS_MAE": LOSS_MAE, "LOSS_CCE": LOSS_CCE,
-    "LOSS_CCE_LOGITS": LOSS_CCE_LOGITS, "LOSS_SCCE": LOSS_SCCE,
-    "LOSS_SCCE_LOGITS": LOSS_SCCE_LOGITS, "LOSS_BCE": LOSS_BCE, "LOSS_BCE_LOGITS": LOSS_BCE_LOGITS,
-    "METRIC_CATEGORICAL_ACCURACY": METRIC_CATEGORICAL_ACCURACY,
-    "METRIC_SPARSE_CATEGORICAL_ACCURACY": METRIC_SPARSE_CATEGORICAL_ACCURACY,
-    "METRIC_BINARY_ACCURACY": METRIC_BINARY_ACCURACY, "METRIC_MSE": METRIC_MSE,
-    "METRIC_MAE": METRIC_MAE,
-    "OPT_SGD": OPT_SGD, "OPT_SGD_MOMENTUM": OPT_SGD_MOMENTUM, "OPT_SGD_NESTEROV": OPT_SGD_NESTEROV,
-    "OPT_ADAM": OPT_ADAM, "OPT_RMSPROP": OPT_RMSPROP, "OPT_ADAGRAD": OPT_ADAGRAD,
+    **_KIND_CODES,
     "HP_MOMENTUM": HP_MOMENTUM, "HP_BETA_1": HP_BETA_1, "HP_BETA_2": HP_BETA_2,
     "HP_EPSILON": HP_EPSILON, "HP_RHO": HP_RHO, "HP_CENTERED": HP_CENTERED,
     "HP_WEIGHT_DECAY": HP_WEIGHT_DECAY, "HP_CLIPVALUE": HP_CLIPVALUE,
     "HP_GLOBAL_CLIPNORM": HP_GLOBAL_CLIPNORM, "N_HP": N_HP,
-    "OP_DENSE": OP_DENSE, "OP_ACTIVATION": OP_ACTIVATION, "OP_DROPOUT": OP_DROPOUT,
-    "OP_BATCHNORM": OP_BATCHNORM, "OP_LAYERNORM": OP_LAYERNORM, "OP_NORMALIZE": OP_NORMALIZE,
-    "OP_RESCALE": OP_RESCALE, "OP_GAUSS_NOISE": OP_GAUSS_NOISE,
-    "OP_GAUSS_DROPOUT": OP_GAUSS_DROPOUT, "OP_DENSE_FROZEN": OP_DENSE_FROZEN,
     "PLAN_P2": PLAN_P2, "PLAN_P3": PLAN_P3, "PLAN_F0": PLAN_F0, "PLAN_F1": PLAN_F1,
     "PLAN_KIND": PLAN_KIND, "PLAN_N_IN": PLAN_N_IN, "PLAN_N_OUT": PLAN_N_OUT,
     "PLAN_ACT": PLAN_ACT, "PLAN_W": PLAN_W, "PLAN_B": PLAN_B, "PLAN_Z": PLAN_Z,
@@ -227,8 +192,6 @@ CODES = {
     "LAY_W0": LAY_W0, "LAY_MID": LAY_MID,
     "N_LAY": N_LAY, "MAX_OWN_ROWS": FD_MAX_ROWS,
 }
-# Activations whose derivative needs the pre-activation, not only the output.
-ACT_NEEDS_PRE = (ACT_SWISH, ACT_GELU)
 
 cdef double SELU_ALPHA = 1.6732632423543772
 cdef double SELU_SCALE = 1.0507009873554805
@@ -324,147 +287,286 @@ cdef inline void _gemm(char ta, char tb, int m, int n, int k, floating alpha, co
 
 # ---------------------------------------------------------------------------------------------
 # Activations: forward in place, backward through the output (and the pre-activation if needed).
+#
+# One block per activation of fastdense/_kinds.py's ACTIVATIONS: `_<name>_forward(Z, n, m)`,
+# Z := act(Z) in place, and beside it `_<name>_backward(S, Z, dZ, dS, n, m)`, dS := dZ * act'(S)
+# written through the output Z = act(S) (S, the pre-activation, is read only by the activations
+# the table marks `needs_pre`); dS may alias dZ. Z is (n, m) row-major. At the kinks these are
+# TF's values: relu'(0) = 0, leaky_relu'(0) = 0.2, hard_sigmoid'(-3) = hard_sigmoid'(3) = 0.
+# `_act_forward` / `_act_backward` below pick the block by code, once per call (per layer and
+# batch): each block's loop is plain code, never an indirect call per element.
 # ---------------------------------------------------------------------------------------------
+cdef inline void _linear_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    pass
+
+cdef inline void _linear_backward(const floating* S, const floating* Z, const floating* dZ,
+                                  floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    if dS != dZ:
+        memcpy(dS, dZ, n * m * sizeof(floating))
+
+
+cdef inline void _softmax_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    # over each row, shifted by the row's maximum
+    cdef Py_ssize_t i, j
+    cdef floating mx, s
+    cdef floating* row
+    for i in range(n):
+        row = Z + i * m
+        mx = row[0]
+        for j in range(1, m):
+            if row[j] > mx:
+                mx = row[j]
+        _exp_shift(row, mx, row, m)
+        s = 0
+        for j in range(m):
+            s += row[j]
+        s = 1 / s
+        for j in range(m):
+            row[j] *= s
+
+cdef inline void _softmax_backward(const floating* S, const floating* Z, const floating* dZ,
+                                   floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    # the Jacobian-vector product z * (dz - <dz, z>), row by row
+    cdef Py_ssize_t i, j
+    cdef floating s
+    for i in range(n):
+        s = 0
+        for j in range(m):
+            s += dZ[i * m + j] * Z[i * m + j]
+        for j in range(m):
+            dS[i * m + j] = Z[i * m + j] * (dZ[i * m + j] - s)
+
+
+cdef inline void _sigmoid_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    if floating is float:
+        fd_sigmoid(Z, n * m)
+        return
+    for i in range(n * m):
+        Z[i] = _sigmoid(Z[i])
+
+cdef inline void _sigmoid_backward(const floating* S, const floating* Z, const floating* dZ,
+                                   floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating z
+    if floating is float:
+        fd_act_grad(FD_GRAD_SIGMOID, Z, dZ, dS, n * m)
+        return
+    for i in range(n * m):
+        z = Z[i]
+        dS[i] = dZ[i] * z * (1 - z)
+
+
+cdef inline void _tanh_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    if floating is float:
+        fd_tanh(Z, n * m)
+        return
+    for i in range(n * m):
+        Z[i] = _tanh(Z[i])
+
+cdef inline void _tanh_backward(const floating* S, const floating* Z, const floating* dZ,
+                                floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating z
+    if floating is float:
+        fd_act_grad(FD_GRAD_TANH, Z, dZ, dS, n * m)
+        return
+    for i in range(n * m):
+        z = Z[i]
+        dS[i] = dZ[i] * (1 - z * z)
+
+
+cdef inline void _relu_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        Z[i] = Z[i] if Z[i] > 0 else 0
+
+cdef inline void _relu_backward(const floating* S, const floating* Z, const floating* dZ,
+                                floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    if floating is float:
+        fd_act_grad(FD_GRAD_RELU, Z, dZ, dS, n * m)
+        return
+    for i in range(n * m):
+        dS[i] = dZ[i] if Z[i] > 0 else 0
+
+
+cdef inline void _elu_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating x
+    for i in range(n * m):
+        x = Z[i]
+        Z[i] = x if x > 0 else _expm1(x)
+
+cdef inline void _elu_backward(const floating* S, const floating* Z, const floating* dZ,
+                               floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating z
+    for i in range(n * m):
+        z = Z[i]
+        dS[i] = dZ[i] if z > 0 else dZ[i] * (z + 1)
+
+
+cdef inline void _selu_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating x
+    for i in range(n * m):
+        x = Z[i]
+        Z[i] = <floating>SELU_SCALE * (x if x > 0 else <floating>SELU_ALPHA * _expm1(x))
+
+cdef inline void _selu_backward(const floating* S, const floating* Z, const floating* dZ,
+                                floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating z
+    for i in range(n * m):
+        z = Z[i]
+        dS[i] = dZ[i] * (<floating>SELU_SCALE if z > 0
+                         else z + <floating>(SELU_SCALE * SELU_ALPHA))
+
+
+cdef inline void _softplus_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating x
+    for i in range(n * m):
+        x = Z[i]
+        Z[i] = _log1p(_exp(-_abs(x))) + (x if x > 0 else 0)
+
+cdef inline void _softplus_backward(const floating* S, const floating* Z, const floating* dZ,
+                                    floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    # sigmoid(s) = 1 - exp(-softplus(s))
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        dS[i] = -dZ[i] * _expm1(-Z[i])
+
+
+cdef inline void _softsign_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        Z[i] = Z[i] / (1 + _abs(Z[i]))
+
+cdef inline void _softsign_backward(const floating* S, const floating* Z, const floating* dZ,
+                                    floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    # 1 / (1 + |s|)^2 = (1 - |z|)^2
+    cdef Py_ssize_t i
+    cdef floating g
+    for i in range(n * m):
+        g = 1 - _abs(Z[i])
+        dS[i] = dZ[i] * g * g
+
+
+cdef inline void _swish_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        Z[i] = Z[i] * _sigmoid(Z[i])
+
+cdef inline void _swish_backward(const floating* S, const floating* Z, const floating* dZ,
+                                 floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating x, s
+    for i in range(n * m):
+        x = S[i]
+        s = _sigmoid(x)
+        dS[i] = dZ[i] * s * (1 + x * (1 - s))
+
+
+cdef inline void _gelu_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    # the exact erf form, as Keras's default (approximate=False)
+    cdef Py_ssize_t i
+    cdef floating x
+    for i in range(n * m):
+        x = Z[i]
+        Z[i] = <floating>0.5 * x * (1 + _erf(x * <floating>INV_SQRT2))
+
+cdef inline void _gelu_backward(const floating* S, const floating* Z, const floating* dZ,
+                                floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating x
+    for i in range(n * m):
+        x = S[i]
+        dS[i] = dZ[i] * (<floating>0.5 * (1 + _erf(x * <floating>INV_SQRT2))
+                         + x * <floating>INV_SQRT_2PI * _exp(<floating>-0.5 * x * x))
+
+
+cdef inline void _leaky_relu_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        Z[i] = Z[i] if Z[i] > 0 else <floating>LEAKY_SLOPE * Z[i]
+
+cdef inline void _leaky_relu_backward(const floating* S, const floating* Z, const floating* dZ,
+                                      floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        dS[i] = dZ[i] if Z[i] > 0 else <floating>LEAKY_SLOPE * dZ[i]
+
+
+cdef inline void _hard_sigmoid_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    # Keras 3: relu6(x + 3) / 6, computed as clip(x / 6 + 0.5, 0, 1)
+    cdef Py_ssize_t i
+    cdef floating x
+    for i in range(n * m):
+        x = Z[i] / 6 + <floating>0.5
+        Z[i] = 0 if x < 0 else (1 if x > 1 else x)
+
+cdef inline void _hard_sigmoid_backward(const floating* S, const floating* Z, const floating* dZ,
+                                        floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating z
+    for i in range(n * m):
+        z = Z[i]
+        dS[i] = dZ[i] / 6 if (z > 0 and z < 1) else 0
+
+
+cdef inline void _exponential_forward(floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        Z[i] = _exp(Z[i])
+
+cdef inline void _exponential_backward(const floating* S, const floating* Z, const floating* dZ,
+                                       floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n * m):
+        dS[i] = dZ[i] * Z[i]
+
+
 cdef void _act_forward(int act, floating* Z, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
     """Z := act(Z) in place, Z is (n, m) row-major; softmax is over each row."""
-    cdef Py_ssize_t i, j, size = n * m
-    cdef floating x, mx, s
-    cdef floating* row
-    if act == ACT_LINEAR:
-        return
-    elif act == ACT_SOFTMAX:
-        for i in range(n):
-            row = Z + i * m
-            mx = row[0]
-            for j in range(1, m):
-                if row[j] > mx:
-                    mx = row[j]
-            _exp_shift(row, mx, row, m)
-            s = 0
-            for j in range(m):
-                s += row[j]
-            s = 1 / s
-            for j in range(m):
-                row[j] *= s
-    elif act == ACT_SIGMOID:
-        if floating is float:
-            fd_sigmoid(Z, size)
-            return
-        for i in range(size):
-            Z[i] = _sigmoid(Z[i])
-    elif act == ACT_TANH:
-        if floating is float:
-            fd_tanh(Z, size)
-            return
-        for i in range(size):
-            Z[i] = _tanh(Z[i])
-    elif act == ACT_RELU:
-        for i in range(size):
-            Z[i] = Z[i] if Z[i] > 0 else 0
-    elif act == ACT_ELU:
-        for i in range(size):
-            x = Z[i]
-            Z[i] = x if x > 0 else _expm1(x)
-    elif act == ACT_SELU:
-        for i in range(size):
-            x = Z[i]
-            Z[i] = <floating>SELU_SCALE * (x if x > 0 else <floating>SELU_ALPHA * _expm1(x))
-    elif act == ACT_SOFTPLUS:
-        for i in range(size):
-            x = Z[i]
-            Z[i] = _log1p(_exp(-_abs(x))) + (x if x > 0 else 0)
-    elif act == ACT_SOFTSIGN:
-        for i in range(size):
-            Z[i] = Z[i] / (1 + _abs(Z[i]))
-    elif act == ACT_SWISH:
-        for i in range(size):
-            Z[i] = Z[i] * _sigmoid(Z[i])
-    elif act == ACT_GELU:
-        for i in range(size):
-            x = Z[i]
-            Z[i] = <floating>0.5 * x * (1 + _erf(x * <floating>INV_SQRT2))
-    elif act == ACT_LEAKY_RELU:
-        for i in range(size):
-            Z[i] = Z[i] if Z[i] > 0 else <floating>LEAKY_SLOPE * Z[i]
-    elif act == ACT_HARD_SIGMOID:
-        for i in range(size):
-            x = Z[i] / 6 + <floating>0.5
-            Z[i] = 0 if x < 0 else (1 if x > 1 else x)
-    elif act == ACT_EXPONENTIAL:
-        for i in range(size):
-            Z[i] = _exp(Z[i])
+    if act == ACT_LINEAR: _linear_forward(Z, n, m)
+    elif act == ACT_SIGMOID: _sigmoid_forward(Z, n, m)
+    elif act == ACT_SOFTMAX: _softmax_forward(Z, n, m)
+    elif act == ACT_TANH: _tanh_forward(Z, n, m)
+    elif act == ACT_RELU: _relu_forward(Z, n, m)
+    elif act == ACT_ELU: _elu_forward(Z, n, m)
+    elif act == ACT_SELU: _selu_forward(Z, n, m)
+    elif act == ACT_SOFTPLUS: _softplus_forward(Z, n, m)
+    elif act == ACT_SOFTSIGN: _softsign_forward(Z, n, m)
+    elif act == ACT_SWISH: _swish_forward(Z, n, m)
+    elif act == ACT_GELU: _gelu_forward(Z, n, m)
+    elif act == ACT_LEAKY_RELU: _leaky_relu_forward(Z, n, m)
+    elif act == ACT_HARD_SIGMOID: _hard_sigmoid_forward(Z, n, m)
+    elif act == ACT_EXPONENTIAL: _exponential_forward(Z, n, m)
 
 
 cdef void _act_backward(int act, const floating* S, const floating* Z, const floating* dZ,
                         floating* dS, Py_ssize_t n, Py_ssize_t m) noexcept nogil:
     """dS := dZ * act'(S), written through the output Z where possible; dS may alias dZ.
 
-    S (the pre-activation) is read only for swish and gelu. relu'(0) = 0, as in Keras.
+    S (the pre-activation) is read only for the activations _kinds.py marks `needs_pre`.
     """
-    cdef Py_ssize_t i, j, size = n * m
-    cdef floating x, z, s, g
-    if floating is float:
-        if act == ACT_SIGMOID or act == ACT_TANH or act == ACT_RELU:
-            fd_act_grad(FD_GRAD_SIGMOID if act == ACT_SIGMOID else
-                             FD_GRAD_TANH if act == ACT_TANH else FD_GRAD_RELU, Z, dZ, dS, size)
-            return
-    if act == ACT_LINEAR:
-        if dS != dZ:
-            memcpy(dS, dZ, size * sizeof(floating))
-    elif act == ACT_SOFTMAX:
-        for i in range(n):
-            s = 0
-            for j in range(m):
-                s += dZ[i * m + j] * Z[i * m + j]
-            for j in range(m):
-                dS[i * m + j] = Z[i * m + j] * (dZ[i * m + j] - s)
-    elif act == ACT_SIGMOID:
-        for i in range(size):
-            z = Z[i]
-            dS[i] = dZ[i] * z * (1 - z)
-    elif act == ACT_TANH:
-        for i in range(size):
-            z = Z[i]
-            dS[i] = dZ[i] * (1 - z * z)
-    elif act == ACT_RELU:
-        for i in range(size):
-            dS[i] = dZ[i] if Z[i] > 0 else 0
-    elif act == ACT_ELU:
-        for i in range(size):
-            z = Z[i]
-            dS[i] = dZ[i] if z > 0 else dZ[i] * (z + 1)
-    elif act == ACT_SELU:
-        for i in range(size):
-            z = Z[i]
-            dS[i] = dZ[i] * (<floating>SELU_SCALE if z > 0
-                             else z + <floating>(SELU_SCALE * SELU_ALPHA))
-    elif act == ACT_SOFTPLUS:
-        for i in range(size):
-            dS[i] = -dZ[i] * _expm1(-Z[i])
-    elif act == ACT_SOFTSIGN:
-        for i in range(size):
-            g = 1 - _abs(Z[i])
-            dS[i] = dZ[i] * g * g
-    elif act == ACT_SWISH:
-        for i in range(size):
-            x = S[i]
-            s = _sigmoid(x)
-            dS[i] = dZ[i] * s * (1 + x * (1 - s))
-    elif act == ACT_GELU:
-        for i in range(size):
-            x = S[i]
-            dS[i] = dZ[i] * (<floating>0.5 * (1 + _erf(x * <floating>INV_SQRT2))
-                             + x * <floating>INV_SQRT_2PI * _exp(<floating>-0.5 * x * x))
-    elif act == ACT_LEAKY_RELU:
-        for i in range(size):
-            dS[i] = dZ[i] if Z[i] > 0 else <floating>LEAKY_SLOPE * dZ[i]
-    elif act == ACT_HARD_SIGMOID:
-        for i in range(size):
-            z = Z[i]
-            dS[i] = dZ[i] / 6 if (z > 0 and z < 1) else 0
-    elif act == ACT_EXPONENTIAL:
-        for i in range(size):
-            dS[i] = dZ[i] * Z[i]
+    if act == ACT_LINEAR: _linear_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_SIGMOID: _sigmoid_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_SOFTMAX: _softmax_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_TANH: _tanh_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_RELU: _relu_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_ELU: _elu_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_SELU: _selu_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_SOFTPLUS: _softplus_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_SOFTSIGN: _softsign_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_SWISH: _swish_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_GELU: _gelu_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_LEAKY_RELU: _leaky_relu_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_HARD_SIGMOID: _hard_sigmoid_backward(S, Z, dZ, dS, n, m)
+    elif act == ACT_EXPONENTIAL: _exponential_backward(S, Z, dZ, dS, n, m)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -848,6 +950,10 @@ cdef void _dense_input_grad(const _Opts* o, const floating* W, const floating* d
 #     that runs in inference mode while training (trainable=False, as in Keras), [2] 1 when
 #     gamma and beta are trainable (their offsets then lie in the gradient vector's range)
 # Statistics are summed in float64. The noise ops are the identity at inference.
+#
+# One block per kind (fastdense/_kinds.py's LAYER_OPS after OP_DROPOUT): `_<kind>_forward` and
+# beside it `_<kind>_backward`, with the signatures of _norm_forward / _norm_backward (at the end
+# of this section), which pick the block by the row's kind.
 # ---------------------------------------------------------------------------------------------
 cdef inline floating _norm_divisor(floating variance) noexcept nogil:
     cdef floating g = _sqrt(variance)
@@ -869,88 +975,9 @@ cdef inline void _mean_var(const floating* a, Py_ssize_t count, Py_ssize_t strid
     var[0] = d / count
 
 
-cdef void _norm_forward(const Py_ssize_t* row, const double* reg, floating* P, const floating* A,
-                        floating* Z, floating* work, int n, uint64_t* rng) noexcept nogil:
-    """One op forward; reg is NULL at inference. BATCHNORM in training updates the moving
-    statistics in P (Keras: moving = moving * momentum + batch * (1 - momentum))."""
-    cdef int kind = <int>row[PLAN_KIND]
-    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j, size = <Py_ssize_t>n * m
-    cdef const floating* gamma = P + row[PLAN_W] if row[PLAN_W] >= 0 else NULL
-    cdef const floating* beta = P + row[PLAN_B] if row[PLAN_B] >= 0 else NULL
-    cdef floating* Xh = work + row[PLAN_S] if (reg != NULL and row[PLAN_S] >= 0) else NULL
-    cdef floating* aux = work + row[PLAN_MASK] if (reg != NULL and row[PLAN_MASK] >= 0) else NULL
-    cdef floating* mm
-    cdef floating* mv
-    cdef floating inv, mu, g, b, mom, one_m, sc, off
-    cdef double s, d, eps
-    cdef bint train_stats
-    if kind == OP_BATCHNORM:
-        eps = _plan_float(row, PLAN_F0)
-        mm = P + row[PLAN_P2]
-        mv = P + row[PLAN_P3]
-        train_stats = reg != NULL and reg[1] == 0
-        for j in range(m):
-            if train_stats:
-                _mean_var(A + j, n, m, &s, &d)
-                mom = <floating>reg[0]
-                one_m = <floating>(1.0 - reg[0])
-                mm[j] = mm[j] * mom + <floating>s * one_m
-                mv[j] = mv[j] * mom + <floating>d * one_m
-                mu = <floating>s
-                inv = <floating>(1.0 / sqrt(d + eps))
-            else:
-                mu = mm[j]
-                inv = <floating>(1.0 / sqrt(<double>mv[j] + eps))
-            if aux != NULL:
-                aux[j] = inv
-            g = gamma[j] if gamma != NULL else 1
-            b = beta[j] if beta != NULL else 0
-            for i in range(n):
-                if Xh != NULL:
-                    Xh[i * m + j] = (A[i * m + j] - mu) * inv
-                    Z[i * m + j] = Xh[i * m + j] * g + b
-                else:
-                    Z[i * m + j] = (A[i * m + j] - mu) * (inv * g) + b
-    elif kind == OP_LAYERNORM:
-        eps = _plan_float(row, PLAN_F0)
-        for i in range(n):
-            _mean_var(A + i * m, m, 1, &s, &d)
-            mu = <floating>s
-            inv = <floating>(1.0 / sqrt(d + eps))
-            if aux != NULL:
-                aux[i] = inv
-            for j in range(m):
-                g = (A[i * m + j] - mu) * inv
-                if Xh != NULL:
-                    Xh[i * m + j] = g
-                Z[i * m + j] = g * (gamma[j] if gamma != NULL else 1) + (
-                    beta[j] if beta != NULL else 0)
-    elif kind == OP_NORMALIZE:
-        # Keras: (x - mean) / max(sqrt(variance), epsilon()), epsilon() = 1e-7
-        mm = P + row[PLAN_P2]
-        mv = P + row[PLAN_P3]
-        for i in range(n):
-            for j in range(m):
-                Z[i * m + j] = (A[i * m + j] - mm[j]) / _norm_divisor(mv[j])
-    elif kind == OP_RESCALE:
-        sc = <floating>_plan_float(row, PLAN_F0)
-        off = <floating>_plan_float(row, PLAN_F1)
-        for i in range(size):
-            Z[i] = A[i] * sc + off
-    elif kind == OP_GAUSS_NOISE:
-        if reg != NULL and reg[0] > 0:
-            _normals(rng, Z, size, 0.0, reg[0])
-            for i in range(size):
-                Z[i] = A[i] + Z[i]
-        else:
-            memcpy(Z, A, size * sizeof(floating))
-    elif kind == OP_GAUSS_DROPOUT:
-        if reg != NULL and reg[0] > 0:
-            _normals(rng, Xh, size, 1.0, reg[0])
-            for i in range(size):
-                Z[i] = A[i] * Xh[i]
-        else:
-            memcpy(Z, A, size * sizeof(floating))
+cdef inline floating* _at(floating* base, Py_ssize_t offset) noexcept nogil:
+    """base + offset, or NULL for a plan's -1 (absent)."""
+    return base + offset if offset >= 0 else NULL
 
 
 cdef inline void _affine_grads(const Py_ssize_t* row, floating* P, floating* G,
@@ -973,6 +1000,231 @@ cdef inline void _affine_grads(const Py_ssize_t* row, floating* P, floating* G,
                 G[off + j] = dgamma[j] if part == 0 else dbeta[j]
 
 
+# -- BatchNormalization: per column; in training, batch statistics and moving ones updated
+cdef inline void _batchnorm_forward(const Py_ssize_t* row, const double* reg, floating* P,
+                                    const floating* A, floating* Z, floating* work, int n,
+                                    uint64_t* rng) noexcept nogil:
+    # Keras: moving = moving * momentum + batch * (1 - momentum)
+    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j
+    cdef const floating* gamma = _at(P, row[PLAN_W])
+    cdef const floating* beta = _at(P, row[PLAN_B])
+    cdef floating* Xh = _at(work, row[PLAN_S]) if reg != NULL else NULL
+    cdef floating* aux = _at(work, row[PLAN_MASK]) if reg != NULL else NULL
+    cdef floating* mm = P + row[PLAN_P2]
+    cdef floating* mv = P + row[PLAN_P3]
+    cdef floating inv, mu, g, b, mom, one_m
+    cdef double s, d, eps = _plan_float(row, PLAN_F0)
+    cdef bint train_stats = reg != NULL and reg[1] == 0
+    for j in range(m):
+        if train_stats:
+            _mean_var(A + j, n, m, &s, &d)
+            mom = <floating>reg[0]
+            one_m = <floating>(1.0 - reg[0])
+            mm[j] = mm[j] * mom + <floating>s * one_m
+            mv[j] = mv[j] * mom + <floating>d * one_m
+            mu = <floating>s
+            inv = <floating>(1.0 / sqrt(d + eps))
+        else:
+            mu = mm[j]
+            inv = <floating>(1.0 / sqrt(<double>mv[j] + eps))
+        if aux != NULL:
+            aux[j] = inv
+        g = gamma[j] if gamma != NULL else 1
+        b = beta[j] if beta != NULL else 0
+        for i in range(n):
+            if Xh != NULL:
+                Xh[i * m + j] = (A[i * m + j] - mu) * inv
+                Z[i * m + j] = Xh[i * m + j] * g + b
+            else:
+                Z[i * m + j] = (A[i * m + j] - mu) * (inv * g) + b
+
+cdef inline void _batchnorm_backward(const Py_ssize_t* row, const double* reg, floating* P,
+                                     floating* G, floating* work, floating* D, int n,
+                                     bint want_dx, floating sgd_lr) noexcept nogil:
+    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j
+    cdef floating* gamma = _at(P, row[PLAN_W])
+    cdef floating* Xh = _at(work, row[PLAN_S])
+    cdef floating* aux = _at(work, row[PLAN_MASK])
+    cdef floating* s1 = aux + m
+    cdef floating* s2 = aux + 2 * m
+    cdef floating g
+    cdef double a, b
+    cdef bint frozen_stats = reg[1] != 0
+    for j in range(m):
+        a = 0
+        b = 0
+        for i in range(n):
+            a += D[i * m + j]
+            b += <double>D[i * m + j] * Xh[i * m + j]
+        s1[j] = <floating>a
+        s2[j] = <floating>b
+    if want_dx:
+        for j in range(m):
+            g = (gamma[j] if gamma != NULL else 1) * aux[j]
+            if frozen_stats:  # statistics are constants: an affine map
+                for i in range(n):
+                    D[i * m + j] = D[i * m + j] * g
+            else:
+                g = g / n
+                for i in range(n):
+                    D[i * m + j] = g * (n * D[i * m + j] - s1[j] - Xh[i * m + j] * s2[j])
+    _affine_grads(row, P, G, s2, s1, m, sgd_lr, reg[2] != 0)
+
+
+# -- LayerNormalization: per row
+cdef inline void _layernorm_forward(const Py_ssize_t* row, const double* reg, floating* P,
+                                    const floating* A, floating* Z, floating* work, int n,
+                                    uint64_t* rng) noexcept nogil:
+    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j
+    cdef const floating* gamma = _at(P, row[PLAN_W])
+    cdef const floating* beta = _at(P, row[PLAN_B])
+    cdef floating* Xh = _at(work, row[PLAN_S]) if reg != NULL else NULL
+    cdef floating* aux = _at(work, row[PLAN_MASK]) if reg != NULL else NULL
+    cdef floating inv, mu, g
+    cdef double s, d, eps = _plan_float(row, PLAN_F0)
+    for i in range(n):
+        _mean_var(A + i * m, m, 1, &s, &d)
+        mu = <floating>s
+        inv = <floating>(1.0 / sqrt(d + eps))
+        if aux != NULL:
+            aux[i] = inv
+        for j in range(m):
+            g = (A[i * m + j] - mu) * inv
+            if Xh != NULL:
+                Xh[i * m + j] = g
+            Z[i * m + j] = g * (gamma[j] if gamma != NULL else 1) + (
+                beta[j] if beta != NULL else 0)
+
+cdef inline void _layernorm_backward(const Py_ssize_t* row, const double* reg, floating* P,
+                                     floating* G, floating* work, floating* D, int n,
+                                     bint want_dx, floating sgd_lr) noexcept nogil:
+    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j
+    cdef floating* gamma = _at(P, row[PLAN_W])
+    cdef floating* Xh = _at(work, row[PLAN_S])
+    cdef floating* aux = _at(work, row[PLAN_MASK])
+    cdef floating* s1 = aux + n
+    cdef floating* s2 = aux + n + m
+    cdef floating g
+    cdef double a, b, inv
+    for j in range(m):
+        s1[j] = 0
+        s2[j] = 0
+    for i in range(n):
+        for j in range(m):
+            s1[j] += D[i * m + j]
+            s2[j] += D[i * m + j] * Xh[i * m + j]
+    if want_dx:
+        for i in range(n):
+            a = 0
+            b = 0
+            for j in range(m):
+                g = D[i * m + j] * (gamma[j] if gamma != NULL else 1)
+                a += g
+                b += <double>g * Xh[i * m + j]
+            inv = <double>aux[i] / m
+            for j in range(m):
+                g = D[i * m + j] * (gamma[j] if gamma != NULL else 1)
+                D[i * m + j] = <floating>(inv * (m * <double>g - a - Xh[i * m + j] * b))
+    _affine_grads(row, P, G, s2, s1, m, sgd_lr, reg[2] != 0)
+
+
+# -- Normalization (adapted mean and variance)
+cdef inline void _normalize_forward(const Py_ssize_t* row, const double* reg, floating* P,
+                                    const floating* A, floating* Z, floating* work, int n,
+                                    uint64_t* rng) noexcept nogil:
+    # Keras: (x - mean) / max(sqrt(variance), epsilon()), epsilon() = 1e-7
+    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j
+    cdef floating* mm = P + row[PLAN_P2]
+    cdef floating* mv = P + row[PLAN_P3]
+    for i in range(n):
+        for j in range(m):
+            Z[i * m + j] = (A[i * m + j] - mm[j]) / _norm_divisor(mv[j])
+
+cdef inline void _normalize_backward(const Py_ssize_t* row, const double* reg, floating* P,
+                                     floating* G, floating* work, floating* D, int n,
+                                     bint want_dx, floating sgd_lr) noexcept nogil:
+    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j
+    if want_dx:
+        for i in range(n):
+            for j in range(m):
+                D[i * m + j] = D[i * m + j] / _norm_divisor(P[row[PLAN_P3] + j])
+
+
+# -- Rescaling: x * scale + offset
+cdef inline void _rescale_forward(const Py_ssize_t* row, const double* reg, floating* P,
+                                  const floating* A, floating* Z, floating* work, int n,
+                                  uint64_t* rng) noexcept nogil:
+    cdef Py_ssize_t i, size = <Py_ssize_t>n * row[PLAN_N_OUT]
+    cdef floating sc = <floating>_plan_float(row, PLAN_F0)
+    cdef floating off = <floating>_plan_float(row, PLAN_F1)
+    for i in range(size):
+        Z[i] = A[i] * sc + off
+
+cdef inline void _rescale_backward(const Py_ssize_t* row, const double* reg, floating* P,
+                                   floating* G, floating* work, floating* D, int n,
+                                   bint want_dx, floating sgd_lr) noexcept nogil:
+    cdef Py_ssize_t i, size = <Py_ssize_t>n * row[PLAN_N_OUT]
+    cdef floating sc
+    if want_dx:
+        sc = <floating>_plan_float(row, PLAN_F0)
+        for i in range(size):
+            D[i] = D[i] * sc
+
+
+# -- GaussianNoise: x + N(0, stddev) in training
+cdef inline void _gauss_noise_forward(const Py_ssize_t* row, const double* reg, floating* P,
+                                      const floating* A, floating* Z, floating* work, int n,
+                                      uint64_t* rng) noexcept nogil:
+    cdef Py_ssize_t i, size = <Py_ssize_t>n * row[PLAN_N_OUT]
+    if reg != NULL and reg[0] > 0:
+        _normals(rng, Z, size, 0.0, reg[0])
+        for i in range(size):
+            Z[i] = A[i] + Z[i]
+    else:
+        memcpy(Z, A, size * sizeof(floating))
+
+cdef inline void _gauss_noise_backward(const Py_ssize_t* row, const double* reg, floating* P,
+                                       floating* G, floating* work, floating* D, int n,
+                                       bint want_dx, floating sgd_lr) noexcept nogil:
+    pass  # the identity's gradient
+
+
+# -- GaussianDropout: x * N(1, stddev) in training, the multiplier kept for the backward pass
+cdef inline void _gauss_dropout_forward(const Py_ssize_t* row, const double* reg, floating* P,
+                                        const floating* A, floating* Z, floating* work, int n,
+                                        uint64_t* rng) noexcept nogil:
+    cdef Py_ssize_t i, size = <Py_ssize_t>n * row[PLAN_N_OUT]
+    cdef floating* Xh = _at(work, row[PLAN_S]) if reg != NULL else NULL
+    if reg != NULL and reg[0] > 0:
+        _normals(rng, Xh, size, 1.0, reg[0])
+        for i in range(size):
+            Z[i] = A[i] * Xh[i]
+    else:
+        memcpy(Z, A, size * sizeof(floating))
+
+cdef inline void _gauss_dropout_backward(const Py_ssize_t* row, const double* reg, floating* P,
+                                         floating* G, floating* work, floating* D, int n,
+                                         bint want_dx, floating sgd_lr) noexcept nogil:
+    cdef Py_ssize_t i, size = <Py_ssize_t>n * row[PLAN_N_OUT]
+    cdef floating* Xh = _at(work, row[PLAN_S])
+    if want_dx and reg[0] > 0:
+        for i in range(size):
+            D[i] = D[i] * Xh[i]
+
+
+cdef void _norm_forward(const Py_ssize_t* row, const double* reg, floating* P, const floating* A,
+                        floating* Z, floating* work, int n, uint64_t* rng) noexcept nogil:
+    """One op forward; reg is NULL at inference. BATCHNORM in training updates the moving
+    statistics in P."""
+    cdef int kind = <int>row[PLAN_KIND]
+    if kind == OP_BATCHNORM: _batchnorm_forward(row, reg, P, A, Z, work, n, rng)
+    elif kind == OP_LAYERNORM: _layernorm_forward(row, reg, P, A, Z, work, n, rng)
+    elif kind == OP_NORMALIZE: _normalize_forward(row, reg, P, A, Z, work, n, rng)
+    elif kind == OP_RESCALE: _rescale_forward(row, reg, P, A, Z, work, n, rng)
+    elif kind == OP_GAUSS_NOISE: _gauss_noise_forward(row, reg, P, A, Z, work, n, rng)
+    elif kind == OP_GAUSS_DROPOUT: _gauss_dropout_forward(row, reg, P, A, Z, work, n, rng)
+
+
 cdef void _norm_backward(const Py_ssize_t* row, const double* reg, floating* P, floating* G,
                          floating* work, floating* D, int n, bint want_dx,
                          floating sgd_lr) noexcept nogil:
@@ -981,77 +1233,14 @@ cdef void _norm_backward(const Py_ssize_t* row, const double* reg, floating* P, 
     parameters (P -= sgd_lr * grad, after D used the old values). Only trainable gamma/beta
     reach here with an offset in G's range: a frozen layer's are read, never written."""
     cdef int kind = <int>row[PLAN_KIND]
-    cdef Py_ssize_t m = row[PLAN_N_OUT], i, j, size = <Py_ssize_t>n * m
-    cdef floating* gamma = P + row[PLAN_W] if row[PLAN_W] >= 0 else NULL
-    cdef floating* beta = P + row[PLAN_B] if row[PLAN_B] >= 0 else NULL
-    cdef floating* Xh = work + row[PLAN_S] if row[PLAN_S] >= 0 else NULL
-    cdef floating* aux = work + row[PLAN_MASK] if row[PLAN_MASK] >= 0 else NULL
-    cdef floating* s1
-    cdef floating* s2
-    cdef floating g, sc
-    cdef double a, b, inv
-    cdef bint frozen_stats
-    if kind == OP_BATCHNORM:
-        frozen_stats = reg[1] != 0
-        s1 = aux + m
-        s2 = aux + 2 * m
-        for j in range(m):
-            a = 0
-            b = 0
-            for i in range(n):
-                a += D[i * m + j]
-                b += <double>D[i * m + j] * Xh[i * m + j]
-            s1[j] = <floating>a
-            s2[j] = <floating>b
-        if want_dx:
-            for j in range(m):
-                g = (gamma[j] if gamma != NULL else 1) * aux[j]
-                if frozen_stats:  # statistics are constants: an affine map
-                    for i in range(n):
-                        D[i * m + j] = D[i * m + j] * g
-                else:
-                    g = g / n
-                    for i in range(n):
-                        D[i * m + j] = g * (n * D[i * m + j] - s1[j] - Xh[i * m + j] * s2[j])
-        _affine_grads(row, P, G, s2, s1, m, sgd_lr, reg[2] != 0)
-    elif kind == OP_LAYERNORM:
-        s1 = aux + n
-        s2 = aux + n + m
-        for j in range(m):
-            s1[j] = 0
-            s2[j] = 0
-        for i in range(n):
-            for j in range(m):
-                s1[j] += D[i * m + j]
-                s2[j] += D[i * m + j] * Xh[i * m + j]
-        if want_dx:
-            for i in range(n):
-                a = 0
-                b = 0
-                for j in range(m):
-                    g = D[i * m + j] * (gamma[j] if gamma != NULL else 1)
-                    a += g
-                    b += <double>g * Xh[i * m + j]
-                inv = <double>aux[i] / m
-                for j in range(m):
-                    g = D[i * m + j] * (gamma[j] if gamma != NULL else 1)
-                    D[i * m + j] = <floating>(inv * (m * <double>g - a - Xh[i * m + j] * b))
-        _affine_grads(row, P, G, s2, s1, m, sgd_lr, reg[2] != 0)
-    elif kind == OP_NORMALIZE:
-        if want_dx:
-            for i in range(n):
-                for j in range(m):
-                    D[i * m + j] = D[i * m + j] / _norm_divisor(P[row[PLAN_P3] + j])
-    elif kind == OP_RESCALE:
-        if want_dx:
-            sc = <floating>_plan_float(row, PLAN_F0)
-            for i in range(size):
-                D[i] = D[i] * sc
+    if kind == OP_BATCHNORM: _batchnorm_backward(row, reg, P, G, work, D, n, want_dx, sgd_lr)
+    elif kind == OP_LAYERNORM: _layernorm_backward(row, reg, P, G, work, D, n, want_dx, sgd_lr)
+    elif kind == OP_NORMALIZE: _normalize_backward(row, reg, P, G, work, D, n, want_dx, sgd_lr)
+    elif kind == OP_RESCALE: _rescale_backward(row, reg, P, G, work, D, n, want_dx, sgd_lr)
+    elif kind == OP_GAUSS_NOISE:
+        _gauss_noise_backward(row, reg, P, G, work, D, n, want_dx, sgd_lr)
     elif kind == OP_GAUSS_DROPOUT:
-        if want_dx and reg[0] > 0:
-            for i in range(size):
-                D[i] = D[i] * Xh[i]
-    # OP_GAUSS_NOISE: the identity's gradient
+        _gauss_dropout_backward(row, reg, P, G, work, D, n, want_dx, sgd_lr)
 
 
 # ---------------------------------------------------------------------------------------------

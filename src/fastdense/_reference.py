@@ -17,13 +17,13 @@ vectorized, so `train_steps` with dropout gives the same masks as the compiled o
 import numpy as np
 from scipy import special
 
-from . import _kernels
+from . import _kernels, _kinds
 
 CODES = _kernels.CODES
 _K = CODES
 
-# Activations whose derivative needs the pre-activation S, not only the output Z.
-ACT_NEEDS_PRE = (_K["ACT_SWISH"], _K["ACT_GELU"])
+# Activations whose derivative needs the pre-activation S, not only the output Z (_kinds.py).
+ACT_NEEDS_PRE = _kinds.NEEDS_PRE
 
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
@@ -36,42 +36,37 @@ INV_SQRT_2PI = 0.3989422804014327
 # ---------------------------------------------------------------------------------------------
 # Activations: act(x), and act'(x) written through the output z = act(x) where possible.
 # ---------------------------------------------------------------------------------------------
-_FORWARD = {
-    _K["ACT_LINEAR"]: lambda x: x,
-    _K["ACT_SIGMOID"]: special.expit,
-    _K["ACT_SOFTMAX"]: lambda x: special.softmax(x, axis=-1),
-    _K["ACT_TANH"]: np.tanh,
-    _K["ACT_RELU"]: lambda x: np.maximum(x, 0),
-    # np.minimum keeps expm1 from overflowing on the branch np.where discards.
-    _K["ACT_ELU"]: lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
-    _K["ACT_SELU"]: lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0))),
-    _K["ACT_SOFTPLUS"]: lambda x: np.logaddexp(0, x),
-    _K["ACT_SOFTSIGN"]: lambda x: x / (1 + np.abs(x)),
-    _K["ACT_SWISH"]: lambda x: x * special.expit(x),
-    _K["ACT_GELU"]: lambda x: 0.5 * x * (1 + special.erf(x * INV_SQRT2)),
-    _K["ACT_LEAKY_RELU"]: lambda x: np.where(x > 0, x, LEAKY_SLOPE * x),
-    _K["ACT_HARD_SIGMOID"]: lambda x: np.clip(x + 3, 0, 6) / 6,  # relu6(x + 3) / 6
-    _K["ACT_EXPONENTIAL"]: np.exp,
+# Per activation (by its name in _kinds.ACTIVATIONS): act(x), and act'(s) as a function of
+# (s, z = act(s)). At the kinks these are TF's values: relu'(0) = 0, leaky_relu'(0) = 0.2,
+# hard_sigmoid'(-3) = hard_sigmoid'(3) = 0. softmax's derivative is a Jacobian (see
+# activation_backward). np.minimum keeps expm1 from overflowing on the branch np.where discards.
+_ACTIVATIONS = {
+    "LINEAR": (lambda x: x, lambda s, z: np.ones_like(z)),
+    "SIGMOID": (special.expit, lambda s, z: z * (1 - z)),
+    "SOFTMAX": (lambda x: special.softmax(x, axis=-1), None),
+    "TANH": (np.tanh, lambda s, z: 1 - z * z),
+    "RELU": (lambda x: np.maximum(x, 0), lambda s, z: (z > 0).astype(z.dtype)),
+    "ELU": (lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
+            lambda s, z: np.where(z > 0, 1, z + 1).astype(z.dtype)),
+    "SELU": (lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0))),
+             lambda s, z: np.where(z > 0, SELU_SCALE, z + SELU_SCALE * SELU_ALPHA).astype(z.dtype)),
+    "SOFTPLUS": (lambda x: np.logaddexp(0, x),
+                 lambda s, z: -np.expm1(-z)),  # sigmoid(s) = 1 - exp(-softplus(s))
+    "SOFTSIGN": (lambda x: x / (1 + np.abs(x)),
+                 lambda s, z: (1 - np.abs(z)) ** 2),  # 1 / (1 + |s|)^2
+    "SWISH": (lambda x: x * special.expit(x),
+              lambda s, z: special.expit(s) * (1 + s * (1 - special.expit(s)))),
+    "GELU": (lambda x: 0.5 * x * (1 + special.erf(x * INV_SQRT2)),
+             lambda s, z: (0.5 * (1 + special.erf(s * INV_SQRT2))
+                           + s * INV_SQRT_2PI * np.exp(-0.5 * s * s))),
+    "LEAKY_RELU": (lambda x: np.where(x > 0, x, LEAKY_SLOPE * x),
+                   lambda s, z: np.where(z > 0, 1, LEAKY_SLOPE).astype(z.dtype)),
+    "HARD_SIGMOID": (lambda x: np.clip(x + 3, 0, 6) / 6,  # relu6(x + 3) / 6
+                     lambda s, z: np.where((z > 0) & (z < 1), 1 / 6, 0).astype(z.dtype)),
+    "EXPONENTIAL": (np.exp, lambda s, z: z),
 }
-
-# act'(s) as a function of (s, z = act(s)). At the kinks these are TF's values: relu'(0) = 0,
-# leaky_relu'(0) = 0.2, hard_sigmoid'(-3) = hard_sigmoid'(3) = 0.
-_DERIVATIVE = {
-    _K["ACT_LINEAR"]: lambda s, z: np.ones_like(z),
-    _K["ACT_SIGMOID"]: lambda s, z: z * (1 - z),
-    _K["ACT_TANH"]: lambda s, z: 1 - z * z,
-    _K["ACT_RELU"]: lambda s, z: (z > 0).astype(z.dtype),
-    _K["ACT_ELU"]: lambda s, z: np.where(z > 0, 1, z + 1).astype(z.dtype),
-    _K["ACT_SELU"]: lambda s, z: np.where(z > 0, SELU_SCALE, z + SELU_SCALE * SELU_ALPHA).astype(z.dtype),
-    _K["ACT_SOFTPLUS"]: lambda s, z: -np.expm1(-z),  # sigmoid(s) = 1 - exp(-softplus(s))
-    _K["ACT_SOFTSIGN"]: lambda s, z: (1 - np.abs(z)) ** 2,  # 1 / (1 + |s|)^2
-    _K["ACT_SWISH"]: lambda s, z: special.expit(s) * (1 + s * (1 - special.expit(s))),
-    _K["ACT_GELU"]: lambda s, z: (0.5 * (1 + special.erf(s * INV_SQRT2))
-                                  + s * INV_SQRT_2PI * np.exp(-0.5 * s * s)),
-    _K["ACT_LEAKY_RELU"]: lambda s, z: np.where(z > 0, 1, LEAKY_SLOPE).astype(z.dtype),
-    _K["ACT_HARD_SIGMOID"]: lambda s, z: np.where((z > 0) & (z < 1), 1 / 6, 0).astype(z.dtype),
-    _K["ACT_EXPONENTIAL"]: lambda s, z: z,
-}
+_FORWARD = {_K["ACT_" + name]: pair[0] for name, pair in _ACTIVATIONS.items()}
+_DERIVATIVE = {_K["ACT_" + name]: pair[1] for name, pair in _ACTIVATIONS.items()}
 
 
 def activation_forward(act, Z):

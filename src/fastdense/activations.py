@@ -6,29 +6,13 @@ with them. Arbitrary Python callables cannot run inside the compiled kernels and
 """
 import numpy as np
 
-from . import _kernels, _validation
+from . import _kernels, _kinds, _validation
 
-_K = _kernels.CODES
+_kinds.check_compiled(_kernels.CODES)  # kernels built from this version of the table
 
-# Keras 3 name -> kernel code. "silu" is Keras's alias of "swish".
-_CODES = {
-    "linear": _K["ACT_LINEAR"],
-    "sigmoid": _K["ACT_SIGMOID"],
-    "softmax": _K["ACT_SOFTMAX"],
-    "tanh": _K["ACT_TANH"],
-    "relu": _K["ACT_RELU"],
-    "elu": _K["ACT_ELU"],
-    "selu": _K["ACT_SELU"],
-    "softplus": _K["ACT_SOFTPLUS"],
-    "softsign": _K["ACT_SOFTSIGN"],
-    "swish": _K["ACT_SWISH"],
-    "silu": _K["ACT_SWISH"],
-    "gelu": _K["ACT_GELU"],
-    "leaky_relu": _K["ACT_LEAKY_RELU"],
-    "hard_sigmoid": _K["ACT_HARD_SIGMOID"],
-    "exponential": _K["ACT_EXPONENTIAL"],
-}
-NEEDS_PRE_ACTIVATION = frozenset(_kernels.ACT_NEEDS_PRE)
+# Keras 3 name (aliases such as "silu" included) -> kernel code; declared in _kinds.ACTIVATIONS.
+_CODES = dict(_kinds.ACTIVATION_CODES)
+NEEDS_PRE_ACTIVATION = frozenset(_kinds.NEEDS_PRE)
 
 
 class Activation:

@@ -8,7 +8,7 @@ inside `fit`, so the gradient at the logits is `p - y`. Probabilities given dire
 """
 import numpy as np
 
-from . import _kernels, _validation
+from . import _kernels, _kinds, _validation
 
 _K = _kernels.CODES
 
@@ -31,35 +31,18 @@ class Loss:
 
     # -- what the kernels run ------------------------------------------------------------------
     def codes(self, last_activation):
-        """(loss code, fused): fused means the loss reads the last op's pre-activation."""
-        k = self.kind
-        if k == "mse":
-            return _K["LOSS_MSE"], False
-        if k == "mae":
-            return _K["LOSS_MAE"], False
-        if k == "cce":
-            if self.from_logits:
-                return _K["LOSS_CCE_LOGITS"], False
-            if last_activation == "softmax":
-                return _K["LOSS_CCE_LOGITS"], True
-            return _K["LOSS_CCE"], False
-        if k == "scce":
-            if self.from_logits:
-                return _K["LOSS_SCCE_LOGITS"], False
-            if last_activation == "softmax":
-                return _K["LOSS_SCCE_LOGITS"], True
-            return _K["LOSS_SCCE"], False
-        if k == "bce":
-            if self.from_logits:
-                return _K["LOSS_BCE_LOGITS"], False
-            if last_activation == "sigmoid":
-                return _K["LOSS_BCE_LOGITS"], True
-            return _K["LOSS_BCE"], False
-        raise AssertionError(k)
+        """(loss code, fused): fused means the loss reads the last op's pre-activation (logits).
+
+        The codes and the fusing activation are the loss's row in _kinds.LOSSES.
+        """
+        row = _kinds.LOSS_BY_KIND[self.kind]
+        if row.logits_kernel and (self.from_logits or last_activation == row.fuses_with):
+            return _K["LOSS_" + row.logits_kernel], not self.from_logits
+        return _K["LOSS_" + row.kernel], False
 
     @property
     def sparse(self):
-        return self.kind == "scce"
+        return _kinds.LOSS_BY_KIND[self.kind].sparse
 
     def prepare_targets(self, y, n, units, dtype, name="y", xname="x", outputs=None, finite=True):
         """Validated targets as the kernels read them: (n, units) floats, or (n, 1) class ids.
@@ -168,13 +151,10 @@ class SparseCategoricalCrossentropy(Loss):
         super().__init__(from_logits=from_logits, name=name, reduction=reduction)
 
 
-_BY_NAME = {
-    "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
-    "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
-    "categorical_crossentropy": CategoricalCrossentropy,
-    "binary_crossentropy": BinaryCrossentropy,
-    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
-}
+# Keras name -> class, from the names in _kinds.LOSSES
+_CLASSES = (MeanSquaredError, MeanAbsoluteError, CategoricalCrossentropy, BinaryCrossentropy,
+            SparseCategoricalCrossentropy)
+_BY_NAME = {name: cls for cls in _CLASSES for name in _kinds.LOSS_BY_KIND[cls.kind].names}
 _BY_CLASS = {c.__name__: c for c in _BY_NAME.values()}
 
 

@@ -5,9 +5,10 @@ batch dimension, output `(batch, units)`, in the model's float type (float32 or 
 
 Layers are translated by `LAYER_CONVERTERS`, a table from the layer's class name to one small
 function `convert(graph, layer, x) -> y`; activations by `ACTIVATION_CONVERTERS`, keyed by the
-Keras name. Adding a layer kind is one function and one entry; a layer kind not in the table is a
-clear error. Layers that only act in training (Dropout and the noise layers) are identities;
-normalization layers are their inference formulas, read from their Keras config and weights.
+Keras name (aliases from fastdense/_kinds.py). Adding a layer kind is one function and one entry;
+a layer kind not in the table is a clear error. Layers that only act in training (Dropout and the
+noise layers) are identities; normalization layers are their inference formulas, read from their
+Keras config and weights.
 
 Operators are chosen so onnxruntime's CPU provider runs every graph in both float types (it has
 no float64 Erf, Elu, Selu, Softplus, Softsign or HardSigmoid, so those are built from
@@ -19,6 +20,8 @@ accurate to a few ulps. Opset 17, IR version 8: onnxruntime 1.12 or newer loads 
 import os
 
 import numpy as np
+
+from .. import _kinds
 
 OPSET = 17
 # The IR version that came with each opset: runtimes refuse files marked newer than they know.
@@ -157,23 +160,26 @@ def _hard_sigmoid(g, x):  # relu6(x + 3) / 6, computed as clip(x / 6 + 0.5, 0, 1
     return g.op("Min", g.op("Max", y, g.scalar(0.0)), g.scalar(1.0))
 
 
-ACTIVATION_CONVERTERS = {
-    "linear": lambda g, x: x,
-    "sigmoid": lambda g, x: g.op("Sigmoid", x),
-    "softmax": lambda g, x: g.op("Softmax", x, axis=-1),
-    "tanh": lambda g, x: g.op("Tanh", x),
-    "relu": lambda g, x: g.op("Relu", x),
-    "elu": _elu,
-    "selu": _selu,
-    "softplus": _softplus,
-    "softsign": lambda g, x: g.op("Div", x, g.op("Add", g.scalar(1.0), g.op("Abs", x))),
-    "swish": lambda g, x: g.op("Mul", x, g.op("Sigmoid", x)),
-    "silu": lambda g, x: g.op("Mul", x, g.op("Sigmoid", x)),
-    "gelu": _gelu,
-    "leaky_relu": lambda g, x: _where_positive(g, x, g.op("Mul", g.scalar(_LEAKY_SLOPE), x)),
-    "hard_sigmoid": _hard_sigmoid,
-    "exponential": lambda g, x: g.op("Exp", x),
+# One graph per activation of _kinds.ACTIVATIONS, by its kernel name.
+_ACTIVATION_GRAPHS = {
+    "LINEAR": lambda g, x: x,
+    "SIGMOID": lambda g, x: g.op("Sigmoid", x),
+    "SOFTMAX": lambda g, x: g.op("Softmax", x, axis=-1),
+    "TANH": lambda g, x: g.op("Tanh", x),
+    "RELU": lambda g, x: g.op("Relu", x),
+    "ELU": _elu,
+    "SELU": _selu,
+    "SOFTPLUS": _softplus,
+    "SOFTSIGN": lambda g, x: g.op("Div", x, g.op("Add", g.scalar(1.0), g.op("Abs", x))),
+    "SWISH": lambda g, x: g.op("Mul", x, g.op("Sigmoid", x)),
+    "GELU": _gelu,
+    "LEAKY_RELU": lambda g, x: _where_positive(g, x, g.op("Mul", g.scalar(_LEAKY_SLOPE), x)),
+    "HARD_SIGMOID": _hard_sigmoid,
+    "EXPONENTIAL": lambda g, x: g.op("Exp", x),
 }
+# Keras name (aliases included) -> graph; an activation without a graph is a clear error below.
+ACTIVATION_CONVERTERS = {name: _ACTIVATION_GRAPHS[a.kernel] for a in _kinds.ACTIVATIONS
+                         for name in a.names if a.kernel in _ACTIVATION_GRAPHS}
 
 
 def _activation(g, name, x, where):
