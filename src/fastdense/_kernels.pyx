@@ -818,55 +818,72 @@ cdef void _metrics(const Py_ssize_t* codes, Py_ssize_t n_metrics, const floating
 # ---------------------------------------------------------------------------------------------
 # Optimizer step over the flat parameter vector.
 # ---------------------------------------------------------------------------------------------
+cdef double _clip_scale(const double* hp, const floating* G, Py_ssize_t n) noexcept nogil:
+    """The factor global_clipnorm / ||G|| when the norm is over the limit, else 1 (the norm
+    summed in float64, in index order)."""
+    cdef Py_ssize_t i
+    cdef double gn = 0
+    if hp[HP_GLOBAL_CLIPNORM] <= 0:
+        return 1.0
+    for i in range(n):
+        gn += <double>G[i] * <double>G[i]
+    gn = sqrt(gn)
+    return hp[HP_GLOBAL_CLIPNORM] / gn if gn > hp[HP_GLOBAL_CLIPNORM] else 1.0
+
+
 cdef void _opt_step(int code, const double* hp, double lr, long long step, floating* P,
                     floating* G, floating* state, Py_ssize_t n) noexcept nogil:
     """One Keras 3 update of every parameter; `step` is the number of updates already applied."""
+    _opt_range(code, hp, lr, step, P, G, state, n, 0, n, _clip_scale(hp, G, n))
+
+
+cdef void _opt_range(int code, const double* hp, double lr, long long step, floating* P,
+                     floating* G, floating* state, Py_ssize_t n, Py_ssize_t i0, Py_ssize_t i1,
+                     double clip) noexcept nogil:
+    """Elements i0..i1 of one update of n parameters (slots k * n apart in state); clip: the
+    global-norm factor (_clip_scale), applied to G first when not 1. Every element's arithmetic
+    is its own, so cutting [0, n) into ranges (threads) does not change a bit."""
     cdef Py_ssize_t i
     cdef floating g, wd = <floating>(hp[HP_WEIGHT_DECAY] * lr), flr = <floating>lr
     cdef floating mom = <floating>hp[HP_MOMENTUM], eps = <floating>hp[HP_EPSILON]
     cdef floating b1 = <floating>hp[HP_BETA_1], b2 = <floating>hp[HP_BETA_2]
     cdef floating rho = <floating>hp[HP_RHO], alpha, denom
     cdef floating clipv = <floating>hp[HP_CLIPVALUE]
-    cdef double gn, t
+    cdef double t
     cdef floating* m1 = state
     cdef floating* m2 = state + n
     cdef floating* m3 = state + 2 * n
-    if hp[HP_GLOBAL_CLIPNORM] > 0:
-        gn = 0
-        for i in range(n):
-            gn += <double>G[i] * <double>G[i]
-        gn = sqrt(gn)
-        if gn > hp[HP_GLOBAL_CLIPNORM]:
-            g = <floating>(hp[HP_GLOBAL_CLIPNORM] / gn)
-            for i in range(n):
-                G[i] *= g
+    if clip != 1.0:
+        g = <floating>clip
+        for i in range(i0, i1):
+            G[i] *= g
     if clipv > 0:
-        for i in range(n):
+        for i in range(i0, i1):
             G[i] = -clipv if G[i] < -clipv else (clipv if G[i] > clipv else G[i])
     if wd != 0:
-        for i in range(n):
+        for i in range(i0, i1):
             P[i] -= P[i] * wd
     if code == OPT_SGD:
-        for i in range(n):
+        for i in range(i0, i1):
             P[i] -= flr * G[i]
     elif code == OPT_SGD_MOMENTUM:
-        for i in range(n):
+        for i in range(i0, i1):
             m1[i] = -G[i] * flr + m1[i] * mom
             P[i] += m1[i]
     elif code == OPT_SGD_NESTEROV:
-        for i in range(n):
+        for i in range(i0, i1):
             m1[i] = -G[i] * flr + m1[i] * mom
             P[i] += -G[i] * flr + m1[i] * mom
     elif code == OPT_ADAM:
         t = <double>(step + 1)
         alpha = <floating>(lr * sqrt(1 - pow(hp[HP_BETA_2], t)) / (1 - pow(hp[HP_BETA_1], t)))
-        for i in range(n):
+        for i in range(i0, i1):
             g = G[i]
             m1[i] += (g - m1[i]) * (1 - b1)
             m2[i] += (g * g - m2[i]) * (1 - b2)
             P[i] -= m1[i] * alpha / (_sqrt(m2[i]) + eps)
     elif code == OPT_RMSPROP:
-        for i in range(n):
+        for i in range(i0, i1):
             g = G[i]
             m1[i] = rho * m1[i] + (1 - rho) * g * g
             if hp[HP_CENTERED] != 0:
@@ -881,11 +898,55 @@ cdef void _opt_step(int code, const double* hp, double lr, long long step, float
             else:
                 P[i] -= g
     elif code == OPT_ADAGRAD:
-        for i in range(n):
+        for i in range(i0, i1):
             g = G[i]
             m1[i] += g * g
             P[i] -= flr * g / _sqrt(m1[i] + eps)
 
+
+
+# An update of many parameters on several threads: each takes one contiguous range (same bits:
+# every element's arithmetic is its own). The global-norm factor is taken first, in one pass.
+cdef struct _OptJob:
+    int code
+    const double* hp
+    double lr
+    long long step
+    void* P                     # float* or double* (wide), like G and state
+    void* G
+    void* state
+    Py_ssize_t n
+    double clip
+    int parts
+    bint wide
+
+
+cdef void _opt_part(void* arg, int part) noexcept nogil:
+    cdef _OptJob* j = <_OptJob*>arg
+    cdef Py_ssize_t i0 = j.n * part // j.parts, i1 = j.n * (part + 1) // j.parts
+    if j.wide:
+        _opt_range(j.code, j.hp, j.lr, j.step, <double*>j.P, <double*>j.G, <double*>j.state,
+                   j.n, i0, i1, j.clip)
+    else:
+        _opt_range(j.code, j.hp, j.lr, j.step, <float*>j.P, <float*>j.G, <float*>j.state, j.n,
+                   i0, i1, j.clip)
+
+
+cdef void _opt_step_threads(int threads, int code, const double* hp, double lr, long long step,
+                            floating* P, floating* G, floating* state,
+                            Py_ssize_t n) noexcept nogil:
+    """_opt_step, its elements cut between up to `threads` threads (ranges of at least 32,768
+    parameters: below that a hand-off costs more than it saves)."""
+    cdef _OptJob j
+    j.parts = <int>min(<Py_ssize_t>threads, n // 32768)
+    if j.parts < 2:
+        _opt_step(code, hp, lr, step, P, G, state, n)
+        return
+    j.code, j.hp, j.lr, j.step, j.n = code, hp, lr, step, n
+    j.P, j.G, j.state = P, G, state
+    j.clip = _clip_scale(hp, G, n)
+    j.wide = floating is double
+    fd_run(_opt_part, &j, j.parts)
 
 # ---------------------------------------------------------------------------------------------
 # Dropout randomness: splitmix64, one 64-bit state carried across calls by the caller.
@@ -1876,8 +1937,9 @@ cdef class Trainer:
                         if not isfinite(loss):
                             bad = True
                             break
-                    _opt_step(self.opt_code, &self.hp[0], lrs[done], step + done, P, G,
-                              &state[0] if state.shape[0] > 0 else NULL, grads.shape[0])
+                    _opt_step_threads(c.o.threads, self.opt_code, &self.hp[0], lrs[done],
+                                      step + done, P, G,
+                                      &state[0] if state.shape[0] > 0 else NULL, grads.shape[0])
                 stats[0] += loss * n
                 stats[1] += n
                 stats[2] += 1
