@@ -37,7 +37,7 @@ else:
     extra_compile += ["-fno-math-errno", "-ffp-contract=off", "-Wno-unused-function"]
     if DEBUG:
         extra_compile += ["-O0", "-g"]
-    # the worker threads are pthreads (src/fastdense/csrc/fd_threads.h)
+    # the worker threads are pthreads (src/fastdense/csrc/fd_threads.c)
     extra_compile.append("-pthread")
     extra_link.append("-pthread")
     if SANITIZE:
@@ -50,10 +50,12 @@ import runpy  # noqa: E402
 
 runpy.run_path("src/fastdense/_kinds.py")["write_pxi"]("src/fastdense/_kinds.pxi")
 
+# The C kernels, one unit per concern (src/fastdense/csrc/*.c, declared in _simd.h), compiled and
+# linked into the extension beside the Cython module.
 extensions = [
     Extension(
         "fastdense._kernels",
-        ["src/fastdense/_kernels.pyx"],
+        ["src/fastdense/_kernels.pyx", *sorted(glob.glob("src/fastdense/csrc/*.c"))],
         include_dirs=["src/fastdense"],
         depends=["src/fastdense/_simd.h", *sorted(glob.glob("src/fastdense/csrc/*.h"))],
         extra_compile_args=extra_compile,

@@ -13,6 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "c" / "test_kernels.c"
 INCLUDE = ROOT / "src" / "fastdense"
+# the kernels' units, compiled with the test as the extension compiles them (setup.py)
+KERNELS = sorted(str(p) for p in (INCLUDE / "csrc").glob("*.c"))
 # The flags that matter from the extension's build (setup.py, CPython's -O3), so that the test
 # binary compiles the kernels the way the extension does.
 FLAGS = ["-O3", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-Wno-unused-function",
@@ -21,7 +23,7 @@ X86 = platform.machine() in ("x86_64", "AMD64")
 
 
 def _compile(cc, out, *extra):
-    result = subprocess.run([cc, *FLAGS, *extra, str(SOURCE), "-o", str(out), "-lm"],
+    result = subprocess.run([cc, *FLAGS, *extra, str(SOURCE), *KERNELS, "-o", str(out), "-lm"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 

@@ -18,12 +18,12 @@
 #define FASTDENSE_SIMD_H
 
 /* The C kernels, by concern (each header includes what it needs):
- *   csrc/fd_base.h     includes, tile constants, the run-time choice of the AVX2 kernels
+ *   csrc/fd_cpu.h      includes, the run-time choice of the AVX2 kernels (fd_cpu.c)
  *   csrc/fd_vecmath.h  sigmoid, tanh, softmax's exp and activation gradients (AVX2 and scalar)
- *   csrc/fd_gemm.h     the GEMM micro-kernels (AVX2 and portable C) and products built on them
+ *   csrc/fd_gemm.h     tile constants, the GEMM micro-kernels (AVX2 and portable C), products
  *   csrc/fd_threads.h  the worker pool (fd_run) and the caller's floating-point modes
  *   csrc/fd_layer.h    a dense layer's products cut between threads; the finiteness check */
-#include "csrc/fd_base.h"
+#include "csrc/fd_cpu.h"
 #include "csrc/fd_vecmath.h"
 #include "csrc/fd_gemm.h"
 #include "csrc/fd_threads.h"

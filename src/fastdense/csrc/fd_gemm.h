@@ -3,7 +3,27 @@
 #ifndef FASTDENSE_FD_GEMM_H
 #define FASTDENSE_FD_GEMM_H
 
-#include "fd_base.h"
+#include "fd_cpu.h"
+
+#if defined(__GNUC__)
+#define FD_UNROLL13 _Pragma("GCC unroll 13")
+#else
+#define FD_UNROLL13
+#endif
+
+#define FD_MR 6    /* rows of a register tile */
+#define FD_NR 16   /* columns of a register tile: two 8-float vectors */
+#define FD_KC 256  /* depth of a B panel kept in L1: 256 x 16 floats = 16 KiB */
+#define FD_MC 66   /* rows of A kept in L2 while the panels of B pass (a multiple of FD_MR) */
+#define FD_MR8 8   /* rows of the narrow tile (a last block of at most 8 columns) */
+
+/* How a tile reads A: FD_A_ROWS: A(i, p) = rows[i][p] (a batch given by its row pointers: the
+ * forward product and dS @ W^T); FD_A_COLS: A(i, p) = rows[p][i] (the same batch transposed: the
+ * weight gradient X^T @ dS). Row pointers let the first layer read a shuffled batch straight from
+ * the caller's array, with no gathered copy. */
+#define FD_A_ROWS 0
+#define FD_A_COLS 1
+#define FD_MAX_ROWS 256  /* largest batch the own kernels take (pointer arrays on the stack) */
 
 #if FD_X86
 

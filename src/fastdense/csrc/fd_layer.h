@@ -21,7 +21,9 @@
 
 static int fd_half(int k)
 {
-    return k < FD_HALF_MIN ? k : fd_split_point(k);
+    /* at a multiple of 16: the first half of k's blocks of 16, rounded up */
+    const int blocks = (k + FD_NR - 1) / FD_NR;
+    return k < FD_HALF_MIN ? k : ((blocks + 1) / 2) * FD_NR;
 }
 
 enum { FD_OP_FWD, FD_OP_DW, FD_OP_DX, FD_OP_DXT };

@@ -2,7 +2,7 @@
 #ifndef FASTDENSE_FD_THREADS_H
 #define FASTDENSE_FD_THREADS_H
 
-#include "fd_base.h"
+#include "fd_cpu.h"
 
 #include <stdatomic.h>
 
@@ -283,12 +283,6 @@ static inline void fd_counter_set(fd_counter *c, int v) { atomic_store(&c->v, v)
 static inline int fd_counter_next(fd_counter *c)
 {
     return atomic_fetch_add_explicit(&c->v, 1, memory_order_relaxed);
-}
-
-static int fd_split_point(int cols)
-{
-    const int blocks = (cols + FD_NR - 1) / FD_NR;
-    return ((blocks + 1) / 2) * FD_NR;
 }
 
 #endif /* FASTDENSE_FD_THREADS_H */

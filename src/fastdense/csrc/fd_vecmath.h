@@ -2,7 +2,7 @@
 #ifndef FASTDENSE_FD_VECMATH_H
 #define FASTDENSE_FD_VECMATH_H
 
-#include "fd_base.h"
+#include "fd_cpu.h"
 
 /* ------------------------------------------------------------------------------------------------
  * float32 activations, one element at a time, with the arithmetic of the 8-lane AVX2 versions
