@@ -1,5 +1,6 @@
-/* Unit tests of the C kernels in src/fastdense/_simd.h, without Python: built natively (with and
- * without the x86 SIMD kernels) and cross-compiled for aarch64 and run under qemu-user by
+/* Unit tests of the C kernels (declared in src/fastdense/_simd.h, defined in the units of
+ * src/fastdense/csrc/, linked with this file), without Python: built natively (with and without
+ * the x86 SIMD kernels) and cross-compiled for aarch64 and run under qemu-user by
  * tests/test_c_kernels.py.
  *
  * The arithmetic contract is written out here a second time, as naive loops: a forward product
