@@ -8,7 +8,7 @@
 #include "fd_threads.h"
 
 /* A value of ldw meaning: W (k x m) is stored as 16-column panels, each k x 16 and contiguous,
- * element (p, j) at W[(j / 16) * k * 16 + p * 16 + j % 16]. the Trainer trains the first layer's
+ * element (p, j) at W[(j / 16) * k * 16 + p * 16 + j % 16]. The Trainer trains the first layer's
  * weights in this layout (plain SGD): the tiles then read and update W one 64-byte line per row
  * of a panel, in address order, where row-major W has them 400+ bytes apart. The forward product
  * and the weight gradient take it; the input gradient does not (the first layer has none). */
