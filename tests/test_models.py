@@ -440,14 +440,14 @@ def test_thread_governor_measures_both_and_keeps_the_faster():
     from fastdense._engine import ThreadGovernor
 
     gov = ThreadGovernor(2)
-    assert gov.choose() == (2, ThreadGovernor.PROBE_BATCHES)
-    gov.observe(2, 16, 16 * 1e-3)           # the warm-up chunk (worker start): not a measurement
+    assert gov.choose() == (2, ThreadGovernor.WARM_BATCHES)
+    gov.observe(2, 4, 4 * 1e-4)             # the warm-up chunk (worker start): not a measurement
     assert 2 not in gov.per_batch
     t, cap = gov.choose()
-    assert (t, cap) == (2, ThreadGovernor.PROBE_BATCHES)
+    assert (t, cap) == (2, ThreadGovernor.PROBE_BATCHES)  # 0.1 ms a batch: 32 fit in 20 ms
     gov.observe(2, 16, 16 * 5e-3)           # two threads: 5 ms a batch (a loaded machine)
     t, cap = gov.choose()
-    assert (t, cap) == (1, ThreadGovernor.PROBE_BATCHES)
+    assert (t, cap) == (1, 5)               # a probe of about 20 ms at that pace
     gov.observe(1, 16, 16 * 1e-4)           # one thread: 0.1 ms a batch
     assert gov.choose() == (1, None) and not gov.probing
     gov.observe(1, 10000, 1.0)              # a second of training: time to re-measure two
@@ -458,32 +458,40 @@ def test_thread_governor_measures_both_and_keeps_the_faster():
 
 
 def test_thread_governor_probes_soon_after_a_change_then_less_often():
+    """On one thread the governor re-measures the threads soon, then less often (a load that
+    leaves does not show on one thread); on the threads it probes one thread once a second (a
+    load that arrives shows as slower chunks)."""
     from fastdense._engine import ThreadGovernor
 
+    def intervals_until_probe(gov, threads, per, probes):
+        out = []
+        for _ in range(probes):
+            trained = 0.0
+            while True:
+                t, cap = gov.choose()
+                if cap is not None:
+                    break
+                assert t == threads
+                gov.observe(threads, 10, 10 * per)
+                trained += 10 * per
+            out.append(trained)
+            gov.observe(t, 32, 32 * (1e-3 if threads == 1 else 1e-2))  # confirms `threads`
+        return out
+
     gov = ThreadGovernor(2)
-    gov.choose(); gov.observe(2, 16, 16e-4)             # warm-up
-    gov.choose(); gov.observe(2, 32, 32e-4)             # two threads: 0.1 ms a batch
-    gov.choose(); gov.observe(1, 32, 32e-3)             # one thread: 1 ms a batch
-    assert gov.choose() == (2, None)
-    intervals = []
-    for _ in range(8):                                  # probes that keep confirming two threads
-        trained = 0.0
-        while True:
-            t, cap = gov.choose()
-            if cap is not None:
-                break
-            gov.observe(2, 10, 1e-3)
-            trained += 1e-3
-        assert t == 1
-        gov.observe(1, 32, 32e-3)
-        intervals.append(trained)
+    gov.choose(); gov.observe(2, 4, 4e-3)               # warm-up
+    gov.choose(); gov.observe(2, 32, 32e-3)             # two threads: 1 ms a batch (loaded)
+    gov.choose(); gov.observe(1, 32, 32e-4)             # one thread: 0.1 ms a batch
+    assert gov.choose() == (1, None)
+    intervals = intervals_until_probe(gov, 1, 1e-4, 8)  # probes of two that confirm one
     assert intervals[0] < 0.05 and intervals[1] > intervals[0]    # soon, then doubling
     assert 0.9 < intervals[-1] < 1.2                              # capped near once a second
-    gov.choose(); gov.observe(2, 10, 1e-3)
     while gov.choose()[1] is None:
-        gov.observe(2, 10, 1e-3)
-    gov.observe(1, 32, 32e-6)                           # the probe finds one thread faster now
-    assert gov.best() == 1 and gov.interval == ThreadGovernor.PROBE_FIRST
+        gov.observe(1, 10, 1e-3)
+    gov.observe(2, 32, 32e-6)                           # the probe finds two threads faster now
+    assert gov.best() == 2 and gov.interval == ThreadGovernor.PROBE_FIRST
+    intervals = intervals_until_probe(gov, 2, 1e-6, 3)  # on two threads: once a second
+    assert all(0.9 < i < 1.2 for i in intervals)
 
 
 def test_elementwise_metric_with_narrower_labels_is_refused():

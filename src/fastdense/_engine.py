@@ -259,17 +259,24 @@ class ThreadGovernor:
     process holds a core, every parallel region waits for a scheduler slice and the threads
     become many times slower. The governor measures seconds per batch with each setting,
     uses the faster one, and re-measures the other with a short probe chunk. Loads come and go
-    (another library's BLAS threads spin for a while after their last call, for instance), so the
-    first re-measurement comes soon and the interval doubles each time a probe confirms the choice,
-    up to about once a second; a probe that changes the choice starts the short intervals again,
-    and so does a chunk of at least PROBE_BATCHES 30% slower or faster than its setting's figure
-    (the load changed).
+    (another library's BLAS threads spin for a while after their last call, for instance). On
+    one thread, a load that leaves does not show, so the first re-measurement of the threads
+    comes soon and the interval doubles each time a probe confirms the choice, up to about once
+    a second; a probe that changes the choice starts the short intervals again. On max threads,
+    a load that arrives shows: a chunk at least as long as a probe 30% slower or faster than its
+    setting's figure re-measures both at once, and a probe of one thread comes once a second
+    (each probe costs its chunk on the slower setting and the next chunk's cold caches: probing
+    soon after confirming the threads took a quarter of a 784-512-512-10 epoch at batch 256). A probe is about PROBE_SECONDS of training (at most PROBE_BATCHES
+    batches, at least 2): a fixed 32 batches of a 784-512-512-10 net at batch 256 was a third of
+    a 24,000-row epoch spent probing, half of it on the slower setting.
     The first chunk on several threads wakes the workers and warms its caches: it trains but is not
-    taken as a measurement. A model keeps its governor across fit() calls (see
-    Sequential._governor), so repeated short fits do not start from scratch.
+    taken as a measurement (only its pace sizes the probes). A model keeps its governor across
+    fit() calls (see Sequential._governor), so repeated short fits do not start from scratch.
     """
 
-    PROBE_BATCHES = 32
+    PROBE_BATCHES = 32  # the most batches in a probe chunk
+    PROBE_SECONDS = 0.02  # ... and about this much training
+    WARM_BATCHES = 4    # the first chunk (not a measurement)
     MARGIN = 0.85       # a probe must beat the current choice by 15% to replace it
     PROBE_FIRST = 0.02  # seconds of training before the first re-measurement
     PROBE_EVERY = 1.0   # the longest interval between probes
@@ -285,6 +292,7 @@ class ThreadGovernor:
         self.current = None  # the setting in use once both are measured
         self.before = None   # the choice when a scheduled probe started
         self.cold = False    # the next chunk is the first of a fit() call
+        self.pace = None     # seconds per batch of the last chunk, any setting
 
     def start(self):
         """A fit() call begins: its first chunk runs on cold caches (and may wake the worker),
@@ -297,19 +305,29 @@ class ThreadGovernor:
             return 1, None
         if not self.warm:
             self.probing = True
-            return self.max, self.PROBE_BATCHES
+            return self.max, self.WARM_BATCHES
         for threads in (self.max, 1):
             if threads not in self.per_batch:
                 self.probing = True
-                return threads, self.PROBE_BATCHES
+                return threads, self.probe_batches()
         best = self.best()
-        if self.since_probe >= self.interval and not self.cold:
+        # On max threads a load that arrives shows as slower chunks (see observe), so only a
+        # rare probe of one thread is needed; on one thread a load that leaves does not show,
+        # so the threads are re-measured soon, then less often.
+        interval = self.interval if best == 1 else self.PROBE_EVERY
+        if self.since_probe >= interval and not self.cold:
             self.since_probe = 0.0
             self.probing = True
             self.before = best
-            return self._other(best), self.PROBE_BATCHES
+            return self._other(best), self.probe_batches()
         self.probing = False
         return best, None
+
+    def probe_batches(self):
+        """Batches in a probe chunk: about PROBE_SECONDS at the last chunk's pace."""
+        if self.pace is None:
+            return self.PROBE_BATCHES
+        return int(max(2, min(self.PROBE_BATCHES, self.PROBE_SECONDS / self.pace + 1)))
 
     def _other(self, threads):
         """The setting that is not `threads`: 1 and max are the two compared."""
@@ -332,6 +350,8 @@ class ThreadGovernor:
     def observe(self, threads, batches, seconds):
         if batches <= 0:
             return
+        long_enough = batches >= self.probe_batches()  # (by the pace before this chunk)
+        self.pace = seconds / batches
         self.since_probe = 0.0 if self.probing else self.since_probe + seconds
         if not self.warm:
             self.warm = True
@@ -345,8 +365,7 @@ class ThreadGovernor:
         # (a chunk shorter than a probe, such as the first few of a fit() call, is too noisy
         # to tell a load change: here 8 batches vary by 40% from one to the next)
         shifted = (not self.probing and old is not None and len(self.per_batch) == 2
-                   and batches >= self.PROBE_BATCHES
-                   and (per > self.SHIFT * old or per * self.SHIFT < old))
+                   and long_enough and (per > self.SHIFT * old or per * self.SHIFT < old))
         if shifted:
             # The load changed under the current setting (another process took or left a core):
             # the other setting's figure is stale; dropping it re-measures it with the next
