@@ -58,18 +58,21 @@ def same_bits_with_option():
     return check
 
 
+SIMD_LEVELS = [(False, False), (True, False), (True, True)]  # portable, AVX2, AVX-512
+
+
 @pytest.fixture
 def same_bits_with_simd():
-    """check(run): calls run(options) with the AVX2 kernels off and on (the one process-wide
-    switch, `_kernels._set_simd`), each with one and two threads, and asserts the same bits;
-    returns the last. Leaves the AVX2 kernels on."""
+    """check(run): calls run(options) on the portable kernels, on AVX2 and on AVX-512 (as far as
+    the CPU has them; the one process-wide switch, `_kernels._set_simd`), each with one and two
+    threads, and asserts the same bits; returns the last. Leaves the best kernels on."""
     from fastdense import _kernels
 
     def check(run):
         results = []
         try:
-            for on in (False, True):
-                _kernels._set_simd(on)
+            for on, avx512 in SIMD_LEVELS:
+                _kernels._set_simd(on, avx512)
                 results += [run({"threads": threads}) for threads in (1, 2)]
         finally:
             _kernels._set_simd(True)

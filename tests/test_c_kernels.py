@@ -1,5 +1,6 @@
 """The C kernels' own unit tests (tests/c/test_kernels.c) on every kernel path this machine can
-build: x86-64 with the AVX2 kernels, the same binary forced onto the portable kernels, a
+build: x86-64 with the best kernels the CPU has (AVX-512 or AVX2), the same binary capped at AVX2
+and forced onto the portable kernels, a
 -DFASTDENSE_NO_SIMD build, and an aarch64 build run under qemu-user (the path ARM users get), whose
 compiled kernels must also use NEON's vector FMA (auto-vectorised from the portable C)."""
 import platform
@@ -45,13 +46,17 @@ def cc():
     return found
 
 
-@pytest.mark.parametrize("variant", ["default", "portable-at-run-time", "no-simd-build"])
+@pytest.mark.parametrize("variant", ["default", "avx2-at-run-time", "portable-at-run-time",
+                                     "no-simd-build"])
 def test_c_kernels_native(cc, tmp_path, variant):
     exe = tmp_path / "test_kernels"
     _compile(cc, exe, *(["-DFASTDENSE_NO_SIMD"] if variant == "no-simd-build" else []))
-    out = _run([str(exe)] + (["--portable"] if variant == "portable-at-run-time" else []))
-    if variant != "default":
+    flag = {"portable-at-run-time": ["--portable"], "avx2-at-run-time": ["--avx2"]}
+    out = _run([str(exe)] + flag.get(variant, []))
+    if variant in ("portable-at-run-time", "no-simd-build"):
         assert "kernels: portable" in out
+    elif variant == "avx2-at-run-time" and X86:
+        assert "kernels: avx2" in out
 
 
 def test_c_kernels_on_aarch64_under_qemu(tmp_path):

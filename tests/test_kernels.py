@@ -23,7 +23,7 @@ PUBLIC = ["dense_forward", "activation_forward", "activation_backward", "dense_b
           "evaluate_steps", "all_finite"]
 # Not single kernels, so no twin: run-time switches, and fit's engine (Trainer; its twin is
 # train_steps, which runs one).
-CONTROLS = {"set_simd", "simd_enabled", "Trainer"}
+CONTROLS = {"set_simd", "simd_enabled", "simd_level", "Trainer"}
 ACTS = sorted((k for k in K if k.startswith("ACT_")), key=K.get)
 LOSSES = sorted((k for k in K if k.startswith("LOSS_")), key=K.get)
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-12)}
@@ -37,20 +37,22 @@ def ops(request):
 
 @contextlib.contextmanager
 def simd(enabled):
-    """The compiled module's own AVX2/FMA float32 paths on (if the CPU has them) or off."""
+    """The compiled module's own vector float32 paths: True the best the CPU has, "avx2" AVX2
+    at most, False the portable C kernels."""
     set_simd = getattr(_kernels, "_set_simd", None) or getattr(_kernels, "set_simd", None)
     if set_simd is None:
         yield
         return
-    set_simd(enabled)
+    set_simd(enabled is not False, enabled is True)
     try:
         yield
     finally:
-        set_simd(True)  # the default: use them if the CPU has them
+        set_simd(True)  # the default: the best the CPU has
 
 
-@pytest.fixture(params=[(np.float32, True), (np.float32, False), (np.float64, True)],
-                ids=["float32", "float32-nosimd", "float64"])
+@pytest.fixture(params=[(np.float32, True), (np.float32, "avx2"), (np.float32, False),
+                        (np.float64, True)],
+                ids=["float32", "float32-avx2", "float32-nosimd", "float64"])
 def dtype(request):
     """Each float type; float32 with and without the SIMD kernels (which only float32 has)."""
     dt, enabled = request.param

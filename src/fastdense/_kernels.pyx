@@ -81,7 +81,7 @@ dgemm = <dgemm_t>_capsule_pointer(_blas_module.__pyx_capi__["dgemm"])
 
 cdef extern from "_simd.h" nogil:
     int fd_have_avx2_fma()
-    void fd_set_simd(int enabled)
+    void fd_set_simd(int level)
     void fd_sigmoid(float* z, Py_ssize_t size)
     void fd_exp_shifted(const float* x, float mx, float* out, int m)
     void fd_tanh(float* z, Py_ssize_t size)
@@ -2368,18 +2368,24 @@ def activation_forward(int act, floating[:, ::1] Z):
         _act_forward(act, &Z[0, 0], Z.shape[0], Z.shape[1])
 
 
-def _set_simd(bint enabled):
-    """Turns fastdense's AVX2/FMA kernels on (when compiled in and the CPU has them) or off (the
-    portable C kernels and scalar maths); for tests and benchmarks. Returns whether they are now
-    in use. The one process-wide switch: which instructions the CPU runs is a property of the
-    process (as NumPy's dispatch is), not of a model, and both choices give the same bits."""
-    fd_set_simd(1 if enabled else 0)
+def _set_simd(bint enabled, bint avx512=True):
+    """Turns fastdense's vector kernels on (the best the CPU has: AVX-512, or AVX2 when avx512 is
+    False) or off (the portable C kernels and scalar maths); for tests and benchmarks. Returns
+    whether AVX2 or better is now in use. The one process-wide switch: which instructions the CPU
+    runs is a property of the process (as NumPy's dispatch is), not of a model, and every choice
+    gives the same bits."""
+    fd_set_simd((2 if avx512 else 1) if enabled else 0)
     return bool(fd_have_avx2_fma())
 
 
 def _simd_enabled():
-    """Whether fastdense's AVX2/FMA kernels are in use on this CPU."""
+    """Whether fastdense's AVX2/FMA kernels (or better) are in use on this CPU."""
     return bool(fd_have_avx2_fma())
+
+
+def _simd_level():
+    """The kernels in use: 0 portable C, 1 AVX2/FMA, 2 AVX-512 (the GEMM tile)."""
+    return fd_have_avx2_fma()
 
 
 def all_finite(const floating[:, ::1] X, int threads=1):

@@ -1,11 +1,12 @@
-/* The run-time choice of the AVX2 kernels (see fd_cpu.h). */
+/* The run-time choice of the AVX2 and AVX-512 kernels (see fd_cpu.h). */
 #include "fd_cpu.h"
 
 int fd_cpu_flag = -1;
+static int fd_cpu_cap = 2;  /* the highest level fd_set_simd allows */
 
 #if FD_X86 && !defined(__GNUC__)
-/* AVX2 and FMA in the CPU (CPUID leaves 1 and 7), and the YMM state enabled by the OS (XGETBV). */
-static int fd_cpuid_avx2_fma(void)
+/* The level (fd_cpu.h) from CPUID leaves 1 and 7 and the register state the OS saves (XGETBV). */
+static int fd_cpuid_level(void)
 {
     int r[4];
     __cpuid(r, 0);
@@ -17,7 +18,10 @@ static int fd_cpuid_avx2_fma(void)
     if ((_xgetbv(0) & 6) != 6)
         return 0;
     __cpuidex(r, 7, 0);
-    return (r[1] >> 5) & 1;  /* AVX2 */
+    if (!((r[1] >> 5) & 1))  /* AVX2 */
+        return 0;
+    /* AVX-512F (leaf 7 EBX bit 16) and the OS saving the opmask and ZMM state */
+    return (((r[1] >> 16) & 1) && (_xgetbv(0) & 0xE6) == 0xE6) ? 2 : 1;
 }
 #endif
 
@@ -25,20 +29,23 @@ int fd_cpu_detect(void)
 {
 #if FD_X86
 #if defined(__GNUC__)
+    int level;
     __builtin_cpu_init();
-    fd_cpu_flag = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    /* (GCC's check includes the OS saving the registers' state) */
+    level = !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 0
+            : __builtin_cpu_supports("avx512f") ? 2 : 1;
 #else
-    fd_cpu_flag = fd_cpuid_avx2_fma();
+    int level = fd_cpuid_level();
 #endif
+    fd_cpu_flag = level < fd_cpu_cap ? level : fd_cpu_cap;
 #else
     fd_cpu_flag = 0;
 #endif
     return fd_cpu_flag;
 }
 
-void fd_set_simd(int enabled)
+void fd_set_simd(int level)
 {
-    fd_cpu_flag = enabled ? -1 : 0;
-    if (enabled)
-        (void)fd_have_avx2_fma();
+    fd_cpu_cap = level < 0 ? 0 : (level > 2 ? 2 : level);
+    (void)fd_cpu_detect();
 }

@@ -19,6 +19,8 @@
 #define FD_AVX2 __attribute__((target("avx2,fma")))
 #define FD_AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) inline
 #define FD_AVX2_NOINLINE __attribute__((target("avx2,fma"), noinline))
+#define FD_AVX512_INLINE __attribute__((target("avx512f,avx2,fma"), always_inline)) inline
+#define FD_AVX512_NOINLINE __attribute__((target("avx512f,avx2,fma"), noinline))
 #elif defined(_MSC_VER) && defined(_M_X64) && !defined(FASTDENSE_NO_SIMD)
 #define FD_X86 1
 #include <immintrin.h>
@@ -26,6 +28,8 @@
 #define FD_AVX2
 #define FD_AVX2_INLINE __forceinline
 #define FD_AVX2_NOINLINE __declspec(noinline)
+#define FD_AVX512_INLINE __forceinline
+#define FD_AVX512_NOINLINE __declspec(noinline)
 #else
 #define FD_X86 0
 #endif
@@ -38,14 +42,16 @@
 #define FD_HIDDEN
 #endif
 
-/* -1 until the CPU is checked, then 1 when the AVX2 kernels run, 0 when they do not. Read inline
- * by the dispatch before every tile (fd_gemm.h): one load, no call. */
+/* The kernels in use: -1 until the CPU is checked, then 0 (portable C), 1 (AVX2 and FMA) or 2
+ * (AVX-512F too: the GEMM tile runs 16 lanes wide; the rest stays AVX2). All give the same bits.
+ * Read inline by the dispatch before every tile (fd_gemm.h): one load, no call. */
 extern FD_HIDDEN int fd_cpu_flag;
 
-/* Checks the CPU (AVX2 and FMA, and the OS saving the YMM state) and sets fd_cpu_flag. */
+/* Checks the CPU (AVX2 and FMA, AVX-512F, and the OS saving the YMM/ZMM state), sets
+ * fd_cpu_flag to the best level (capped by fd_set_simd) and returns it. */
 FD_HIDDEN int fd_cpu_detect(void);
 
-/* 1 when the AVX2 kernels are compiled in and this CPU runs them. */
+/* The level in use (see fd_cpu_flag): nonzero when the AVX2 kernels are compiled in and run. */
 static inline int fd_have_avx2_fma(void)
 {
 #if FD_X86
@@ -55,8 +61,15 @@ static inline int fd_have_avx2_fma(void)
 #endif
 }
 
-/* Lets tests and benchmarks force the portable path: 0 = off, 1 = auto-detect. */
-FD_HIDDEN void fd_set_simd(int enabled);
+/* 1 when the AVX-512 tile runs. */
+static inline int fd_have_avx512(void)
+{
+    return fd_have_avx2_fma() >= 2;
+}
+
+/* Lets tests and benchmarks cap the level: 0 = portable, 1 = AVX2 at most, 2 = the best the CPU
+ * has. */
+FD_HIDDEN void fd_set_simd(int level);
 
 #if FD_X86
 

@@ -625,7 +625,7 @@ static void fd_sgemv_row(int k0, int k1, int m, float alpha, const float *a, con
 }
 
 /* Output rows i0..i1 of one column block (nr columns, depth kc starting at `off` in A's depth):
- * the 6x16 tile, or the 8x8 one when the block has 8 columns or fewer. A is read as in fd_tile:
+ * the 12x16 (AVX-512) or 6x16 tile, or the 8x8 one when the block has 8 columns or fewer. A is read as in fd_tile:
  * FD_A_ROWS from rows[i] + off, FD_A_COLS from rows[off + p] + i. C points at the block's column. */
 static void fd_tiles(int i0, int i1, int nr, int kc, const float *const *rows, int mode, int off,
                      const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
@@ -638,7 +638,7 @@ static void fd_tiles(int i0, int i1, int nr, int kc, const float *const *rows, i
         return;
     }
     for (i = i0; i < i1; ) {
-        const int mr = (step == FD_MR) ? fd_rows6(i1 - i) : ((i1 - i < step) ? i1 - i : step);
+        const int mr = (step == FD_MR) ? fd_tile_rows(i1 - i) : ((i1 - i < step) ? i1 - i : step);
         const float *const *rp = (mode == FD_A_ROWS) ? rows + i : rows + off;
         const ptrdiff_t o = (mode == FD_A_ROWS) ? off : i;
         if (nr <= 8)
@@ -710,10 +710,11 @@ void fd_gemm_nt(int n, int m, int c0, int c1, const float *const *rows, const fl
             for (; j < FD_NR; j++)
                 for (p = 0; p < kc; p++)
                     panel[p * FD_NR + j] = 0.0f;
-            for (ic = 0; ic < n; ic += FD_MR) {
-                const int mr = (n - ic < FD_MR) ? n - ic : FD_MR;
+            for (ic = 0; ic < n; ) {
+                const int mr = fd_tile_rows(n - ic);
                 fd_tile(mr, nr, kc, rows + ic, FD_A_ROWS, pc, panel, FD_NR,
                         C + ic * ldc + jc, ldc, 1.0f, pc == 0 ? 0.0f : 1.0f, 0, NULL);
+                ic += mr;
             }
         }
     }

@@ -11,6 +11,7 @@
 #define FD_KC 256  /* depth of a B panel kept in L1: 256 x 16 floats = 16 KiB */
 #define FD_MC 66   /* rows of A kept in L2 while the panels of B pass (a multiple of FD_MR) */
 #define FD_MR8 8   /* rows of the narrow tile (a last block of at most 8 columns) */
+#define FD_MR512 12  /* rows of the AVX-512 tile (one 16-float vector per row) */
 
 /* How a tile reads A: FD_A_ROWS: A(i, p) = rows[i][p] (a batch given by its row pointers: the
  * forward product and dS @ W^T); FD_A_COLS: A(i, p) = rows[p][i] (the same batch transposed: the
@@ -55,6 +56,14 @@ FD_HIDDEN void fd_tile_masked(int mr, int nr, int kc, const float *const *rp, in
                               ptrdiff_t ldc, float alpha, float beta, int tstore,
                               const int *pl);                         /* AVX2, nr < 16 */
 FD_HIDDEN int fd_nonzero_rows_avx2(const float *const *rp, int n, int i, int w, int *pl);
+/* AVX-512 (fd_gemm512.c): mr <= FD_MR512 rows */
+FD_HIDDEN void fd_tile512_full(int mr, int kc, const float *const *rp, int mode, ptrdiff_t off,
+                               const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
+                               float alpha, float beta, int tstore, const int *pl);
+FD_HIDDEN void fd_tile512_masked(int mr, int nr, int kc, const float *const *rp, int mode,
+                                 ptrdiff_t off, const float *B, ptrdiff_t ldb, float *C,
+                                 ptrdiff_t ldc, float alpha, float beta, int tstore,
+                                 const int *pl);
 #endif
 FD_HIDDEN void fd_tile_c(int mr, int nr, int kc, const float *const *rp, int mode, ptrdiff_t off,
                          const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
@@ -63,13 +72,22 @@ FD_HIDDEN void fd_tile_c(int mr, int nr, int kc, const float *const *rp, int mod
  * pl; returns their count. w <= 24 (AVX2). */
 FD_HIDDEN int fd_nonzero_rows_c(const float *const *rp, int n, int i, int w, int *pl);
 
-/* The per-tile dispatch: AVX2 when compiled in and the CPU has it, else portable; same
- * arguments and the same bits either way. Inline: called once per tile in the jobs' loops. */
+/* The per-tile dispatch: AVX-512 or AVX2 when compiled in and the CPU has it, else portable;
+ * same arguments and the same bits either way. Inline: called once per tile in the jobs' loops.
+ * mr: at most fd_tile_rows(...)'s answer for the level in use. */
 static inline void fd_tile(int mr, int nr, int kc, const float *const *rp, int mode,
                            ptrdiff_t off, const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
                            float alpha, float beta, int tstore, const int *pl)
 {
 #if FD_X86
+    if (fd_have_avx512()) {
+        if (nr == FD_NR)
+            fd_tile512_full(mr, kc, rp, mode, off, B, ldb, C, ldc, alpha, beta, tstore, pl);
+        else
+            fd_tile512_masked(mr, nr, kc, rp, mode, off, B, ldb, C, ldc, alpha, beta, tstore,
+                              pl);
+        return;
+    }
     if (fd_have_avx2_fma()) {
         if (nr == FD_NR)
             fd_tile_full(mr, kc, rp, mode, off, B, ldb, C, ldc, alpha, beta, tstore, pl);
@@ -96,6 +114,17 @@ static inline int fd_nonzero_rows(const float *const *rp, int n, int i, int w, i
 static inline int fd_rows6(int left)
 {
     return (left < FD_MR) ? left : (left == 7 || left == 8) ? 4 : FD_MR;
+}
+
+/* Rows of the next tile of a 16-column block when `left` rows remain: 12 on the AVX-512 tile
+ * (a remainder of 1 or 2 rows ends as 7 + 6 or 7 + 7 instead), else as fd_rows6. */
+static inline int fd_tile_rows(int left)
+{
+#if FD_X86
+    if (fd_have_avx512())
+        return (left <= FD_MR512) ? left : (left == 13 || left == 14) ? 7 : FD_MR512;
+#endif
+    return fd_rows6(left);
 }
 
 #endif /* FASTDENSE_FD_GEMM_H */

@@ -145,7 +145,7 @@ static void fd_job_unit(const fd_job *j, int h, int u)
             for (pc = 0; pc < j->m; pc += FD_KC) {
                 const int kc = (j->m - pc < FD_KC) ? j->m - pc : FD_KC;
                 for (i = 0; i < r1 - r0; ) {
-                    const int mr = fd_rows6(r1 - r0 - i);
+                    const int mr = fd_tile_rows(r1 - r0 - i);
                     fd_tile(mr, FD_NR, kc, wrows + i, FD_A_ROWS, pc,
                             j->dS + (ptrdiff_t)pc * j->n16 + ib, j->n16,
                             j->C + (ptrdiff_t)ib * j->k + r0 + i, j->k, 1.0f,
