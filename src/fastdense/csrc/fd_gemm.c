@@ -649,10 +649,31 @@ static void fd_tiles(int i0, int i1, int nr, int kc, const float *const *rows, i
     }
 }
 
+/* As fd_tiles, for a block of up to 32 columns (fd_block_cols): the wide AVX-512 tile for more
+ * than 16, else fd_tiles. */
+static void fd_tiles_block(int i0, int i1, int nr, int kc, const float *const *rows, int mode,
+                           int off, const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
+                           float alpha, float beta)
+{
+    int i;
+    if (nr <= FD_NR) {
+        fd_tiles(i0, i1, nr, kc, rows, mode, off, B, ldb, C, ldc, alpha, beta);
+        return;
+    }
+    for (i = i0; i < i1; ) {
+        const int mr = fd_wide_rows(i1 - i, mode);
+        fd_tile_wide(mr, nr, kc, (mode == FD_A_ROWS) ? rows + i : rows + off, mode,
+                     (mode == FD_A_ROWS) ? off : i, B, ldb, C + i * ldc, ldc, alpha, beta, 0,
+                     NULL);
+        i += mr;
+    }
+}
+
 /* C(n x m) := alpha * A[:, k0:k1] @ B[k0:k1, :] + beta * C, A(i, p) = rows[i][p]. */
 void fd_gemm_rows(int n, int k0, int k1, int m, float alpha, const float *const *rows,
                   const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc)
 {
+    const int wc = fd_block_cols();
     int ib, jc, pc;
     if (n == 1) {
         fd_sgemv_row(k0, k1, m, alpha, rows[0], B, ldb, beta, C);
@@ -662,13 +683,13 @@ void fd_gemm_rows(int n, int k0, int k1, int m, float alpha, const float *const 
      * passes over them (a large batch would otherwise be re-read from memory once per panel). */
     for (ib = 0; ib < n; ib += FD_MC) {
         const int ie = (n - ib < FD_MC) ? n : ib + FD_MC;
-        for (jc = 0; jc < m; jc += FD_NR) {
-            const int nr = (m - jc < FD_NR) ? m - jc : FD_NR;
+        for (jc = 0; jc < m; jc += wc) {
+            const int nr = (m - jc < wc) ? m - jc : wc;
             for (pc = k0; pc < k1; pc += FD_KC) {
                 const int kc = (k1 - pc < FD_KC) ? k1 - pc : FD_KC;
                 const float b = (pc == k0) ? beta : 1.0f;
-                fd_tiles(ib, ie, nr, kc, rows, FD_A_ROWS, pc, B + pc * ldb + jc, ldb, C + jc,
-                         ldc, alpha, b);
+                fd_tiles_block(ib, ie, nr, kc, rows, FD_A_ROWS, pc, B + pc * ldb + jc, ldb,
+                               C + jc, ldc, alpha, b);
             }
         }
     }
@@ -679,14 +700,15 @@ void fd_gemm_rows(int n, int k0, int k1, int m, float alpha, const float *const 
 void fd_gemm_cols(int r0, int r1, int n, int m, float alpha, const float *const *rows,
                   const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc)
 {
+    const int wc = fd_block_cols();
     int jc, pc;
-    for (jc = 0; jc < m; jc += FD_NR) {
-        const int nr = (m - jc < FD_NR) ? m - jc : FD_NR;
+    for (jc = 0; jc < m; jc += wc) {
+        const int nr = (m - jc < wc) ? m - jc : wc;
         for (pc = 0; pc < n; pc += FD_KC) {
             const int kc = (n - pc < FD_KC) ? n - pc : FD_KC;
             const float b = (pc == 0) ? beta : 1.0f;
-            fd_tiles(r0, r1, nr, kc, rows, FD_A_COLS, pc, B + pc * ldb + jc, ldb, C + jc, ldc,
-                     alpha, b);
+            fd_tiles_block(r0, r1, nr, kc, rows, FD_A_COLS, pc, B + pc * ldb + jc, ldb, C + jc,
+                           ldc, alpha, b);
         }
     }
 }

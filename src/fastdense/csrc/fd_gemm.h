@@ -12,6 +12,7 @@
 #define FD_MC 66   /* rows of A kept in L2 while the panels of B pass (a multiple of FD_MR) */
 #define FD_MR8 8   /* rows of the narrow tile (a last block of at most 8 columns) */
 #define FD_MR512 12  /* rows of the AVX-512 tile (one 16-float vector per row) */
+#define FD_MR512W 8  /* rows (FD_A_ROWS; FD_A_COLS: FD_MR512) of the wide AVX-512 tile, 32 columns */
 
 /* How a tile reads A: FD_A_ROWS: A(i, p) = rows[i][p] (a batch given by its row pointers: the
  * forward product and dS @ W^T); FD_A_COLS: A(i, p) = rows[p][i] (the same batch transposed: the
@@ -64,6 +65,15 @@ FD_HIDDEN void fd_tile512_masked(int mr, int nr, int kc, const float *const *rp,
                                  ptrdiff_t off, const float *B, ptrdiff_t ldb, float *C,
                                  ptrdiff_t ldc, float alpha, float beta, int tstore,
                                  const int *pl);
+/* the wide AVX-512 tile (fd_gemm512.c): 17 <= nr <= 32 columns, contiguous in B and C; mr <=
+ * FD_MR512W rows for FD_A_ROWS, FD_MR512 for FD_A_COLS */
+FD_HIDDEN void fd_tile512w_full(int mr, int kc, const float *const *rp, int mode, ptrdiff_t off,
+                                const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
+                                float alpha, float beta, int tstore, const int *pl);
+FD_HIDDEN void fd_tile512w_masked(int mr, int nr, int kc, const float *const *rp, int mode,
+                                  ptrdiff_t off, const float *B, ptrdiff_t ldb, float *C,
+                                  ptrdiff_t ldc, float alpha, float beta, int tstore,
+                                  const int *pl);
 #endif
 FD_HIDDEN void fd_tile_c(int mr, int nr, int kc, const float *const *rp, int mode, ptrdiff_t off,
                          const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
@@ -114,6 +124,42 @@ static inline int fd_nonzero_rows(const float *const *rp, int n, int i, int w, i
 static inline int fd_rows6(int left)
 {
     return (left < FD_MR) ? left : (left == 7 || left == 8) ? 4 : FD_MR;
+}
+
+/* Columns of a block of the products' loops: 32 (two vectors) when the AVX-512 tiles run,
+ * else 16. */
+static inline int fd_block_cols(void)
+{
+#if FD_X86
+    if (fd_have_avx512())
+        return 2 * FD_NR;
+#endif
+    return FD_NR;
+}
+
+/* The wide tile, nr in 17..32 (only when fd_have_avx512()); rows as fd_wide_rows answers. */
+static inline void fd_tile_wide(int mr, int nr, int kc, const float *const *rp, int mode,
+                                ptrdiff_t off, const float *B, ptrdiff_t ldb, float *C,
+                                ptrdiff_t ldc, float alpha, float beta, int tstore,
+                                const int *pl)
+{
+#if FD_X86
+    if (nr == 2 * FD_NR)
+        fd_tile512w_full(mr, kc, rp, mode, off, B, ldb, C, ldc, alpha, beta, tstore, pl);
+    else
+        fd_tile512w_masked(mr, nr, kc, rp, mode, off, B, ldb, C, ldc, alpha, beta, tstore, pl);
+#else
+    (void)mr; (void)nr; (void)kc; (void)rp; (void)mode; (void)off; (void)B; (void)ldb; (void)C;
+    (void)ldc; (void)alpha; (void)beta; (void)tstore; (void)pl;
+#endif
+}
+
+/* Rows of the next wide tile when `left` rows remain (a remainder of 1 or 2 ends as two tiles
+ * of about half instead). */
+static inline int fd_wide_rows(int left, int mode)
+{
+    const int most = (mode == FD_A_ROWS) ? FD_MR512W : FD_MR512;
+    return (left <= most) ? left : (left <= most + 2) ? (left + 1) / 2 : most;
 }
 
 /* Rows of the next tile of a 16-column block when `left` rows remain: 12 on the AVX-512 tile

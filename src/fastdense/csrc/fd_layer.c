@@ -75,38 +75,59 @@ static void fd_forward_cols(int n, int k0, int k1, int c0, int nc, const float *
  * product's bits (dS finite, checked by the caller; only the sign of an exact zero sum can
  * differ). Inputs such as images are about half zeros, so a third of the weight gradient's FMAs
  * are skipped for a list of rows built per tile. */
+static void fd_dw_dense(const fd_job *j, int r0, int r1)
+{
+    int c;
+    if (j->ldw != FD_PANELS) {
+        fd_gemm_cols(r0, r1, j->n, j->m, j->alpha, j->rows, j->dS, j->m, j->beta, j->C, j->ldw);
+        return;
+    }
+    for (c = 0; c < j->m; c += FD_NR)
+        fd_gemm_cols(r0, r1, j->n, (j->m - c < FD_NR) ? j->m - c : FD_NR, j->alpha, j->rows,
+                     j->dS + c, j->m, j->beta, fd_panel(j->C, j->k, c), FD_NR);
+}
+
 static void fd_dw_sparse(const fd_job *j, int r0, int r1)
 {
     const int panels = (j->ldw == FD_PANELS), narrow = j->m % FD_NR;
     int pl[FD_MAX_ROWS];
-    int i, c;
+    int i, c, dense_from = -1;
     for (i = r0; i < r1; ) {
         const int mr = fd_rows6(r1 - i);
         const int np = fd_nonzero_rows(j->rows, j->n, i, mr, pl);
-        /* a list that skips few rows costs more than it saves: the plain loop then */
-        const int dense = np * 8 > j->n * 7;
+        /* a list that skips few rows costs more than it saves: such tiles run with the dense
+         * product, several at a time (the widest tiles) */
+        if (np * 8 > j->n * 7) {
+            if (dense_from < 0)
+                dense_from = i;
+            i += mr;
+            continue;
+        }
+        if (dense_from >= 0) {
+            fd_dw_dense(j, dense_from, i);
+            dense_from = -1;
+        }
         for (c = 0; c + FD_NR <= j->m || (c < j->m && narrow > 8); c += FD_NR) {
             const int nr = (j->m - c < FD_NR) ? j->m - c : FD_NR;
             float *C = panels ? fd_panel(j->C, j->k, c) + (ptrdiff_t)i * FD_NR
                               : j->C + (ptrdiff_t)i * j->ldw + c;
-            fd_tile(mr, nr, dense ? j->n : np, j->rows, FD_A_COLS, i, j->dS + c, j->m, C,
-                    panels ? FD_NR : j->ldw, j->alpha, j->beta, 0, dense ? NULL : pl);
+            fd_tile(mr, nr, np, j->rows, FD_A_COLS, i, j->dS + c, j->m, C,
+                    panels ? FD_NR : j->ldw, j->alpha, j->beta, 0, pl);
         }
+        if (narrow > 0 && narrow <= 8)
+            fd_tiles_cols_narrow(i, i + mr, narrow, j->n, j->rows, j->dS + (j->m - narrow),
+                                 j->m, panels ? fd_panel(j->C, j->k, j->m - narrow)
+                                              : j->C + (j->m - narrow),
+                                 panels ? FD_NR : j->ldw, j->alpha, j->beta, 1);
         i += mr;
     }
-    if (narrow > 0 && narrow <= 8) {
-        c = j->m - narrow;
-        fd_tiles_cols_narrow(r0, r1, narrow, j->n, j->rows, j->dS + c, j->m,
-                             panels ? fd_panel(j->C, j->k, c) : j->C + c,
-                             panels ? FD_NR : j->ldw, j->alpha, j->beta, 1);
-    }
+    if (dense_from >= 0)
+        fd_dw_dense(j, dense_from, r1);
 }
 
 static void fd_job_unit(const fd_job *j, int h, int u)
 {
     const int lo = h ? j->s : 0, hi = h ? j->k : j->s;
-    const int panels = (j->ldw == FD_PANELS);
-    int c;
     switch (j->op) {
     case FD_OP_FWD:
         if (j->n > FD_MC) {
@@ -123,14 +144,8 @@ static void fd_job_unit(const fd_job *j, int h, int u)
         const int r0 = lo + u * FD_DW_ROWS, r1 = (hi - r0 < FD_DW_ROWS) ? hi : r0 + FD_DW_ROWS;
         if (j->sparse)
             fd_dw_sparse(j, r0, r1);
-        else if (!panels)
-            fd_gemm_cols(r0, r1, j->n, j->m, j->alpha, j->rows, j->dS, j->m, j->beta, j->C,
-                         j->ldw);
         else
-            for (c = 0; c < j->m; c += FD_NR)
-                fd_gemm_cols(r0, r1, j->n, (j->m - c < FD_NR) ? j->m - c : FD_NR, j->alpha,
-                             j->rows, j->dS + c, j->m, j->beta, fd_panel(j->C, j->k, c),
-                             FD_NR);
+            fd_dw_dense(j, r0, r1);
         break;
     }
     case FD_OP_DXT: {
@@ -140,16 +155,25 @@ static void fd_job_unit(const fd_job *j, int h, int u)
         int r, ib, pc, i;
         for (r = r0; r < r1; r++)
             wrows[r - r0] = j->W + (ptrdiff_t)r * j->ldw;
-        for (ib = 0; ib < j->n; ib += FD_NR) {
-            const int nb = (j->n - ib < FD_NR) ? j->n - ib : FD_NR;
+        /* blocks of 16 batch rows (32 on the wide AVX-512 tile; dS^T's rows are padded to a
+         * multiple of 16, so a block's columns are always whole vectors) */
+        const int wb = fd_block_cols();
+        for (ib = 0; ib < j->n; ib += wb) {
+            const int nb = (j->n - ib < wb) ? j->n - ib : wb;
+            const int nw = (j->n16 - ib < wb) ? j->n16 - ib : wb;
             for (pc = 0; pc < j->m; pc += FD_KC) {
                 const int kc = (j->m - pc < FD_KC) ? j->m - pc : FD_KC;
                 for (i = 0; i < r1 - r0; ) {
-                    const int mr = fd_tile_rows(r1 - r0 - i);
-                    fd_tile(mr, FD_NR, kc, wrows + i, FD_A_ROWS, pc,
-                            j->dS + (ptrdiff_t)pc * j->n16 + ib, j->n16,
-                            j->C + (ptrdiff_t)ib * j->k + r0 + i, j->k, 1.0f,
-                            pc == 0 ? 0.0f : 1.0f, nb, NULL);
+                    const int mr = (nw > FD_NR) ? fd_wide_rows(r1 - r0 - i, FD_A_ROWS)
+                                                : fd_tile_rows(r1 - r0 - i);
+                    const float *B = j->dS + (ptrdiff_t)pc * j->n16 + ib;
+                    float *C = j->C + (ptrdiff_t)ib * j->k + r0 + i;
+                    if (nw > FD_NR)
+                        fd_tile_wide(mr, nw, kc, wrows + i, FD_A_ROWS, pc, B, j->n16, C, j->k,
+                                     1.0f, pc == 0 ? 0.0f : 1.0f, nb, NULL);
+                    else
+                        fd_tile(mr, FD_NR, kc, wrows + i, FD_A_ROWS, pc, B, j->n16, C, j->k,
+                                1.0f, pc == 0 ? 0.0f : 1.0f, nb, NULL);
                     i += mr;
                 }
             }
@@ -191,7 +215,10 @@ static void fd_job_units(fd_job *j)
     int h;
     /* 16-column units; a few rows are not worth cutting that finely (the one-row kernel works
      * on 64 columns at a time) */
-    j->width = (j->n >= 8) ? FD_NR : 1 << 30;
+    /* (32 columns for a forward product on the wide AVX-512 tile; the panel layout and the
+     * packed input gradient work 16 columns at a time, and finer units balance the threads) */
+    j->width = (j->n < 8) ? 1 << 30
+               : (j->op == FD_OP_FWD && j->ldw != FD_PANELS) ? fd_block_cols() : FD_NR;
     for (h = 0; h < 2; h++) {
         const int lo = h ? j->s : 0, hi = h ? j->k : j->s;
         if (lo >= hi)
@@ -199,11 +226,11 @@ static void fd_job_units(fd_job *j)
         else if (j->op == FD_OP_FWD && j->n > FD_MC)
             j->units[h] = (j->n + FD_MC - 1) / FD_MC;
         else if (j->op == FD_OP_FWD)
-            j->units[h] = j->n >= 8 ? (j->m + FD_NR - 1) / FD_NR : 1;
+            j->units[h] = j->n >= 8 ? (j->m + j->width - 1) / j->width : 1;
         else if (j->op == FD_OP_DW || j->op == FD_OP_DXT)
             j->units[h] = (hi - lo + FD_DW_ROWS - 1) / FD_DW_ROWS;
         else
-            j->units[h] = j->n >= 8 ? (hi - lo + FD_NR - 1) / FD_NR : 1;
+            j->units[h] = j->n >= 8 ? (hi - lo + j->width - 1) / j->width : 1;
         atomic_init(&j->half[h].next, 0);
     }
 }
