@@ -967,3 +967,31 @@ def test_tanh_simd_is_within_an_ulp_and_keeps_its_special_values():
     dS = np.empty_like(dZ)
     _kernels.activation_backward(K["ACT_TANH"], Z, Z, dZ, dS)
     np.testing.assert_allclose(dS, dZ * (1 - Z.astype(np.float64) ** 2), rtol=3e-7)
+
+
+@pytest.mark.parametrize("level", [True, "avx2", False], ids=["best", "avx2", "portable"])
+def test_adam_float32_update_has_the_rounding_of_its_formula(level):
+    """The float32 Adam update (vectorised in C) must round exactly as the formula it implements:
+    the moments in float64 then rounded to float32, the step in float32 (NumPy emulation here),
+    for every element including the vectors' tails (1,003 parameters)."""
+    rng = np.random.default_rng(6)
+    n = 1003
+    p = rng.normal(size=n).astype(np.float32)
+    g = (rng.normal(size=n) * 1e-2).astype(np.float32)
+    state = np.concatenate([(rng.normal(size=n) * 1e-2).astype(np.float32),
+                            (rng.random(n) * 1e-4).astype(np.float32)])
+    hp = np.zeros(K["N_HP"])
+    hp[K["HP_BETA_1"]], hp[K["HP_BETA_2"]], hp[K["HP_EPSILON"]] = 0.9, 0.999, 1e-7
+    lr, step = 0.001, 4
+    b1, b2, eps = np.float32(0.9), np.float32(0.999), np.float32(1e-7)
+    t = step + 1
+    alpha = np.float32(lr * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t))
+    m, v = state[:n].copy(), state[n:].copy()
+    m = (m.astype(np.float64) + (g - m).astype(np.float64) * (1.0 - np.float64(b1))).astype(np.float32)
+    v = (v.astype(np.float64) + (g * g - v).astype(np.float64) * (1.0 - np.float64(b2))).astype(np.float32)
+    expected = p - m * alpha / (np.sqrt(v) + eps)
+    with simd(level):
+        _kernels.optimizer_step(K["OPT_ADAM"], hp, lr, step, p, g.copy(), state)
+    np.testing.assert_array_equal(state[:n], m)
+    np.testing.assert_array_equal(state[n:], v)
+    np.testing.assert_array_equal(p, expected)

@@ -112,6 +112,8 @@ cdef extern from "_simd.h" nogil:
                                      const float* const* rows1, float* Z, float* part,
                                      int threads, int sparse)
     int fd_all_finite(const void* p, size_t n, int wide, int threads)
+    void fd_adam(float* p, const float* g, float* m, float* v, Py_ssize_t i0, Py_ssize_t i1,
+                 float alpha, double c1, double c2, float eps)
 
 # The engine's options, per Trainer (or per call): passed down, never kept in module globals.
 cdef struct _Opts:
@@ -877,6 +879,10 @@ cdef void _opt_range(int code, const double* hp, double lr, long long step, floa
     elif code == OPT_ADAM:
         t = <double>(step + 1)
         alpha = <floating>(lr * sqrt(1 - pow(hp[HP_BETA_2], t)) / (1 - pow(hp[HP_BETA_1], t)))
+        if floating is float:
+            # vectorised in C, with this loop's roundings (fd_optim.h)
+            fd_adam(P, G, m1, m2, i0, i1, alpha, 1.0 - <double>b1, 1.0 - <double>b2, eps)
+            return
         for i in range(i0, i1):
             g = G[i]
             m1[i] += (g - m1[i]) * (1 - b1)

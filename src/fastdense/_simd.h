@@ -31,5 +31,6 @@
 #include "csrc/fd_gemm.h"
 #include "csrc/fd_threads.h"
 #include "csrc/fd_layer.h"
+#include "csrc/fd_optim.h"
 
 #endif /* FASTDENSE_SIMD_H */
