@@ -6,9 +6,9 @@
  * Why: on the shapes of small dense networks (32-row batches, one-row predictions) a general BLAS
  * spends much of its time packing and dispatching; a register-blocked AVX2/FMA micro-kernel that
  * keeps the weight panel in L1 runs closer to the core's peak. Functions compiled for AVX2+FMA
- * carry a `target` attribute and are only called after a run-time CPU check, so one wheel built
- * for baseline x86-64 runs everywhere: without AVX2/FMA (or off x86) `fd_have_avx2_fma()` is 0
- * and the portable C kernels, with the same bits, run instead.
+ * or AVX-512 carry a `target` attribute and are only called after a run-time CPU check, so one
+ * wheel built for baseline x86-64 runs everywhere: without AVX2/FMA (or off x86)
+ * `fd_have_avx2_fma()` is 0 and the portable C kernels, with the same bits, run instead.
  *
  * All matrices are row-major. The tile routine computes, for an MR x NR block,
  *     C := alpha * sum_p A(i, p) * B(p, j) + beta * C
@@ -21,11 +21,13 @@
 #define FASTDENSE_SIMD_H
 
 /* The C kernels, by concern: each unit csrc/fd_X.c with its header csrc/fd_X.h
- *   fd_cpu      includes, the run-time choice of the AVX2 kernels (fd_cpu_flag)
+ *   fd_cpu      includes, the run-time choice of the kernels' level (fd_cpu_flag)
  *   fd_vecmath  sigmoid, tanh, softmax's exp and activation gradients (AVX2 and scalar)
- *   fd_gemm     tile constants, the GEMM micro-kernels (AVX2 and portable C), products
+ *   fd_gemm     tile constants, the GEMM micro-kernels (AVX2 and portable C), products;
+ *               fd_gemm512.c: the AVX-512 tiles, declared in fd_gemm.h
  *   fd_threads  the worker pool (fd_run) and the caller's floating-point modes
- *   fd_layer    a dense layer's products cut between threads; the finiteness check */
+ *   fd_layer    a dense layer's products cut between threads; the finiteness check
+ *   fd_optim    the float32 Adam update, vectorised */
 #include "csrc/fd_cpu.h"
 #include "csrc/fd_vecmath.h"
 #include "csrc/fd_gemm.h"
