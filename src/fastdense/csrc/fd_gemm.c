@@ -140,18 +140,11 @@ static FD_AVX2_INLINE void fd_tile_body(int mr, int nr, int kc, const float *con
             /* C stored transposed, its first tstore columns: element (r, j) at C[j * ldc + r]
              * (see fd_input_grad). Rounded as below: alpha * acc, then fma(beta, C, .). */
             float tmp[FD_MR][FD_NR];
-            int jj;
             for (r = 0; r < mr; r++) {
                 _mm256_storeu_ps(tmp[r], acc[r][0]);
                 _mm256_storeu_ps(tmp[r] + 8, acc[r][1]);
             }
-            for (jj = 0; jj < tstore; jj++) {
-                float *cc = C + jj * ldc;
-                for (r = 0; r < mr; r++) {
-                    const float v = alpha * tmp[r][jj];
-                    cc[r] = (beta != 0.0f) ? fmaf(beta, cc[r], v) : v;
-                }
-            }
+            fd_store_transposed(&tmp[0][0], FD_NR, mr, tstore, C, ldc, alpha, beta);
             return;
         }
         for (r = 0; r < mr; r++) {

@@ -126,6 +126,22 @@ static inline int fd_rows6(int left)
     return (left < FD_MR) ? left : (left == 7 || left == 8) ? 4 : FD_MR;
 }
 
+/* A tile's accumulators stored transposed (see fd_input_grad): element (r, j) of the tile,
+ * acc[r * lda + j], to C[j * ldc + r] for the first tstore columns, rounded as the tiles round:
+ * alpha * acc, then fma(beta, C, .). */
+static inline void fd_store_transposed(const float *acc, int lda, int mr, int tstore, float *C,
+                                       ptrdiff_t ldc, float alpha, float beta)
+{
+    int r, j;
+    for (j = 0; j < tstore; j++) {
+        float *cc = C + j * ldc;
+        for (r = 0; r < mr; r++) {
+            const float v = alpha * acc[r * lda + j];
+            cc[r] = (beta != 0.0f) ? fmaf(beta, cc[r], v) : v;
+        }
+    }
+}
+
 /* Columns of a block of the products' loops: 32 (two vectors) when the AVX-512 tiles run,
  * else 16. */
 static inline int fd_block_cols(void)
