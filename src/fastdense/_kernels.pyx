@@ -1629,17 +1629,19 @@ cdef void _sum_partials(const _Step* c) noexcept nogil:
         p0 = <const float*>c.partials + off
         p1 = <const float*>c.partials + c.psize + off
         dst = base + row[PLAN_W]
-        for i in range(msize):
-            if lr > 0:
+        if lr > 0:
+            for i in range(msize):
                 dst[i] += -lr * (p0[i] + p1[i])
-            else:
+        else:
+            for i in range(msize):
                 dst[i] = p0[i] + p1[i]
         if row[PLAN_B] >= 0:
             dst = base + row[PLAN_B]
-            for i in range(n_out):
-                if lr > 0:
+            if lr > 0:
+                for i in range(n_out):
                     dst[i] -= lr * (p0[msize + i] + p1[msize + i])
-                else:
+            else:
+                for i in range(n_out):
                     dst[i] = p0[msize + i] + p1[msize + i]
             msize += n_out
         off += msize
@@ -1732,6 +1734,7 @@ cdef class Trainer:
     cdef const Py_ssize_t[::1] metrics
     cdef const double[::1] hp
     cdef int loss_code, opt_code, batch_size, ldpad
+    cdef Py_ssize_t maxw, psize
     cdef bint fused, penalized, fuse_sgd, in_place, split, merge_next
     cdef _Opts o
 
@@ -1796,6 +1799,15 @@ cdef class Trainer:
         # there, paired A/B), while the whole-batch path cuts its products along the inputs.
         if later > MID_MAX_LATER_WEIGHTS:
             self.split = False
+        # the widest op (the delta buffers' row stride in the split middle) and one block's
+        # partial gradients of the later dense layers (weights and biases)
+        self.maxw = self.plan[0, PLAN_N_IN]
+        self.psize = 0
+        for l in range(n_ops):
+            self.maxw = max(self.maxw, self.plan[l, PLAN_N_OUT])
+            if l > 0 and self.plan[l, PLAN_KIND] == OP_DENSE:
+                self.psize += self.plan[l, PLAN_N_IN] * self.plan[l, PLAN_N_OUT] + (
+                    self.plan[l, PLAN_N_OUT] if self.plan[l, PLAN_B] >= 0 else 0)
 
     def run(self, floating[::1] params, floating[::1] state, const floating[:, ::1] X,
             const floating[:, ::1] Y, const floating[::1] sw, const Py_ssize_t[::1] order,
@@ -1965,7 +1977,7 @@ cdef class Trainer:
     cdef void _fill(self, _Step* c, void* P, void* G, void* W, Py_ssize_t y_w,
                     double* hst):
         """The step context's fields that stay the same for every batch of a run."""
-        cdef Py_ssize_t l, n_ops = self.plan.shape[0], maxw = self.plan[0, PLAN_N_IN]
+        cdef Py_ssize_t n_ops = self.plan.shape[0]
         cdef Py_ssize_t B = self.batch_size, n_out0 = self.plan[0, PLAN_N_OUT]
         c.plan = &self.plan[0, 0]
         c.reg = &self.reg[0, 0]
@@ -1982,21 +1994,14 @@ cdef class Trainer:
         c.hstats = hst
         c.n_stats = 1 + 2 * c.n_metrics
         c.split0 = fd_half(<int>self.plan[0, PLAN_N_IN]) < self.plan[0, PLAN_N_IN]
-        for l in range(n_ops):
-            if self.plan[l, PLAN_N_OUT] > maxw:
-                maxw = self.plan[l, PLAN_N_OUT]
-        c.maxw = maxw
-        c.psize = 0
-        for l in range(1, n_ops):
-            if self.plan[l, PLAN_KIND] == OP_DENSE:
-                c.psize += self.plan[l, PLAN_N_IN] * self.plan[l, PLAN_N_OUT] + (
-                    self.plan[l, PLAN_N_OUT] if self.plan[l, PLAN_B] >= 0 else 0)
+        c.maxw = self.maxw
+        c.psize = self.psize
         # the split middle's region (float: it runs on the own kernels only)
         if self.split:
             c.partials = <float*>W + self.layout[LAY_MID]
             c.Dfin = <float*>c.partials + 2 * c.psize
             c.part2 = <float*>c.Dfin + B * n_out0
-            c.p2stride = (B + 15) // 16 * 16 * maxw
+            c.p2stride = (B + 15) // 16 * 16 * c.maxw
 
 
 def train_steps(params, grads, state, plan, reg, layout, work, X, Y, sw, order, start, stop,

@@ -316,10 +316,7 @@ class Activation(Layer):
         return z
 
     def compute_output_feature_shape(self, feature_shape):
-        if len(feature_shape) != 1:
-            raise ValueError(f"Activation layer {self.name!r} works on flat inputs here; add a "
-                             f"Flatten layer before it. Received: input shape (None, {feature_shape})")
-        return feature_shape
+        return _flat_only(self, feature_shape)
 
     def get_config(self):
         cfg = super().get_config()
@@ -339,10 +336,7 @@ class Dropout(Layer):
         self.seed = seed
 
     def compute_output_feature_shape(self, feature_shape):
-        if len(feature_shape) != 1:
-            raise ValueError(f"Dropout layer {self.name!r} works on flat inputs here; add a "
-                             f"Flatten layer before it. Received: input shape (None, {feature_shape})")
-        return feature_shape
+        return _flat_only(self, feature_shape)
 
     def get_config(self):
         cfg = super().get_config()

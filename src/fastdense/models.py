@@ -481,17 +481,16 @@ class Sequential:
             feed = _data.BatchFeed(
                 source, lambda b, i: self._prepare_batch(b, i, source, class_weight)[:3])
             batch_size = len(first[0])  # the plan's; later batches may differ
-            X = Y = sw = n = None
+            X = Y = sw = None
             steps = source.steps
         elif _data.streams_array(x, self._floatx()):
             X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, class_weight, lazy_x=True)
             feed = _data.ArrayFeed(_data.ArraySource(X, Y, sw, self.dtype, "x"), batch_size)
             X = Y = sw = None
-            n, steps = feed.n, feed.steps
+            steps = feed.steps
         else:
             X, Y, sw, y_arr = self._prepare_xy(x, y, sample_weight, class_weight)
-            n = len(X)
-            steps = -(-n // batch_size)
+            steps = -(-len(X) // batch_size)
         self._check_trainable_layout()
         metrics = self._resolve_metrics(y_arr)
         val = self._validation_source(validation_data, validation_steps)
