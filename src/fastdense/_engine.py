@@ -165,8 +165,12 @@ class Training:
     size (a feed may bring batches of another size), sharing one gradient buffer and one dropout
     generator, and the data it trains on (arrays X, Y, sw by rows, or a feed by chunks)."""
 
-    def __init__(self, model, batch_size, metrics, X=None, Y=None, sw=None, feed=None):
+    def __init__(self, model, batch_size, metrics, X=None, Y=None, sw=None, feed=None,
+                 update=None):
+        """update: (optimizer code, hyper-parameters) of the rule the steps apply; default: the
+        model's optimizer's."""
         self.model = model
+        self.update = update
         self.batch_size = batch_size
         self.X, self.Y, self.sw, self.feed = X, Y, sw, feed
         self.n = len(X) if X is not None else None
@@ -185,11 +189,12 @@ class Training:
         trainer = self.trainers.get(batch_size)
         if trainer is None:
             model, opt = self.model, self.model.optimizer
+            code, hp = self.update or (opt._kernel_code(), opt._hyper())
             plan = model._plan(batch_size, keep_logits=self.fused, training=True)
             trainer = _kernels.Trainer(
                 plan.plan, plan.reg, plan.layout, plan.workspace(model.dtype), self.grads,
-                batch_size, self.loss_code, self.fused, self.metric_codes, opt._kernel_code(),
-                opt._hyper(), self.rng, **self.options)
+                batch_size, self.loss_code, self.fused, self.metric_codes, code, hp, self.rng,
+                **self.options)
             self.trainers[batch_size] = trainer
         return trainer
 
@@ -266,9 +271,10 @@ class ThreadGovernor:
     a load that arrives shows: a chunk at least as long as a probe 30% slower or faster than its
     setting's figure re-measures both at once, and a probe of one thread comes once a second
     (each probe costs its chunk on the slower setting and the next chunk's cold caches: probing
-    soon after confirming the threads took a quarter of a 784-512-512-10 epoch at batch 256). A probe is about PROBE_SECONDS of training (at most PROBE_BATCHES
-    batches, at least 2): a fixed 32 batches of a 784-512-512-10 net at batch 256 was a third of
-    a 24,000-row epoch spent probing, half of it on the slower setting.
+    soon after confirming the threads took a quarter of a 784-512-512-10 epoch at batch 256).
+    A probe is about PROBE_SECONDS of training (at most PROBE_BATCHES batches, at least 2): a
+    fixed 32 batches of that net at batch 256 was a third of a 24,000-row epoch spent probing,
+    half of it on the slower setting.
     The first chunk on several threads wakes the workers and warms its caches: it trains but is not
     taken as a measurement (only its pace sizes the probes). A model keeps its governor across
     fit() calls (see Sequential._governor), so repeated short fits do not start from scratch.

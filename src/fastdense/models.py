@@ -924,23 +924,18 @@ class Sequential:
         X, Y, sw, _ = self._prepare_xy(x, y, sample_weight, None)
         self._check_trainable_layout()
         n = len(X)
-        loss_code, fused = self.loss.codes(self._plan(n).last_activation)
-        plan = self._plan(n, keep_logits=fused, training=True)
         # the Trainer always ends with an update: it updates a copy of the parameters here, and
         # plain SGD with a weight decay term is a rule it never folds into the products, so
-        # `grads` receives the whole gradient first.
+        # the gradient buffer receives the whole gradient first.
         hp = np.zeros(_K["N_HP"], dtype=np.float64)
         hp[_K["HP_WEIGHT_DECAY"]] = 1.0
-        grads = np.empty(self._n_trainable, dtype=self.dtype)
+        training = _engine.Training(self, n, [], update=(_K["OPT_SGD"], hp))
+        grads = training.grads
         stats = _engine.stats_buffer(0)
-        rng_state = np.array([_random.generator().integers(0, 2**63)], dtype=np.uint64)
         updated = self._params.copy()
-        trainer = _kernels.Trainer(plan.plan, plan.reg, plan.layout, plan.workspace(self.dtype),
-                                   grads, n, loss_code, fused, np.empty(0, dtype=np.intp),
-                                   _K["OPT_SGD"], hp, rng_state)
-        trainer.run(updated, np.empty(0, dtype=self.dtype), X, Y, sw, np.empty(0, dtype=np.intp),
-                    0, n, np.ones(1, dtype=np.float64), 0, stats,
-                    self._engine_options.get("threads", 1))
+        training.trainer(n).run(updated, np.empty(0, dtype=self.dtype), X, Y, sw,
+                                np.empty(0, dtype=np.intp), 0, n, np.ones(1, dtype=np.float64), 0,
+                                stats, self._engine_options.get("threads", 1))
         loss = float(stats[0] / stats[1])
         # the forward pass in training mode moves BatchNormalization's statistics, as calling
         # a Keras model with training=True does; the trainable weights stay as they were
