@@ -20,7 +20,7 @@ from fastdense.regularizers import L1L2, L2
 K = _kernels.CODES
 PUBLIC = ["dense_forward", "activation_forward", "activation_backward", "dense_backward",
           "loss_grad", "metric_update", "optimizer_step", "train_steps", "forward",
-          "evaluate_steps", "all_finite"]
+          "evaluate_steps", "all_finite", "packed_gemm"]
 # Not single kernels, so no twin: run-time switches, and fit's engine (Trainer; its twin is
 # train_steps, which runs one).
 CONTROLS = {"set_simd", "simd_enabled", "simd_level", "Trainer"}
@@ -334,6 +334,67 @@ def test_dense_backward_matches_reference(with_dx, with_db, dtype):
                atol=1e-5)
         if with_db:
             _close(db, dS.astype(np.float64).sum(0), dtype, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The packed GEMM (products of training batches over MAX_OWN_ROWS rows).
+# ---------------------------------------------------------------------------------------------
+# (n, k, m): one element; edges of the 12 x 32 (AVX-512) and 6 x 16 tiles in rows and columns;
+# a depth shorter than the prefetch distance; a 10-wide last layer; a batch over the row limit
+PACKED_SHAPES = [(1, 1, 1), (13, 7, 33), (25, 300, 17), (300, 5, 70), (257, 64, 10), (40, 1, 48)]
+
+
+def _packed_operands(n, k, m, ta, tb, seed=0):
+    rng = np.random.default_rng(seed)
+    A = _arr(rng.normal(size=(k, n) if ta else (n, k)), np.float32)
+    B = _arr(rng.normal(size=(m, k) if tb else (k, m)), np.float32)
+    C = _arr(rng.normal(size=(n, m)), np.float32)
+    return A, B, C
+
+
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize("alpha, beta", [(1.0, 0.0), (-0.25, 1.0), (2.0, 0.5)])
+def test_packed_gemm_matches_float64(ta, tb, alpha, beta):
+    for n, k, m in PACKED_SHAPES:
+        A, B, C = _packed_operands(n, k, m, ta, tb)
+        expected = C.copy()
+        _reference.packed_gemm(A, B, expected, ta, tb, alpha, beta)
+        for threads in (1, 3):
+            out = C.copy()
+            _kernels.packed_gemm(A, B, out, ta, tb, alpha, beta, threads)
+            # float32 chains of k FMAs: error grows with the depth
+            np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5 * np.sqrt(k),
+                                       err_msg=str((n, k, m, threads)))
+
+
+def test_packed_gemm_gives_the_same_bits_at_every_level_and_thread_count(same_bits_with_simd):
+    """Portable (6 x 16), AVX2 (6 x 16) and AVX-512 (12 x 32) tiles, rows cut between 1 to 4
+    threads: every element is the same chain of FMAs, so the bits agree."""
+    def run(options):
+        outs = []
+        for n, k, m in PACKED_SHAPES + [(130, 700, 100)]:
+            for ta, tb in ((False, False), (True, False), (False, True)):
+                A, B, C = _packed_operands(n, k, m, ta, tb, seed=n + k)
+                for threads in (options["threads"], options["threads"] + 2):
+                    out = C.copy()
+                    _kernels.packed_gemm(A, B, out, ta, tb, -0.5, 1.0, threads)
+                    outs.append(out)
+        return outs
+
+    same_bits_with_simd(run)
+
+
+def test_packed_gemm_rejects_operands_that_do_not_match():
+    A, B, C = _packed_operands(5, 4, 3, False, False)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        _kernels.packed_gemm(A, B, np.zeros((5, 4), np.float32))
+    with pytest.raises(ValueError, match="shapes do not match"):
+        _kernels.packed_gemm(A, B, C, ta=True)
+    before = C.copy()
+    with pytest.raises(ValueError):
+        _kernels.packed_gemm(A, B.T.copy(), C)
+    np.testing.assert_array_equal(C, before)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -287,3 +287,33 @@ def test_wide_layers_at_batch_256_give_the_same_bits_on_any_thread_count(activat
             np.testing.assert_array_equal(p, p1)
             for a, b in zip(w, w1):
                 np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_batches_over_256_rows_give_the_same_bits_on_any_thread_count_and_level(
+        optimizer, same_bits_with_simd):
+    """Batches over the own kernels' 256 rows train on the packed GEMM (the last, shorter batch
+    of an epoch on the own kernels): the portable, AVX2 and AVX-512 kernels and 1 to 4 threads
+    give the same weights, losses and predictions; BLAS (the packed option off) agrees to float32
+    rounding, not to the bit."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(700, 60)).astype(np.float32)
+    y = rng.integers(0, 5, 700)
+
+    def run(options):
+        fastdense.utils.set_random_seed(3)
+        model = fastdense.Sequential([
+            fastdense.Input((60,)), fastdense.layers.Dense(300, activation="relu"),
+            fastdense.layers.Dense(40, activation="tanh"),
+            fastdense.layers.Dense(5, activation="softmax")])
+        model._engine_options = options
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        hist = model.fit(x, y, batch_size=300, epochs=2, verbose=0)
+        return model.get_weights() + [np.array(hist.history["loss"]), model.predict(x, verbose=0)]
+
+    packed = same_bits_with_simd(run)
+    for threads in (3, 4):
+        for a, b in zip(run({"threads": threads}), packed):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(run({"threads": 2, "packed": False}), packed):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -12,9 +12,11 @@ Design
   objects inside `with nogil:`, and assume what validation guarantees: C-contiguous buffers of one
   float type, finite inputs, labels in range, sizes < 2**31.
 * float32 and float64 come from one source through Cython's fused type `floating`.
-* float32 products of up to FD_MAX_ROWS rows run on the micro-kernels of `_simd.h`: AVX2/FMA where
-  compiled in and the CPU has it (chosen at run time), else portable C kernels with the same
-  arithmetic (same bits); the rest go to the BLAS shipped with SciPy (`scipy.linalg.cython_blas`). Our arrays
+* float32 products of up to FD_MAX_ROWS rows run on the micro-kernels of `_simd.h`: AVX-512 or
+  AVX2/FMA where compiled in and the CPU has it (chosen at run time), else portable C kernels with
+  the same arithmetic (same bits); in training, larger ones on the packed GEMM (fd_gemm_packed,
+  same contract); the rest (float64, and float32 outside a Trainer) go to the BLAS shipped with
+  SciPy (`scipy.linalg.cython_blas`). Our arrays
   are row-major and BLAS is column-major, so the row-major `C = A @ B` is issued as the column-major
   `C^T = B^T @ A^T` by swapping the operands: no copies, no transposes.
 * Threading: every public function releases the GIL for its arithmetic. During `fit` the products
@@ -33,7 +35,7 @@ from cython cimport floating
 from libc.math cimport (exp, expf, log, logf, log1p, log1pf, expm1, expm1f, tanh, tanhf,
                         erf, erff, sqrt, sqrtf, fabs, fabsf, pow, isfinite, cos, sin)
 from libc.string cimport memcpy, memset
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, free, realloc
 from libc.stdint cimport uint64_t
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_GetName
 
@@ -114,14 +116,21 @@ cdef extern from "_simd.h" nogil:
     int fd_all_finite(const void* p, size_t n, int wide, int threads)
     void fd_adam(float* p, const float* g, float* m, float* v, Py_ssize_t i0, Py_ssize_t i1,
                  float alpha, double c1, double c2, float eps)
+    void fd_gemm_packed(int n, int k, int m, int ta, const float* A, Py_ssize_t lda, int tb,
+                        const float* B, Py_ssize_t ldb, float alpha, float beta, float* C,
+                        Py_ssize_t ldc, int threads, float* work)
+    size_t fd_packed_floats(int k, int m, int threads)
 
 # The engine's options, per Trainer (or per call): passed down, never kept in module globals.
 cdef struct _Opts:
     int threads          # threads for a layer's cut products (1 .. FD_MAX_THREADS; same bits)
     int own_rows         # float32 products of at most this many batch rows (<= FD_MAX_ROWS) run
-                         # on fastdense's own micro-kernels, larger ones on BLAS (packs, threads)
+                         # on fastdense's own micro-kernels, larger ones on the packed GEMM when
+                         # `pack` is set (training), else on BLAS
     bint sparse          # weight gradients skip all-zero input rows (same bits)
     bint transposed_dx   # input gradients as dX^T = W @ dS^T where scratch is given (same bits)
+    float* pack          # float32 products over own_rows rows: the packed GEMM's work area
+                         # (fd_gemm_packed; a Trainer's), or NULL: BLAS
 
 
 cdef inline _Opts _opts(int threads) noexcept nogil:
@@ -130,6 +139,7 @@ cdef inline _Opts _opts(int threads) noexcept nogil:
     o.own_rows = FD_MAX_ROWS
     o.sparse = True
     o.transposed_dx = True
+    o.pack = NULL
     return o
 
 
@@ -581,7 +591,7 @@ cdef inline void _dense_forward(const _Opts* o, const floating** rows, const flo
     """Z := act(X @ W + b); S := X @ W + b when S is not NULL. b may be NULL (no bias).
 
     X (n, n_in) is given by its row pointers `rows` or, when rows is NULL, contiguous at X; the
-    BLAS path (float64, batches over the own_rows option) needs X. W's rows are ldw apart
+    packed and BLAS paths (batches over the own_rows option; float64) need X. W's rows are ldw apart
     (n_out, more, or FD_PANELS for train_steps' copy). part: n x n_out scratch. With epilogue False
     (own kernels only) the two partial sums are left in Z and part, without bias or activation
     (train_steps finishes them row block by row block: see _middle_part).
@@ -594,7 +604,12 @@ cdef inline void _dense_forward(const _Opts* o, const floating** rows, const flo
         if not epilogue:
             return
     else:
-        _gemm(c'N', c'N', n_out, n, n_in, <floating>1, W, ldw, X, n_in, <floating>0, Z, n_out)
+        if floating is float and o.pack != NULL:
+            fd_gemm_packed(n, n_in, n_out, 0, X, n_in, 0, W, ldw, 1, 0, Z, n_out, o.threads,
+                           o.pack)
+        else:
+            _gemm(c'N', c'N', n_out, n, n_in, <floating>1, W, ldw, X, n_in, <floating>0, Z,
+                  n_out)
         if b != NULL:
             for i in range(n):
                 row = Z + i * n_out
@@ -648,6 +663,12 @@ cdef inline void _dense_backward(const _Opts* o, const floating** rows, const fl
                           <float*>scratch if o.transposed_dx else NULL)
         fd_weight_grad(n, n_in, n_out, alpha, beta, <const float**>rows, X, dS, dW, ldw,
                        _threads(o, n, n_in, n_out), o.sparse)
+    elif floating is float and o.pack != NULL:
+        if dX != NULL:
+            fd_gemm_packed(n, n_out, n_in, 0, dS, n_out, 1, W, ldw, 1, 0, dX, n_in, o.threads,
+                           o.pack)
+        fd_gemm_packed(n_in, n, n_out, 1, X, n_in, 0, dS, n_out, alpha, beta, dW, ldw,
+                       o.threads, o.pack)
     else:
         if dX != NULL:
             _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, ldw, dS, n_out, <floating>0, dX,
@@ -1000,6 +1021,9 @@ cdef void _dense_input_grad(const _Opts* o, const floating* W, const floating* d
     if floating is float and _own(o, n):
         fd_input_grad(n, n_out, n_in, dS, W, n_out, dX, _threads(o, n, n_out, n_in),
                       <float*>scratch if o.transposed_dx else NULL)
+    elif floating is float and o.pack != NULL:
+        fd_gemm_packed(n, n_out, n_in, 0, dS, n_out, 1, W, n_out, 1, 0, dX, n_in, o.threads,
+                       o.pack)
     else:
         _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, n_out, dS, n_out, <floating>0, dX, n_in)
 
@@ -1725,7 +1749,9 @@ cdef class Trainer:
         split_middle: cut the middle of each step into two row blocks (see `_middle_part`).
         merge_next: plain SGD runs the next batch's first product in the weight-gradient job.
         own_rows: products with at most this many batch rows run on the own kernels, larger
-            ones on BLAS (0 .. MAX_OWN_ROWS).
+            ones on the packed GEMM (0 .. MAX_OWN_ROWS).
+        packed: float32 products over own_rows rows on the packed GEMM (`fd_gemm_packed`; off:
+            BLAS, whose bits depend on its own thread count).
     """
     cdef readonly object work, grads, rng
     cdef const Py_ssize_t[:, ::1] plan
@@ -1735,13 +1761,16 @@ cdef class Trainer:
     cdef const double[::1] hp
     cdef int loss_code, opt_code, batch_size, ldpad
     cdef Py_ssize_t maxw, psize
-    cdef bint fused, penalized, fuse_sgd, in_place, split, merge_next
+    cdef bint fused, penalized, fuse_sgd, in_place, split, merge_next, packed
     cdef _Opts o
+    cdef float* pack            # the packed GEMM's work area (NULL: none; see _pack_area)
+    cdef size_t pack_floats
 
     def __init__(self, plan, reg, layout, work, grads, int batch_size, int loss_code,
                  bint fused_logits, metrics, int opt_code, hp, rng, *, bint sparse=True,
                  bint transposed_dx=True, bint pad_first=True, bint panels=True,
-                 bint split_middle=True, bint merge_next=True, int own_rows=FD_MAX_ROWS):
+                 bint split_middle=True, bint merge_next=True, int own_rows=FD_MAX_ROWS,
+                 bint packed=True):
         self.plan = plan
         self.reg = reg
         _check_plan(self.plan, self.reg)
@@ -1760,7 +1789,34 @@ cdef class Trainer:
         self.o.sparse, self.o.transposed_dx = sparse, transposed_dx
         self.o.own_rows = max(0, min(own_rows, FD_MAX_ROWS))
         self.merge_next = merge_next
+        # float32 batches over own_rows: the packed GEMM (its area sized per thread count in run)
+        self.pack = NULL
+        self.pack_floats = 0
+        self.packed = packed and work.dtype.itemsize == 4 and batch_size > self.o.own_rows
         self._derive(work.dtype.itemsize == 4, pad_first, panels, split_middle)
+
+    def __dealloc__(self):
+        free(self.pack)
+
+    cdef float* _pack_area(self, int threads) except? NULL:
+        """The packed GEMM's work area for `threads` threads: enough for the widest of the
+        plan's dense products at this batch size (forward, input and weight gradients), grown
+        when a run brings more threads, kept across runs."""
+        cdef Py_ssize_t l, k, m, bs = self.batch_size
+        cdef size_t need = 0
+        cdef float* grown
+        for l in range(self.plan.shape[0]):
+            if self.plan[l, PLAN_KIND] == OP_DENSE or self.plan[l, PLAN_KIND] == OP_DENSE_FROZEN:
+                k, m = self.plan[l, PLAN_N_IN], self.plan[l, PLAN_N_OUT]
+                need = max(need, fd_packed_floats(<int>k, <int>m, threads),
+                           fd_packed_floats(<int>m, <int>k, threads),
+                           fd_packed_floats(<int>bs, <int>m, threads))
+        if need > self.pack_floats:
+            grown = <float*>realloc(self.pack, need * sizeof(float))
+            if grown == NULL:
+                raise MemoryError(f"the packed products' work area ({need * 4} bytes)")
+            self.pack, self.pack_floats = grown, need
+        return self.pack
 
     cdef _derive(self, bint f32, bint pad_first, bint panels, bint split_middle):
         """The step's shape for this network and these settings."""
@@ -1864,6 +1920,8 @@ cdef class Trainer:
                     raise ValueError(f"learning rates must be > 0; received {lrs[i]}")
         c.o = self.o
         c.o.threads = max(1, min(threads, FD_MAX_THREADS))
+        if self.packed:
+            c.o.pack = self._pack_area(c.o.threads)
         self._fill(&c, P, G, W, Y.shape[1], hst)
         c.D0 = W + self.layout[LAY_D0]
         c.D1 = W + self.layout[LAY_D1]
@@ -2338,6 +2396,30 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W, const flo
                         &dX[0, 0] if dX is not None else NULL, n, n_in, n_out, <floating>0,
                         scratch)
         free(scratch)
+
+
+def packed_gemm(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] C, bint ta=False,
+                bint tb=False, float alpha=1, float beta=0, int threads=1):
+    """C := alpha * op(A) @ op(B) + beta * C on the packed GEMM (fd_gemm_packed), op(A) = A.T
+    when ta, op(B) = B.T when tb; the training steps' products of batches over MAX_OWN_ROWS rows.
+
+    # IN A, B (shapes matching C after the transposes)   # INOUT C
+    """
+    cdef int n = <int>C.shape[0], m = <int>C.shape[1]
+    cdef int k = <int>(A.shape[0] if ta else A.shape[1])
+    cdef float* work
+    if (A.shape[1] if ta else A.shape[0]) != n or (B.shape[0] if tb else B.shape[1]) != m or (
+            B.shape[1] if tb else B.shape[0]) != k or n == 0 or m == 0 or k == 0:
+        raise ValueError(f"shapes do not match: A {tuple(A.shape)}{' (T)' if ta else ''}, "
+                         f"B {tuple(B.shape)}{' (T)' if tb else ''}, C {tuple(C.shape)}")
+    threads = max(1, min(threads, FD_MAX_THREADS))
+    work = <float*>malloc(fd_packed_floats(k, m, threads) * sizeof(float))
+    if work == NULL:
+        raise MemoryError("packed_gemm's work area")
+    with nogil:
+        fd_gemm_packed(n, k, m, ta, &A[0, 0], A.shape[1], tb, &B[0, 0], B.shape[1], alpha, beta,
+                       &C[0, 0], m, threads, work)
+    free(work)
 
 
 def loss_grad(int code, const floating[:, ::1] L, const floating[:, ::1] Y,

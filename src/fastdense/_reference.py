@@ -113,6 +113,17 @@ def dense_backward(X, W, dS, dW, db, dX=None, threads=1, sparse=True):
         dX[...] = dS @ W.T
 
 
+def packed_gemm(A, B, C, ta=False, tb=False, alpha=1, beta=0, threads=1):
+    """C := alpha * op(A) @ op(B) + beta * C, op(A) = A.T when ta, op(B) = B.T when tb (float32;
+    the compiled one rounds each element's chain of FMAs; threads: no effect on the result).
+
+    # IN A, B (shapes matching C after the transposes)   # INOUT C
+    """
+    a = (A.T if ta else A).astype(np.float64)
+    b = (B.T if tb else B).astype(np.float64)
+    C[...] = alpha * (a @ b) + beta * C.astype(np.float64)
+
+
 # ---------------------------------------------------------------------------------------------
 # Losses: per-sample loss_i (n,) and its gradient d loss_i / dL (n, m), in float64.
 # ---------------------------------------------------------------------------------------------

@@ -27,12 +27,14 @@
  *               fd_gemm512.c: the AVX-512 tiles, declared in fd_gemm.h
  *   fd_threads  the worker pool (fd_run) and the caller's floating-point modes
  *   fd_layer    a dense layer's products cut between threads; the finiteness check
+ *   fd_packed   the packed GEMM of training batches over FD_MAX_ROWS rows
  *   fd_optim    the float32 Adam update, vectorised */
 #include "csrc/fd_cpu.h"
 #include "csrc/fd_vecmath.h"
 #include "csrc/fd_gemm.h"
 #include "csrc/fd_threads.h"
 #include "csrc/fd_layer.h"
+#include "csrc/fd_packed.h"
 #include "csrc/fd_optim.h"
 
 #endif /* FASTDENSE_SIMD_H */

@@ -77,7 +77,9 @@ def set_num_threads(n):
     machine where other processes hold the cores, one thread is faster). Each product is cut
     into units whose arithmetic does not depend on the thread that runs them, so results are
     bit-identical for every n. `predict` and `evaluate` over more than one batch let the threads
-    share the batches (same results); a single batch uses one thread.
+    share the batches (same results); a single batch uses one thread. float64 products run on
+    SciPy's BLAS, which keeps its own thread count (threadpoolctl or OPENBLAS_NUM_THREADS set
+    that one).
 
     Args:
         n: a positive integer, at most 64.

@@ -508,10 +508,16 @@ class Sequential:
 
     def _governor(self, max_threads, batch_size):
         """The thread governor of this model for (max_threads, batch_size), kept across fits;
-        a fixed count when the engine options give one (tests)."""
+        a fixed count when the engine options give one (tests), and all the threads for float32
+        batches over the own kernels' rows: their products (the packed GEMM) are long enough
+        that hand-offs cost little, while a probe of one thread costs whole slow batches (9% of a
+        784-1024-1024-10 epoch at batch 1024). (BLAS, which ran them before, never probed.)"""
         fixed = self._engine_options.get("threads")
         if fixed is not None:
             return _engine.FixedThreads(fixed)
+        if (batch_size > _kernels.CODES["MAX_OWN_ROWS"] and self.dtype == "float32"
+                and self._engine_options.get("packed", True)):
+            return _engine.FixedThreads(max_threads)
         key = (max_threads, batch_size)
         cached = self._governor_cache
         if cached is None or cached[0] != key:

@@ -293,6 +293,43 @@ static void test_worker_control_modes(void)
 #endif
 }
 
+/* fd_gemm_packed against its contract, bit for bit: each element one chain of FMAs over the
+ * whole depth from zero, then alpha * acc and fma(beta, C, .), for the four transposes, with 1
+ * and 3 threads (rows cut between them). */
+static void test_packed(int n, int k, int m)
+{
+    float *A = malloc(sizeof(float) * n * k), *B = malloc(sizeof(float) * k * m);
+    float *C0 = malloc(sizeof(float) * n * m), *C = malloc(sizeof(float) * n * m);
+    float *ref = malloc(sizeof(float) * n * m);
+    float *work = malloc(sizeof(float) * fd_packed_floats(k, m, 3));
+    const float alpha = -0.5f, beta = 1.0f;
+    int ta, tb, t, i, j, p;
+    size_t x;
+    for (x = 0; x < (size_t)n * k; x++) A[x] = urand();
+    for (x = 0; x < (size_t)k * m; x++) B[x] = urand();
+    for (x = 0; x < (size_t)n * m; x++) C0[x] = urand();
+    for (ta = 0; ta < 2; ta++)
+        for (tb = 0; tb < 2; tb++) {
+            const ptrdiff_t lda = ta ? n : k, ldb = tb ? k : m;
+            for (i = 0; i < n; i++)
+                for (j = 0; j < m; j++) {
+                    float acc = 0.0f, v;
+                    for (p = 0; p < k; p++)
+                        acc = fmaf(ta ? A[(size_t)p * n + i] : A[(size_t)i * k + p],
+                                   tb ? B[(size_t)j * k + p] : B[(size_t)p * m + j], acc);
+                    v = alpha * acc;
+                    ref[(size_t)i * m + j] = fmaf(beta, C0[(size_t)i * m + j], v);
+                }
+            for (t = 1; t <= 3; t += 2) {
+                memcpy(C, C0, sizeof(float) * n * m);
+                fd_gemm_packed(n, k, m, ta, A, lda, tb, B, ldb, alpha, beta, C, m, t, work);
+                check(same_bits(C, ref, (size_t)n * m), "packed GEMM has the contract's bits",
+                      n, k, m);
+            }
+        }
+    free(A); free(B); free(C0); free(C); free(ref); free(work);
+}
+
 int main(int argc, char **argv)
 {
     static const int shapes[][3] = {
@@ -309,6 +346,10 @@ int main(int argc, char **argv)
         test_forward(shapes[s][0], shapes[s][1], shapes[s][2]);
         test_gradients(shapes[s][0], shapes[s][1], shapes[s][2]);
     }
+    test_packed(1, 1, 1);
+    test_packed(13, 7, 33);
+    test_packed(25, 40, 17);
+    test_packed(300, 64, 70);
     test_run_parts();
     test_activations();
     if (fd_have_avx2_fma())

@@ -1,0 +1,26 @@
+/* The packed GEMM (defined in fd_packed.c): the products of training batches larger than the
+ * own kernels' row limit (FD_MAX_ROWS), where a product is big enough to pay for copying its
+ * operands into the micro-kernel's order once. */
+#ifndef FASTDENSE_FD_PACKED_H
+#define FASTDENSE_FD_PACKED_H
+
+#include "fd_cpu.h"
+
+#define FD_PACK_MC 120  /* rows of A packed at a time (per thread): 120 x depth floats in L2 */
+
+/* C(n x m) := alpha * op(A) @ op(B) + beta * C, row-major, C's rows ldc apart, where
+ *   op(A)(i, p) = A[i * lda + p] (ta == 0) or A[p * lda + i] (ta == 1), i < n, p < k;
+ *   op(B)(p, j) = B[p * ldb + j] (tb == 0) or B[j * ldb + p] (tb == 1), j < m.
+ * Every element is one chain of FMAs over p = 0 .. k-1 from zero, then alpha * acc and, when
+ * beta != 0, fma(beta, C, .): the bits of the own tiles' contract (fd_gemm.h), the same at every
+ * SIMD level and for any number of threads (up to `threads` share the rows of C). work: at least
+ * fd_packed_floats(k, m, threads) floats. beta == 0: C is only written. */
+FD_HIDDEN void fd_gemm_packed(int n, int k, int m, int ta, const float *A, ptrdiff_t lda, int tb,
+                              const float *B, ptrdiff_t ldb, float alpha, float beta, float *C,
+                              ptrdiff_t ldc, int threads, float *work);
+
+/* Floats of work fd_gemm_packed needs for a product of depth k and m columns on `threads`
+ * threads (any SIMD level). */
+FD_HIDDEN size_t fd_packed_floats(int k, int m, int threads);
+
+#endif /* FASTDENSE_FD_PACKED_H */
