@@ -354,18 +354,24 @@ def _packed_operands(n, k, m, ta, tb, seed=0):
 
 @pytest.mark.parametrize("ta", [False, True])
 @pytest.mark.parametrize("tb", [False, True])
-@pytest.mark.parametrize("alpha, beta", [(1.0, 0.0), (-0.25, 1.0), (2.0, 0.5)])
-def test_packed_gemm_matches_float64(ta, tb, alpha, beta):
+@pytest.mark.parametrize("alpha, beta, bias, relu", [(1.0, 0.0, False, False),
+                                                     (-0.25, 1.0, False, False),
+                                                     (2.0, 0.5, True, False),
+                                                     (1.0, 0.0, True, True)])
+def test_packed_gemm_matches_float64(ta, tb, alpha, beta, bias, relu):
     for n, k, m in PACKED_SHAPES:
         A, B, C = _packed_operands(n, k, m, ta, tb)
+        b = _arr(np.random.default_rng(m).normal(size=m), np.float32) if bias else None
         expected = C.copy()
-        _reference.packed_gemm(A, B, expected, ta, tb, alpha, beta)
+        _reference.packed_gemm(A, B, expected, ta, tb, alpha, beta, b, relu)
         for threads in (1, 3):
             out = C.copy()
-            _kernels.packed_gemm(A, B, out, ta, tb, alpha, beta, threads)
+            _kernels.packed_gemm(A, B, out, ta, tb, alpha, beta, b, relu, threads=threads)
             # float32 chains of k FMAs: error grows with the depth
             np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5 * np.sqrt(k),
                                        err_msg=str((n, k, m, threads)))
+            if relu:
+                assert (out >= 0).all() and not np.signbit(out).any()
 
 
 def test_packed_gemm_gives_the_same_bits_at_every_level_and_thread_count(same_bits_with_simd):
@@ -378,7 +384,11 @@ def test_packed_gemm_gives_the_same_bits_at_every_level_and_thread_count(same_bi
                 A, B, C = _packed_operands(n, k, m, ta, tb, seed=n + k)
                 for threads in (options["threads"], options["threads"] + 2):
                     out = C.copy()
-                    _kernels.packed_gemm(A, B, out, ta, tb, -0.5, 1.0, threads)
+                    _kernels.packed_gemm(A, B, out, ta, tb, -0.5, 1.0, threads=threads)
+                    outs.append(out)
+                    out = C.copy()
+                    _kernels.packed_gemm(A, B, out, ta, tb, bias=C[0].copy(), relu=True,
+                                         threads=threads)
                     outs.append(out)
         return outs
 
@@ -394,7 +404,25 @@ def test_packed_gemm_rejects_operands_that_do_not_match():
     before = C.copy()
     with pytest.raises(ValueError):
         _kernels.packed_gemm(A, B.T.copy(), C)
+    with pytest.raises(ValueError, match="bias 4"):
+        _kernels.packed_gemm(A, B, C, bias=np.zeros(4, np.float32))
     np.testing.assert_array_equal(C, before)
+
+
+def test_packed_relu_maps_nan_and_negative_zero_to_zero_as_the_relu_pass_does():
+    """The forward product's relu runs on its registers (max(v, 0)); it must give the bits of
+    fastdense's relu pass (v if v > 0 else 0): NaN and -0 become +0."""
+    A = np.array([[1.0], [0.0], [np.nan], [-2.0]], np.float32)
+    B = np.array([[1.0, -0.0]], np.float32)
+    out = np.full((4, 2), 7, np.float32)
+    _kernels.packed_gemm(A, B, out, relu=True)
+    expected = np.array([[1, 0], [0, 0], [0, 0], [0, 0]], np.float32)
+    np.testing.assert_array_equal(out, expected)
+    assert not np.signbit(out).any()
+    Z = np.array([[1.0, -0.0], [0.0, -0.0], [np.nan, np.nan], [-2.0, 0.0]], np.float32)
+    _kernels.activation_forward(K["ACT_RELU"], Z)
+    np.testing.assert_array_equal(Z, out)
+    assert not np.signbit(Z).any()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -116,8 +116,12 @@ cdef extern from "_simd.h" nogil:
     int fd_all_finite(const void* p, size_t n, int wide, int threads)
     void fd_adam(float* p, const float* g, float* m, float* v, Py_ssize_t i0, Py_ssize_t i1,
                  float alpha, double c1, double c2, float eps)
+    ctypedef struct fd_epilogue:
+        float alpha, beta
+        const float* bias
+        int relu
     void fd_gemm_packed(int n, int k, int m, int ta, const float* A, Py_ssize_t lda, int tb,
-                        const float* B, Py_ssize_t ldb, float alpha, float beta, float* C,
+                        const float* B, Py_ssize_t ldb, const fd_epilogue* e, float* C,
                         Py_ssize_t ldc, int threads, float* work)
     size_t fd_packed_floats(int k, int m, int threads)
 
@@ -287,6 +291,14 @@ cdef inline floating _sigmoid(floating x) noexcept nogil:
 # ---------------------------------------------------------------------------------------------
 # Row-major BLAS products.
 # ---------------------------------------------------------------------------------------------
+cdef inline fd_epilogue _epilogue(float alpha, float beta, const float* bias,
+                                  bint relu) noexcept nogil:
+    """The packed GEMM's treatment of each sum (fd_epilogue in csrc/fd_packed.h)."""
+    cdef fd_epilogue e
+    e.alpha, e.beta, e.bias, e.relu = alpha, beta, bias, relu
+    return e
+
+
 cdef inline void _gemm(char ta, char tb, int m, int n, int k, floating alpha, const floating* A,
                        int lda, const floating* B, int ldb, floating beta, floating* C,
                        int ldc) noexcept nogil:
@@ -598,18 +610,20 @@ cdef inline void _dense_forward(const _Opts* o, const floating** rows, const flo
     """
     cdef Py_ssize_t i, j
     cdef floating* row
+    cdef fd_epilogue ep
     if floating is float and _own(o, n):
         fd_forward(n, n_in, n_out, <const float**>rows, X, W, ldw, b, Z, part,
                    _threads(o, n, n_in, n_out), 1 if epilogue else 0)
         if not epilogue:
             return
+    elif floating is float and o.pack != NULL:
+        # the bias, and relu when no pre-activation is kept, on the product's registers
+        ep = _epilogue(1, 0, b, act == ACT_RELU and S == NULL)
+        fd_gemm_packed(n, n_in, n_out, 0, X, n_in, 0, W, ldw, &ep, Z, n_out, o.threads, o.pack)
+        if ep.relu:
+            return
     else:
-        if floating is float and o.pack != NULL:
-            fd_gemm_packed(n, n_in, n_out, 0, X, n_in, 0, W, ldw, 1, 0, Z, n_out, o.threads,
-                           o.pack)
-        else:
-            _gemm(c'N', c'N', n_out, n, n_in, <floating>1, W, ldw, X, n_in, <floating>0, Z,
-                  n_out)
+        _gemm(c'N', c'N', n_out, n, n_in, <floating>1, W, ldw, X, n_in, <floating>0, Z, n_out)
         if b != NULL:
             for i in range(n):
                 row = Z + i * n_out
@@ -657,6 +671,7 @@ cdef inline void _dense_backward(const _Opts* o, const floating** rows, const fl
     """
     cdef floating alpha = -sgd_lr if sgd_lr > 0 else <floating>1
     cdef floating beta = <floating>1 if sgd_lr > 0 else <floating>0
+    cdef fd_epilogue ep
     if floating is float and _own(o, n):
         if dX != NULL:
             fd_input_grad(n, n_out, n_in, dS, W, ldw, dX, _threads(o, n, n_out, n_in),
@@ -664,11 +679,13 @@ cdef inline void _dense_backward(const _Opts* o, const floating** rows, const fl
         fd_weight_grad(n, n_in, n_out, alpha, beta, <const float**>rows, X, dS, dW, ldw,
                        _threads(o, n, n_in, n_out), o.sparse)
     elif floating is float and o.pack != NULL:
+        ep = _epilogue(1, 0, NULL, False)
         if dX != NULL:
-            fd_gemm_packed(n, n_out, n_in, 0, dS, n_out, 1, W, ldw, 1, 0, dX, n_in, o.threads,
+            fd_gemm_packed(n, n_out, n_in, 0, dS, n_out, 1, W, ldw, &ep, dX, n_in, o.threads,
                            o.pack)
-        fd_gemm_packed(n_in, n, n_out, 1, X, n_in, 0, dS, n_out, alpha, beta, dW, ldw,
-                       o.threads, o.pack)
+        ep = _epilogue(alpha, beta, NULL, False)
+        fd_gemm_packed(n_in, n, n_out, 1, X, n_in, 0, dS, n_out, &ep, dW, ldw, o.threads,
+                       o.pack)
     else:
         if dX != NULL:
             _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, ldw, dS, n_out, <floating>0, dX,
@@ -1018,11 +1035,13 @@ cdef inline double _plan_float(const Py_ssize_t* row, int col) noexcept nogil:
 cdef void _dense_input_grad(const _Opts* o, const floating* W, const floating* dS, floating* dX, int n, int n_in,
                             int n_out, floating* scratch) noexcept nogil:
     """dX := dS @ W^T (a frozen dense layer's input gradient; no weight gradient)."""
+    cdef fd_epilogue ep
     if floating is float and _own(o, n):
         fd_input_grad(n, n_out, n_in, dS, W, n_out, dX, _threads(o, n, n_out, n_in),
                       <float*>scratch if o.transposed_dx else NULL)
     elif floating is float and o.pack != NULL:
-        fd_gemm_packed(n, n_out, n_in, 0, dS, n_out, 1, W, n_out, 1, 0, dX, n_in, o.threads,
+        ep = _epilogue(1, 0, NULL, False)
+        fd_gemm_packed(n, n_out, n_in, 0, dS, n_out, 1, W, n_out, &ep, dX, n_in, o.threads,
                        o.pack)
     else:
         _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, n_out, dS, n_out, <floating>0, dX, n_in)
@@ -2399,25 +2418,30 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W, const flo
 
 
 def packed_gemm(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] C, bint ta=False,
-                bint tb=False, float alpha=1, float beta=0, int threads=1):
-    """C := alpha * op(A) @ op(B) + beta * C on the packed GEMM (fd_gemm_packed), op(A) = A.T
-    when ta, op(B) = B.T when tb; the training steps' products of batches over MAX_OWN_ROWS rows.
+                bint tb=False, float alpha=1, float beta=0, const float[::1] bias=None,
+                bint relu=False, int threads=1):
+    """C := alpha * op(A) @ op(B) + beta * C (+ bias per column, then relu) on the packed GEMM
+    (fd_gemm_packed), op(A) = A.T when ta, op(B) = B.T when tb; the training steps' products of
+    batches over MAX_OWN_ROWS rows.
 
-    # IN A, B (shapes matching C after the transposes)   # INOUT C
+    # IN A, B (shapes matching C after the transposes), bias (C's columns)   # INOUT C
     """
     cdef int n = <int>C.shape[0], m = <int>C.shape[1]
     cdef int k = <int>(A.shape[0] if ta else A.shape[1])
     cdef float* work
+    cdef fd_epilogue ep = _epilogue(alpha, beta, &bias[0] if bias is not None else NULL, relu)
     if (A.shape[1] if ta else A.shape[0]) != n or (B.shape[0] if tb else B.shape[1]) != m or (
-            B.shape[1] if tb else B.shape[0]) != k or n == 0 or m == 0 or k == 0:
+            B.shape[1] if tb else B.shape[0]) != k or n == 0 or m == 0 or k == 0 or (
+            bias is not None and bias.shape[0] != m):
         raise ValueError(f"shapes do not match: A {tuple(A.shape)}{' (T)' if ta else ''}, "
-                         f"B {tuple(B.shape)}{' (T)' if tb else ''}, C {tuple(C.shape)}")
+                         f"B {tuple(B.shape)}{' (T)' if tb else ''}, C {tuple(C.shape)}"
+                         + (f", bias {bias.shape[0]}" if bias is not None else ""))
     threads = max(1, min(threads, FD_MAX_THREADS))
     work = <float*>malloc(fd_packed_floats(k, m, threads) * sizeof(float))
     if work == NULL:
         raise MemoryError("packed_gemm's work area")
     with nogil:
-        fd_gemm_packed(n, k, m, ta, &A[0, 0], A.shape[1], tb, &B[0, 0], B.shape[1], alpha, beta,
+        fd_gemm_packed(n, k, m, ta, &A[0, 0], A.shape[1], tb, &B[0, 0], B.shape[1], &ep,
                        &C[0, 0], m, threads, work)
     free(work)
 

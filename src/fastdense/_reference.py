@@ -113,15 +113,19 @@ def dense_backward(X, W, dS, dW, db, dX=None, threads=1, sparse=True):
         dX[...] = dS @ W.T
 
 
-def packed_gemm(A, B, C, ta=False, tb=False, alpha=1, beta=0, threads=1):
-    """C := alpha * op(A) @ op(B) + beta * C, op(A) = A.T when ta, op(B) = B.T when tb (float32;
-    the compiled one rounds each element's chain of FMAs; threads: no effect on the result).
+def packed_gemm(A, B, C, ta=False, tb=False, alpha=1, beta=0, bias=None, relu=False, threads=1):
+    """C := alpha * op(A) @ op(B) + beta * C (+ bias per column, then relu), op(A) = A.T when ta,
+    op(B) = B.T when tb (float32; the compiled one rounds each element's chain of FMAs; threads:
+    no effect on the result).
 
-    # IN A, B (shapes matching C after the transposes)   # INOUT C
+    # IN A, B (shapes matching C after the transposes), bias (C's columns)   # INOUT C
     """
     a = (A.T if ta else A).astype(np.float64)
     b = (B.T if tb else B).astype(np.float64)
-    C[...] = alpha * (a @ b) + beta * C.astype(np.float64)
+    out = alpha * (a @ b) + beta * C.astype(np.float64)
+    if bias is not None:
+        out += bias
+    C[...] = np.maximum(out, 0) if relu else out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -294,40 +294,48 @@ static void test_worker_control_modes(void)
 }
 
 /* fd_gemm_packed against its contract, bit for bit: each element one chain of FMAs over the
- * whole depth from zero, then alpha * acc and fma(beta, C, .), for the four transposes, with 1
- * and 3 threads (rows cut between them). */
+ * whole depth from zero, then alpha * acc and fma(beta, C, .) (a weight gradient with SGD), or
+ * + bias and relu (a forward product), for the four transposes, with 1 and 3 threads (rows cut
+ * between them). */
 static void test_packed(int n, int k, int m)
 {
     float *A = malloc(sizeof(float) * n * k), *B = malloc(sizeof(float) * k * m);
     float *C0 = malloc(sizeof(float) * n * m), *C = malloc(sizeof(float) * n * m);
-    float *ref = malloc(sizeof(float) * n * m);
+    float *ref = malloc(sizeof(float) * n * m), *bias = malloc(sizeof(float) * m);
     float *work = malloc(sizeof(float) * fd_packed_floats(k, m, 3));
-    const float alpha = -0.5f, beta = 1.0f;
-    int ta, tb, t, i, j, p;
+    const fd_epilogue eps[2] = {{-0.5f, 1.0f, NULL, 0}, {1.0f, 0.0f, bias, 1}};
+    int ta, tb, t, i, j, p, v;
     size_t x;
     for (x = 0; x < (size_t)n * k; x++) A[x] = urand();
     for (x = 0; x < (size_t)k * m; x++) B[x] = urand();
     for (x = 0; x < (size_t)n * m; x++) C0[x] = urand();
-    for (ta = 0; ta < 2; ta++)
-        for (tb = 0; tb < 2; tb++) {
-            const ptrdiff_t lda = ta ? n : k, ldb = tb ? k : m;
-            for (i = 0; i < n; i++)
-                for (j = 0; j < m; j++) {
-                    float acc = 0.0f, v;
-                    for (p = 0; p < k; p++)
-                        acc = fmaf(ta ? A[(size_t)p * n + i] : A[(size_t)i * k + p],
-                                   tb ? B[(size_t)j * k + p] : B[(size_t)p * m + j], acc);
-                    v = alpha * acc;
-                    ref[(size_t)i * m + j] = fmaf(beta, C0[(size_t)i * m + j], v);
+    for (j = 0; j < m; j++) bias[j] = urand();
+    for (v = 0; v < 2; v++)
+        for (ta = 0; ta < 2; ta++)
+            for (tb = 0; tb < 2; tb++) {
+                const fd_epilogue *e = &eps[v];
+                const ptrdiff_t lda = ta ? n : k, ldb = tb ? k : m;
+                for (i = 0; i < n; i++)
+                    for (j = 0; j < m; j++) {
+                        float acc = 0.0f, z;
+                        for (p = 0; p < k; p++)
+                            acc = fmaf(ta ? A[(size_t)p * n + i] : A[(size_t)i * k + p],
+                                       tb ? B[(size_t)j * k + p] : B[(size_t)p * m + j], acc);
+                        z = e->alpha * acc;
+                        if (e->beta != 0.0f)
+                            z = fmaf(e->beta, C0[(size_t)i * m + j], z);
+                        if (e->bias != NULL)
+                            z = z + e->bias[j];
+                        ref[(size_t)i * m + j] = (e->relu && !(z > 0.0f)) ? 0.0f : z;
+                    }
+                for (t = 1; t <= 3; t += 2) {
+                    memcpy(C, C0, sizeof(float) * n * m);
+                    fd_gemm_packed(n, k, m, ta, A, lda, tb, B, ldb, e, C, m, t, work);
+                    check(same_bits(C, ref, (size_t)n * m),
+                          "packed GEMM has the contract's bits", n, k, m);
                 }
-            for (t = 1; t <= 3; t += 2) {
-                memcpy(C, C0, sizeof(float) * n * m);
-                fd_gemm_packed(n, k, m, ta, A, lda, tb, B, ldb, alpha, beta, C, m, t, work);
-                check(same_bits(C, ref, (size_t)n * m), "packed GEMM has the contract's bits",
-                      n, k, m);
             }
-        }
-    free(A); free(B); free(C0); free(C); free(ref); free(work);
+    free(A); free(B); free(C0); free(C); free(ref); free(bias); free(work);
 }
 
 int main(int argc, char **argv)

@@ -11,7 +11,9 @@
  * 227 with it (92% of the core's FMA peak).
  *
  * The whole depth runs in one pass (no depth blocking): each element is one chain of FMAs from
- * zero, then alpha and beta as the tiles round, so the result is the same whatever the geometry
+ * zero, then alpha and beta as the tiles round (and the bias and relu a forward product may ask
+ * for, in the registers rather than in a pass over the output), so the result is the same
+ * whatever the geometry
  * (12 x 32 on AVX-512, 6 x 16 on AVX2 and in portable C), the row cut between threads, or the
  * zero padding of the edge panels (never stored). */
 #include "fd_packed.h"
@@ -43,7 +45,7 @@ static void fd_copy_steps(const float *src, ptrdiff_t ld, int k, int w, int widt
 static void fd_pack_b(int tb, const float *B, ptrdiff_t ldb, int k, int m, int nr, int q0,
                       int q1, float *Bp)
 {
-    int q, p, p0, pp, j;
+    int q, p0, pp, j;
     for (q = q0; q < q1; q++) {
         const int j0 = q * nr, w = (m - j0 < nr) ? m - j0 : nr;
         float *dst = Bp + (ptrdiff_t)q * k * nr;
@@ -120,16 +122,18 @@ static void fd_pack_a(int ta, const float *A, ptrdiff_t lda, int k, int i0, int 
     fd_copy_steps(A + i0, lda, k, rows, mr, Ap);
 }
 
-/* ---- micro-kernels: C[0:rows, 0:cols] := alpha * A B + beta * C over a depth of k ------------
+/* ---- micro-kernels: C[0:rows, 0:cols] := epilogue(A B) over a depth of k -------------------
  * A is a micro-panel (MR floats a step), B a panel (NR floats a step); rows of the micro-panel
- * past `rows` and columns past `cols` are computed (from zeros) but not stored. */
+ * past `rows` and columns past `cols` are computed (from zeros) but not stored. b: the panel's
+ * columns of the epilogue's bias (NULL: none). */
 
 typedef void (*fd_packed_kernel)(int k, const float *Ap, const float *Bp, float *C,
-                                 ptrdiff_t ldc, int rows, int cols, float alpha, float beta);
+                                 ptrdiff_t ldc, int rows, int cols, const fd_epilogue *e,
+                                 const float *b);
 
 /* portable C, 6 x 16 (GCC vectorises the column loop into the target's FMA instructions) */
 static void fd_packed_c(int k, const float *Ap, const float *Bp, float *C, ptrdiff_t ldc,
-                        int rows, int cols, float alpha, float beta)
+                        int rows, int cols, const fd_epilogue *e, const float *b)
 {
     float acc[6][16];
     int p, r, j;
@@ -147,8 +151,12 @@ static void fd_packed_c(int k, const float *Ap, const float *Bp, float *C, ptrdi
     for (r = 0; r < rows; r++) {
         float *cr = C + (ptrdiff_t)r * ldc;
         for (j = 0; j < cols; j++) {
-            const float v = alpha * acc[r][j];
-            cr[j] = (beta != 0.0f) ? fmaf(beta, cr[j], v) : v;
+            float v = e->alpha * acc[r][j];
+            if (e->beta != 0.0f)
+                v = fmaf(e->beta, cr[j], v);
+            if (b != NULL)
+                v = v + b[j];
+            cr[j] = (e->relu && !(v > 0.0f)) ? 0.0f : v;
         }
     }
 }
@@ -158,13 +166,16 @@ static void fd_packed_c(int k, const float *Ap, const float *Bp, float *C, ptrdi
  * accumulators are named variables: as an array indexed by the run-time row count of the stores,
  * GCC kept them in memory and stored all twelve every step (35% slower). */
 static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, const float *Bp, float *C,
-                                            ptrdiff_t ldc, int rows, int cols, float alpha,
-                                            float beta)
+                                            ptrdiff_t ldc, int rows, int cols,
+                                            const fd_epilogue *e, const float *b)
 {
     __m256 t[12];
     const int n0 = (cols < 8) ? cols : 8, n1 = (cols > 8) ? cols - 8 : 0;
     const __m256i k0 = fd_tail_mask(n0), k1 = fd_tail_mask(n1);
-    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    const __m256 va = _mm256_set1_ps(e->alpha), vb = _mm256_set1_ps(e->beta);
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 bias0 = b ? fd_load_group(b, n0, k0) : zero;
+    const __m256 bias1 = (b && n1 > 0) ? fd_load_group(b + 8, n1, k1) : zero;
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     ptrdiff_t p;
@@ -186,10 +197,18 @@ static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, const float 
     for (r = 0; r < rows; r++) {
         float *cr = C + (ptrdiff_t)r * ldc;
         __m256 v0 = _mm256_mul_ps(va, t[2 * r]), v1 = _mm256_mul_ps(va, t[2 * r + 1]);
-        if (beta != 0.0f) {
+        if (e->beta != 0.0f) {
             v0 = _mm256_fmadd_ps(vb, fd_load_group(cr, n0, k0), v0);
             if (n1 > 0)
                 v1 = _mm256_fmadd_ps(vb, fd_load_group(cr + 8, n1, k1), v1);
+        }
+        if (b != NULL) {
+            v0 = _mm256_add_ps(v0, bias0);
+            v1 = _mm256_add_ps(v1, bias1);
+        }
+        if (e->relu) {  /* (max returns its second operand for NaN and for zeros) */
+            v0 = _mm256_max_ps(v0, zero);
+            v1 = _mm256_max_ps(v1, zero);
         }
         fd_store_group(cr, n0, k0, v0);
         if (n1 > 0)
@@ -200,14 +219,17 @@ static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, const float 
 /* AVX-512, 12 x 32: 24 accumulators, two loads of B and twelve broadcasts a step (32 vector
  * registers hold them: GCC keeps the array in registers here) */
 static FD_AVX512_NOINLINE void fd_packed_512(int k, const float *Ap, const float *Bp, float *C,
-                                             ptrdiff_t ldc, int rows, int cols, float alpha,
-                                             float beta)
+                                             ptrdiff_t ldc, int rows, int cols,
+                                             const fd_epilogue *e, const float *b)
 {
     __m512 c[24], t[24];
     const int n0 = (cols < 16) ? cols : 16, n1 = (cols > 16) ? cols - 16 : 0;
     const __mmask16 k0 = (__mmask16)((n0 >= 16) ? 0xFFFFu : ((1u << n0) - 1u));
     const __mmask16 k1 = (__mmask16)((n1 >= 16) ? 0xFFFFu : ((1u << n1) - 1u));
-    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const __m512 va = _mm512_set1_ps(e->alpha), vb = _mm512_set1_ps(e->beta);
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 bias0 = b ? _mm512_maskz_loadu_ps(k0, b) : zero;
+    const __m512 bias1 = (b && n1 > 0) ? _mm512_maskz_loadu_ps(k1, b + 16) : zero;
     ptrdiff_t p;
     int r;
     for (r = 0; r < 24; r++)
@@ -228,10 +250,18 @@ static FD_AVX512_NOINLINE void fd_packed_512(int k, const float *Ap, const float
     for (r = 0; r < rows; r++) {
         float *cr = C + (ptrdiff_t)r * ldc;
         __m512 v0 = _mm512_mul_ps(va, t[2 * r]), v1 = _mm512_mul_ps(va, t[2 * r + 1]);
-        if (beta != 0.0f) {
+        if (e->beta != 0.0f) {
             v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k0, cr), v0);
             if (n1 > 0)
                 v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k1, cr + 16), v1);
+        }
+        if (b != NULL) {
+            v0 = _mm512_add_ps(v0, bias0);
+            v1 = _mm512_add_ps(v1, bias1);
+        }
+        if (e->relu) {  /* (max returns its second operand for NaN and for zeros) */
+            v0 = _mm512_max_ps(v0, zero);
+            v1 = _mm512_max_ps(v1, zero);
         }
         _mm512_mask_storeu_ps(cr, k0, v0);
         if (n1 > 0)
@@ -246,7 +276,7 @@ typedef struct {
     int n, k, m, ta, tb, mr, nr, parts, panels;
     const float *A, *B;
     ptrdiff_t lda, ldb, ldc;
-    float alpha, beta;
+    fd_epilogue e;
     float *C, *Bp, *Ap;     /* Ap: part p's block of A at Ap + p * FD_PACK_MC * k */
     fd_packed_kernel kernel;
     struct { fd_counter next; char pad[60]; } range[FD_MAX_THREADS];  /* next block, per part */
@@ -287,7 +317,8 @@ static void fd_packed_block(const fd_packed_job *j, int i0, int i1, float *Ap)
         for (i = i0; i < i1; i += mr)
             j->kernel(j->k, Ap + (ptrdiff_t)(i - i0) * j->k, Bq,
                       j->C + (ptrdiff_t)i * j->ldc + (ptrdiff_t)q * j->nr, j->ldc,
-                      (i1 - i < mr) ? i1 - i : mr, cols, j->alpha, j->beta);
+                      (i1 - i < mr) ? i1 - i : mr, cols, &j->e,
+                      j->e.bias ? j->e.bias + q * j->nr : NULL);
     }
 }
 
@@ -328,7 +359,7 @@ size_t fd_packed_floats(int k, int m, int threads)
 }
 
 void fd_gemm_packed(int n, int k, int m, int ta, const float *A, ptrdiff_t lda, int tb,
-                    const float *B, ptrdiff_t ldb, float alpha, float beta, float *C,
+                    const float *B, ptrdiff_t ldb, const fd_epilogue *e, float *C,
                     ptrdiff_t ldc, int threads, float *work)
 {
     fd_packed_job j;
@@ -342,7 +373,7 @@ void fd_gemm_packed(int n, int k, int m, int ta, const float *A, ptrdiff_t lda, 
         j.kernel = fd_packed_avx2;
 #endif
     j.n = n; j.k = k; j.m = m; j.ta = ta; j.tb = tb; j.A = A; j.B = B;
-    j.lda = lda; j.ldb = ldb; j.ldc = ldc; j.alpha = alpha; j.beta = beta; j.C = C;
+    j.lda = lda; j.ldb = ldb; j.ldc = ldc; j.e = *e; j.C = C;
     j.panels = (m + j.nr - 1) / j.nr;
     j.Bp = w;
     j.Ap = w + (size_t)j.panels * j.nr * k;

@@ -8,15 +8,24 @@
 
 #define FD_PACK_MC 120  /* rows of A packed at a time (per thread): 120 x depth floats in L2 */
 
-/* C(n x m) := alpha * op(A) @ op(B) + beta * C, row-major, C's rows ldc apart, where
+/* What a product does with each element's sum before storing it: v = alpha * acc, then
+ * v = fma(beta, C, v) when beta != 0, v = v + bias[j] when bias is not NULL, v = max(v, 0)
+ * (relu: NaN and -0 give +0, as fastdense's relu does) when relu is set. */
+typedef struct {
+    float alpha, beta;
+    const float *bias;  /* m floats, or NULL */
+    int relu;
+} fd_epilogue;
+
+/* C(n x m) := epilogue(op(A) @ op(B)), row-major, C's rows ldc apart, where
  *   op(A)(i, p) = A[i * lda + p] (ta == 0) or A[p * lda + i] (ta == 1), i < n, p < k;
  *   op(B)(p, j) = B[p * ldb + j] (tb == 0) or B[j * ldb + p] (tb == 1), j < m.
- * Every element is one chain of FMAs over p = 0 .. k-1 from zero, then alpha * acc and, when
- * beta != 0, fma(beta, C, .): the bits of the own tiles' contract (fd_gemm.h), the same at every
- * SIMD level and for any number of threads (up to `threads` share the rows of C). work: at least
- * fd_packed_floats(k, m, threads) floats. beta == 0: C is only written. */
+ * Every element is one chain of FMAs over p = 0 .. k-1 from zero, then the epilogue: alpha and
+ * beta as the own tiles round them (fd_gemm.h), the same at every SIMD level and for any number
+ * of threads (up to `threads` share the rows of C). work: at least fd_packed_floats(k, m,
+ * threads) floats. beta == 0: C is only written. */
 FD_HIDDEN void fd_gemm_packed(int n, int k, int m, int ta, const float *A, ptrdiff_t lda, int tb,
-                              const float *B, ptrdiff_t ldb, float alpha, float beta, float *C,
+                              const float *B, ptrdiff_t ldb, const fd_epilogue *e, float *C,
                               ptrdiff_t ldc, int threads, float *work);
 
 /* Floats of work fd_gemm_packed needs for a product of depth k and m columns on `threads`
