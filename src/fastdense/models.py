@@ -515,8 +515,7 @@ class Sequential:
         fixed = self._engine_options.get("threads")
         if fixed is not None:
             return _engine.FixedThreads(fixed)
-        if (batch_size > _kernels.CODES["MAX_OWN_ROWS"] and self.dtype == "float32"
-                and self._engine_options.get("packed", True)):
+        if self._packed(batch_size):
             return _engine.FixedThreads(max_threads)
         key = (max_threads, batch_size)
         cached = self._governor_cache
@@ -524,6 +523,20 @@ class Sequential:
             cached = (key, _engine.ThreadGovernor(max_threads))
             self._governor_cache = cached
         return cached[1]
+
+    def _packed(self, batch_size):
+        """Whether training steps of this batch size run their products on the packed GEMM
+        (float32 batches over the own kernels' rows; see _kernels.Trainer)."""
+        return (batch_size > _kernels.CODES["MAX_OWN_ROWS"] and self.dtype == "float32"
+                and self._engine_options.get("packed", True))
+
+    def _step_threads(self, batch_size):
+        """Threads for a lone training step (train_on_batch, loss_and_gradients): one, whose
+        hand-offs a single step would not repay, except on the packed GEMM's long products."""
+        fixed = self._engine_options.get("threads")
+        if fixed is not None:
+            return fixed
+        return config.num_threads() if self._packed(batch_size) else 1
 
     def _num_threads(self):
         """Threads for inference: the engine options' fixed count, else the configured most."""
@@ -765,8 +778,7 @@ class Sequential:
         bs = len(X)
         stats = _engine.stats_buffer(len(metrics))
         done = _engine.Training(self, bs, metrics).run(
-            X, Y, sw, np.empty(0, dtype=np.intp), 0, bs, bs, stats,
-            self._engine_options.get("threads", 1))
+            X, Y, sw, np.empty(0, dtype=np.intp), 0, bs, bs, stats, self._step_threads(bs))
         if stats[-1] == 0:
             opt.iterations += done
         logs = _engine.stats_logs(stats, "loss", [m.name for m in metrics])
@@ -941,7 +953,7 @@ class Sequential:
         updated = self._params.copy()
         training.trainer(n).run(updated, np.empty(0, dtype=self.dtype), X, Y, sw,
                                 np.empty(0, dtype=np.intp), 0, n, np.ones(1, dtype=np.float64), 0,
-                                stats, self._engine_options.get("threads", 1))
+                                stats, self._step_threads(n))
         loss = float(stats[0] / stats[1])
         # the forward pass in training mode moves BatchNormalization's statistics, as calling
         # a Keras model with training=True does; the trainable weights stay as they were
