@@ -83,6 +83,7 @@ dgemm = <dgemm_t>_capsule_pointer(_blas_module.__pyx_capi__["dgemm"])
 
 cdef extern from "_simd.h" nogil:
     int fd_have_avx2_fma()
+    int fd_have_avx512()
     void fd_set_simd(int level)
     void fd_sigmoid(float* z, Py_ssize_t size)
     void fd_exp_shifted(const float* x, float mx, float* out, int m)
@@ -1764,7 +1765,8 @@ cdef class Trainer:
         sparse: weight gradients skip all-zero input rows.
         transposed_dx: input gradients as dX^T = W @ dS^T (no packing of W^T).
         pad_first, panels: train the first layer's weights in an aligned copy, as 16-column
-            panels (or padded rows), when its width is not a multiple of 16.
+            panels (or padded rows), when its width is not a multiple of 16. panels=None (the
+            default): panels where the tiles are 16 columns wide, padded rows on AVX-512.
         split_middle: cut the middle of each step into two row blocks (see `_middle_part`).
         merge_next: plain SGD runs the next batch's first product in the weight-gradient job.
         own_rows: products with at most this many batch rows run on the own kernels, larger
@@ -1787,7 +1789,7 @@ cdef class Trainer:
 
     def __init__(self, plan, reg, layout, work, grads, int batch_size, int loss_code,
                  bint fused_logits, metrics, int opt_code, hp, rng, *, bint sparse=True,
-                 bint transposed_dx=True, bint pad_first=True, bint panels=True,
+                 bint transposed_dx=True, bint pad_first=True, panels=None,
                  bint split_middle=True, bint merge_next=True, int own_rows=FD_MAX_ROWS,
                  bint packed=True):
         self.plan = plan
@@ -1812,6 +1814,8 @@ cdef class Trainer:
         self.pack = NULL
         self.pack_floats = 0
         self.packed = packed and work.dtype.itemsize == 4 and batch_size > self.o.own_rows
+        if panels is None:
+            panels = not fd_have_avx512()
         self._derive(work.dtype.itemsize == 4, pad_first, panels, split_middle)
 
     def __dealloc__(self):
@@ -1855,6 +1859,9 @@ cdef class Trainer:
         # one whole cache line and a panel's rows follow each other in memory (a 100-unit
         # layer's 400-byte rows made a third of them straddle two lines). Copied back at the end
         # of each run. Same arithmetic for every element: the bits the row-major weights get.
+        # On AVX-512 padded rows instead (a multiple of 16 floats apart): the forward product
+        # then runs the wide 32-column tile, which the 16-column panels rule out (seed net,
+        # 784-100-10 at batch 32: 15% faster; on AVX2 the two layouts tie).
         self.ldpad = 0
         if (self.in_place and self.fuse_sgd and self.layout[LAY_W0] >= 0 and n_out0 % 16 != 0
                 and pad_first):
