@@ -1814,8 +1814,6 @@ cdef class Trainer:
         self.pack = NULL
         self.pack_floats = 0
         self.packed = packed and work.dtype.itemsize == 4 and batch_size > self.o.own_rows
-        if panels is None:
-            panels = not fd_have_avx512()
         self._derive(work.dtype.itemsize == 4, pad_first, panels, split_middle)
 
     def __dealloc__(self):
@@ -1841,8 +1839,9 @@ cdef class Trainer:
             self.pack, self.pack_floats = grown, need
         return self.pack
 
-    cdef _derive(self, bint f32, bint pad_first, bint panels, bint split_middle):
+    cdef _derive(self, bint f32, bint pad_first, object panels, bint split_middle):
         """The step's shape for this network and these settings."""
+        cdef bint panels_set = panels is not None
         cdef Py_ssize_t l, n_ops = self.plan.shape[0], later = 0
         cdef int n_out0 = <int>self.plan[0, PLAN_N_OUT]
         self.penalized = _has_penalty(self.plan, self.reg)
@@ -1859,13 +1858,12 @@ cdef class Trainer:
         # one whole cache line and a panel's rows follow each other in memory (a 100-unit
         # layer's 400-byte rows made a third of them straddle two lines). Copied back at the end
         # of each run. Same arithmetic for every element: the bits the row-major weights get.
-        # On AVX-512 padded rows instead (a multiple of 16 floats apart): the forward product
-        # then runs the wide 32-column tile, which the 16-column panels rule out (seed net,
-        # 784-100-10 at batch 32: 15% faster; on AVX2 the two layouts tie).
+        # On AVX-512 padded rows instead (_aligned_layout; panels=None, the default).
         self.ldpad = 0
         if (self.in_place and self.fuse_sgd and self.layout[LAY_W0] >= 0 and n_out0 % 16 != 0
                 and pad_first):
-            self.ldpad = FD_PANELS if panels else (n_out0 + 15) // 16 * 16
+            self.ldpad = (FD_PANELS if panels else (n_out0 + 15) // 16 * 16) if panels_set \
+                else _aligned_layout(n_out0)
         # The middle cut by rows when the first layer reads the batch in place and every later
         # op is dense or an activation (dropout masks are drawn in order) ...
         self.split = (self.in_place and n_ops >= 2 and self.layout[LAY_MID] >= 0
@@ -2131,19 +2129,21 @@ cdef struct _Pair:
     double reg_total
     double* slots               # evaluate: per batch, its loss then its metric sums
     Py_ssize_t n_slot           # 1 + 2 * n_metrics
-    float* W0                   # the first layer's weights in 16-column panels, or NULL
+    float* W0                   # the first layer's weights, aligned (_inference_panels), or NULL
+    int ld0                     # W0's layout
 
 
 cdef double _eval_batch(const _Opts* o, const Py_ssize_t* plan, Py_ssize_t n_ops, const floating* P,
                         const floating* X, floating* work, int n, const floating* Y,
                         Py_ssize_t y_w, const floating* sw, int loss_code, bint fused,
                         const Py_ssize_t* metrics, Py_ssize_t n_metrics,
-                        double reg_total, double* msums, const floating* W0) noexcept nogil:
+                        double reg_total, double* msums, const floating* W0,
+                        int ld0) noexcept nogil:
     """One evaluation batch (n rows at X, Y, sw): returns its mean loss (plus the penalty
-    reg_total) and adds its metric sums into msums. W0: see _inference_panels."""
+    reg_total) and adds its metric sums into msums. W0, ld0: see _inference_panels."""
     cdef Py_ssize_t last = (n_ops - 1) * N_PLAN, out_w = plan[last + PLAN_N_OUT]
     cdef const floating* Zl = _net_forward(o, plan, n_ops, P, <const floating**>NULL, X, work, n,
-                                           NULL, NULL, W0, FD_PANELS)
+                                           NULL, NULL, W0, ld0)
     cdef const floating* Ll = work + plan[last + PLAN_S] if fused else Zl
     cdef double loss = _loss_grad(loss_code, Ll, Y, sw, <floating*>NULL, n, out_w, 1.0) / n
     _metrics(metrics, n_metrics, Zl, Y, <const floating*>NULL, n, out_w, y_w, msums)
@@ -2165,7 +2165,7 @@ cdef void _pair_part(void* arg, int part) noexcept nogil:
         n = <int>(c.batch_size if c.stop - pos > c.batch_size else c.stop - pos)
         if c.out != NULL:
             Zl = _net_forward(&one, c.plan, c.n_ops, c.P, <const float**>NULL,
-                              c.X + pos * c.n_in0, c.work[part], n, NULL, NULL, c.W0, FD_PANELS)
+                              c.X + pos * c.n_in0, c.work[part], n, NULL, NULL, c.W0, c.ld0)
             memcpy(c.out + pos * c.out_w, Zl, <Py_ssize_t>n * c.out_w * sizeof(float))
             continue
         st = c.slots + <Py_ssize_t>b * c.n_slot
@@ -2174,7 +2174,7 @@ cdef void _pair_part(void* arg, int part) noexcept nogil:
         st[0] = _eval_batch(&one, c.plan, c.n_ops, c.P, c.X + pos * c.n_in0, c.work[part], n,
                             c.Y + pos * c.y_w, c.y_w, c.sw + pos if c.sw != NULL else NULL,
                             c.loss_code, c.fused, c.metrics, c.n_metrics, c.reg_total, st + 1,
-                            c.W0)
+                            c.W0, c.ld0)
 
 
 cdef inline void _add_batch(double* stats, Py_ssize_t n_stats, const double* st, int n,
@@ -2190,32 +2190,42 @@ cdef inline void _add_batch(double* stats, Py_ssize_t n_stats, const double* st,
         stats[3 + i] += st[1 + i]
 
 
-cdef float* _inference_panels(const Py_ssize_t* plan, const float* P,
-                              Py_ssize_t rows) noexcept nogil:
-    """For inference over many rows: a copy of the first dense layer's weights in 16-column
-    panels (see _copy_weights), when its width is not a multiple of 16; NULL otherwise (or when
-    the copy would not pay, or allocation fails). Row-major rows of such a layer (a 100-unit
-    layer's are 400 bytes) straddle cache lines, and the tiles' depth chunk of 16 columns then
-    spans twice the lines a panel does. Every element's arithmetic is the same: same bits. The
-    caller frees it."""
+cdef inline int _aligned_layout(Py_ssize_t m) noexcept nogil:
+    """The layout of an aligned copy of a first layer's weights (m columns; see _copy_weights):
+    16-column panels where the tiles are 16 columns wide, rows padded to a multiple of 16
+    floats on AVX-512, whose wide 32-column tile the panels rule out (there, 14% faster
+    training and 10% faster inference on the seed net)."""
+    return <int>((m + 15) // 16 * 16) if fd_have_avx512() else FD_PANELS
+
+
+cdef float* _inference_panels(const Py_ssize_t* plan, const float* P, Py_ssize_t rows,
+                              int* ld) noexcept nogil:
+    """For inference over many rows: a copy of the first dense layer's weights in the aligned
+    layout (_aligned_layout, written to *ld), when its width is not a multiple of 16; NULL
+    otherwise (or when the copy would not pay, or allocation fails). Row-major rows of such a
+    layer (a 100-unit layer's are 400 bytes) straddle cache lines, and the tiles' depth chunk
+    then spans twice the lines an aligned copy does. Every element's arithmetic is the same:
+    same bits. The caller frees it."""
     cdef Py_ssize_t k = plan[PLAN_N_IN], m = plan[PLAN_N_OUT]
     cdef float* W0
+    ld[0] = 0
     if plan[PLAN_KIND] != OP_DENSE or m % 16 == 0 or rows < 256:
         return NULL
     W0 = <float*>malloc(((m + 15) // 16 * 16) * k * sizeof(float))
     if W0 != NULL:
-        _copy_weights(<float*>(P + plan[PLAN_W]), W0, k, <int>m, FD_PANELS, True)
+        ld[0] = _aligned_layout(m)
+        _copy_weights(<float*>(P + plan[PLAN_W]), W0, k, <int>m, ld[0], True)
     return W0
 
 
 cdef bint _pair_setup(_Pair* c, int threads, Py_ssize_t start, Py_ssize_t stop, int batch_size,
                       const Py_ssize_t* plan, Py_ssize_t n_ops, const float* P, float* work,
                       Py_ssize_t work_size, const float* X, Py_ssize_t n_in0,
-                      Py_ssize_t n_slot, float* W0) noexcept nogil:
+                      Py_ssize_t n_slot, float* W0, int ld0) noexcept nogil:
     """Fills the common fields and allocates the second workspace (and, with n_slot > 0, the
     per-batch slots); False when one thread will do (a single batch, one thread, no own kernels)
-    or an allocation failed. The caller frees with _pair_free. W0: the caller's panel copy of
-    the first layer's weights (_inference_panels), or NULL."""
+    or an allocation failed. The caller frees with _pair_free. W0, ld0: the caller's aligned
+    copy of the first layer's weights and its layout (_inference_panels), or NULL."""
     cdef Py_ssize_t n_batches = (stop - start + batch_size - 1) // batch_size
     cdef int t
     cdef bint failed = False
@@ -2254,6 +2264,7 @@ cdef bint _pair_setup(_Pair* c, int threads, Py_ssize_t start, Py_ssize_t stop, 
     c.reg_total = 0
     c.n_slot = n_slot
     c.W0 = W0
+    c.ld0 = ld0
     return True
 
 
@@ -2286,14 +2297,15 @@ def forward(floating[::1] params, const Py_ssize_t[:, ::1] plan, floating[::1] w
     cdef const floating* Zl
     cdef _Pair pc
     cdef floating* W0 = NULL
+    cdef int ld0 = 0
     cdef _Opts o = _opts(max(1, min(threads, FD_MAX_THREADS)))
     _check_plan(plan, None)
     with nogil:
         if floating is float:
-            W0 = <floating*>_inference_panels(&plan[0, 0], &params[0], n_total)
+            W0 = <floating*>_inference_panels(&plan[0, 0], &params[0], n_total, &ld0)
         if floating is float and n_total > 0 and _pair_setup(
                 &pc, threads, 0, n_total, batch_size, &plan[0, 0], n_ops, &params[0],
-                &work[0], work.shape[0], &X[0, 0], n_in0, 0, <float*>W0):
+                &work[0], work.shape[0], &X[0, 0], n_in0, 0, <float*>W0, ld0):
             pc.out = &out[0, 0]
             fd_run(_pair_part, &pc, pc.threads)
             _pair_free(&pc)
@@ -2301,7 +2313,7 @@ def forward(floating[::1] params, const Py_ssize_t[:, ::1] plan, floating[::1] w
         while pos < n_total:
             n = <int>(batch_size if n_total - pos > batch_size else n_total - pos)
             Zl = _net_forward(&o, &plan[0, 0], n_ops, &params[0], NULL, &X[pos, 0], &work[0], n,
-                              NULL, NULL, W0, FD_PANELS)
+                              NULL, NULL, W0, ld0)
             memcpy(&out[pos, 0], Zl, <Py_ssize_t>n * out_w * sizeof(floating))
             pos += n
         free(W0)
@@ -2328,15 +2340,17 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
     cdef bint own_sums = n_metrics <= 64   # else (never in practice) straight into stats
     cdef double* msums = &st[1] if own_sums else &stats[3]
     cdef floating* W0 = NULL
+    cdef int ld0 = 0
     cdef _Opts o = _opts(max(1, min(threads, FD_MAX_THREADS)))
     _check_plan(plan, reg)
     with nogil:
         reg_total = _reg_loss_grad(plan, reg, &params[0], <floating*>NULL, False)
         if floating is float:
-            W0 = <floating*>_inference_panels(&plan[0, 0], &params[0], stop - start)
+            W0 = <floating*>_inference_panels(&plan[0, 0], &params[0], stop - start, &ld0)
         if floating is float and own_sums and stop > start and _pair_setup(
                 &pc, threads, start, stop, batch_size, &plan[0, 0], n_ops, &params[0],
-                &work[0], work.shape[0], &X[0, 0], X.shape[1], 1 + 2 * n_metrics, <float*>W0):
+                &work[0], work.shape[0], &X[0, 0], X.shape[1], 1 + 2 * n_metrics, <float*>W0,
+                ld0):
             pc.Y = &Y[0, 0]
             pc.y_w = y_w
             pc.sw = &sw[0] if has_sw else NULL
@@ -2362,7 +2376,7 @@ def evaluate_steps(floating[::1] params, const Py_ssize_t[:, ::1] plan, const do
             st[0] = _eval_batch(&o, &plan[0, 0], n_ops, &params[0], &X[pos, 0], &work[0], n,
                                 &Y[pos, 0], y_w, &sw[pos] if has_sw else NULL, loss_code,
                                 fused_logits, &metrics[0] if n_metrics > 0 else NULL, n_metrics,
-                                reg_total, msums, W0)
+                                reg_total, msums, W0, ld0)
             _add_batch(&stats[0], n_stats, st, n, n_metrics if own_sums else 0)
             done += 1
             pos += n
