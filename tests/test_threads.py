@@ -263,13 +263,14 @@ def test_optimizer_update_cut_between_threads_gives_the_same_bits(optimizer):
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu", "swish", "elu"])
 def test_wide_layers_at_batch_256_give_the_same_bits_on_any_thread_count(activation):
-    """Batches of 256 rows through 512- and 600-unit layers (the wide tiles' 32-column blocks,
-    a masked last block, the whole-batch step path, the optimizer's cut update): 1, 2, 3 and 4
-    threads must give the same weights, losses and predictions, with plain SGD and Adam."""
+    """Batches of 256 rows through 512- and 600-unit layers, on the own kernels (the wide tiles'
+    32-column blocks, a masked last block, the whole-batch step path, the optimizer's cut update)
+    and on the packed GEMM (the default for such layers): 1, 2, 3 and 4 threads must give the
+    same weights, losses and predictions, with plain SGD and Adam."""
     rng = np.random.default_rng(4)
     x = rng.normal(size=(512, 40)).astype(np.float32)
     y = rng.integers(0, 5, 512)
-    for optimizer in ("sgd", "adam"):
+    for optimizer, packed in (("sgd", False), ("adam", False), ("sgd", True), ("adam", True)):
         results = []
         for threads in (1, 2, 3, 4):
             fastdense.utils.set_random_seed(2)
@@ -277,7 +278,8 @@ def test_wide_layers_at_batch_256_give_the_same_bits_on_any_thread_count(activat
                 fastdense.Input((40,)), fastdense.layers.Dense(512, activation=activation),
                 fastdense.layers.Dense(600, activation=activation),
                 fastdense.layers.Dense(5, activation="softmax")])
-            model._engine_options = {"threads": threads}
+            model._engine_options = {"threads": threads, "packed": packed}
+            assert model._packed(256) == packed
             model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
             hist = model.fit(x, y, batch_size=256, epochs=2, verbose=0, shuffle=False)
             results.append((model.get_weights(), hist.history["loss"], model.predict(x, verbose=0)))

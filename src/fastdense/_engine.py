@@ -191,10 +191,14 @@ class Training:
             model, opt = self.model, self.model.optimizer
             code, hp = self.update or (opt._kernel_code(), opt._hyper())
             plan = model._plan(batch_size, keep_logits=self.fused, training=True)
+            options = dict(self.options)
+            if model._packed(batch_size):  # (batches of PACKED_MIN_ROWS or more: packed GEMM)
+                options.setdefault("own_rows", min(_kernels.CODES["MAX_OWN_ROWS"],
+                                                   model.PACKED_MIN_ROWS - 1))
             trainer = _kernels.Trainer(
                 plan.plan, plan.reg, plan.layout, plan.workspace(model.dtype), self.grads,
                 batch_size, self.loss_code, self.fused, self.metric_codes, code, hp, self.rng,
-                **self.options)
+                **options)
             self.trainers[batch_size] = trainer
         return trainer
 
