@@ -365,7 +365,7 @@ static void fd_job2_part(void *arg, int part)
 {
     fd_job2 *jj = (fd_job2 *)arg;
     const int own = part & 1;
-    int t, h;
+    int t, h, spins = 0;
     fd_take_units(&jj->dw, own, &jj->half[own].done);
     fd_take_units(&jj->dw, 1 - own, &jj->half[1 - own].done);
     for (t = 0; t < 2; t++) {
@@ -373,7 +373,7 @@ static void fd_job2_part(void *arg, int part)
         if (atomic_load_explicit(&jj->fwd.half[h].next, memory_order_relaxed) >= jj->fwd.units[h])
             continue;
         while (atomic_load_explicit(&jj->half[h].done, memory_order_acquire) < jj->dw.units[h])
-            fd_cpu_relax();
+            fd_wait_step(&spins);
         fd_take_units(&jj->fwd, h, NULL);
     }
 }

@@ -1,4 +1,4 @@
-/* The packed GEMM: products of training batches over FD_MAX_ROWS rows (fd_packed.h).
+/* The packed GEMM: the training products of large batches (fd_packed.h).
  *
  * The own tiles (fd_gemm.c) read A through row pointers and B in place, which suits the small
  * products of small batches; on a batch of 1024 rows, their weight-gradient units stream the
@@ -13,9 +13,8 @@
  * The whole depth runs in one pass (no depth blocking): each element is one chain of FMAs from
  * zero, then alpha and beta as the tiles round (and the bias and relu a forward product may ask
  * for, in the registers rather than in a pass over the output), so the result is the same
- * whatever the geometry
- * (12 x 32 on AVX-512, 6 x 16 on AVX2 and in portable C), the row cut between threads, or the
- * zero padding of the edge panels (never stored). */
+ * whatever the geometry (12 x 32 on AVX-512, 6 x 16 on AVX2 and in portable C), the row cut
+ * between threads, or the zero padding of the edge panels (never stored). */
 #include "fd_packed.h"
 #include "fd_threads.h"
 
@@ -292,13 +291,13 @@ typedef struct {
  * per product, and the panels shared as the parts come. */
 static void fd_packed_pack_b(fd_packed_job *j)
 {
-    int q;
+    int q, spins = 0;
     while ((q = fd_counter_next(&j->pack_next)) < j->panels) {
         fd_pack_b(j->tb, j->B, j->ldb, j->k, j->m, j->nr, q, q + 1, j->Bp);
         atomic_fetch_add_explicit(&j->packed, 1, memory_order_release);
     }
     while (atomic_load_explicit(&j->packed, memory_order_acquire) < j->panels)
-        fd_cpu_relax();
+        fd_wait_step(&spins);
 }
 
 /* Rows [i0, i1) of C: their rows of op(A) packed into Ap (in L2 while the panels of B pass; read

@@ -182,6 +182,15 @@ static int fd_pool_grow(int n)
     return fd_pool_workers + 1;
 }
 
+void fd_wait_step(int *spins)
+{
+    fd_cpu_relax();
+    if (++*spins == 4096) {
+        *spins = 0;
+        fd_yield();
+    }
+}
+
 /* Runs fn(arg, p) for p = 0 .. nparts-1, part 0 on the calling thread and the others on the
  * workers; returns when all are done. Parts without a thread (the pool busy with another
  * caller's job, or workers that could not be started) run here, after part 0. */
@@ -214,12 +223,7 @@ void fd_run(fd_task_fn fn, void *arg, int nparts)
     fn(arg, 0);
     for (p = running; p < nparts; p++)
         fn(arg, p);
-    while (atomic_load_explicit(&fd_pool_done, memory_order_acquire) != running - 1) {
-        fd_cpu_relax();
-        if (++spins == 4096) {  /* a worker lost its core: let it run */
-            spins = 0;
-            fd_yield();
-        }
-    }
+    while (atomic_load_explicit(&fd_pool_done, memory_order_acquire) != running - 1)
+        fd_wait_step(&spins);
     fd_mutex_unlock(&fd_pool_lock);
 }

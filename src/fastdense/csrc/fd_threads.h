@@ -61,6 +61,11 @@ static inline void fd_cpu_relax(void)
 #endif
 }
 
+/* One step of a wait for other threads: the spin-wait pause, and every 4096 steps a yield of
+ * the core (a thread waited for may have lost its core to another process: let it run).
+ * *spins: the caller's step count, zero at the start of the wait. */
+FD_HIDDEN void fd_wait_step(int *spins);
+
 /* A counter threads take work items from (whole inference batches: see _kernels.pyx). */
 typedef struct { atomic_int v; } fd_counter;
 
