@@ -319,3 +319,56 @@ def test_batches_over_256_rows_give_the_same_bits_on_any_thread_count_and_level(
             np.testing.assert_array_equal(a, b)
     for a, b in zip(run({"threads": 2, "packed": False}), packed):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _layer_kind_models():
+    """Networks of every op kind around dense layers wide enough for the packed GEMM: (name,
+    layer list builder, compile kwargs builder (a fresh optimizer each time), fit options)."""
+    L = fastdense.layers
+    regular = fastdense.regularizers.L1L2(l1=1e-4, l2=1e-3)
+    return [
+        ("dropout, tanh, sigmoid", lambda: [L.Dense(300, activation="tanh"), L.Dropout(0.3),
+                                            L.Dense(40, activation="sigmoid"),
+                                            L.Dense(5, activation="softmax")],
+         lambda: dict(optimizer="adam", loss="sparse_categorical_crossentropy"), {}),
+        ("batchnorm, layernorm, a frozen layer", lambda: [
+            L.Dense(300, activation="relu"), L.BatchNormalization(),
+            L.Dense(64, activation="elu", trainable=False), L.LayerNormalization(),
+            L.Dense(5, activation="softmax")],
+         lambda: dict(optimizer="rmsprop", loss="sparse_categorical_crossentropy"), {}),
+        ("penalties, momentum, sample weights", lambda: [
+            L.Dense(300, activation="relu", kernel_regularizer=regular),
+            L.Dense(5, activation="softmax")],
+         lambda: dict(optimizer=fastdense.optimizers.SGD(0.05, momentum=0.9),
+                      loss="sparse_categorical_crossentropy"), {"sample_weight": True}),
+        ("linear output, mse, gelu", lambda: [L.Dense(300, activation="gelu"), L.Dense(1)],
+         lambda: dict(optimizer="sgd", loss="mse"), {"regression": True}),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4), ids=[m[0] for m in _layer_kind_models()])
+def test_packed_training_agrees_with_blas_for_every_kind_of_op(case):
+    """Batches over 256 rows (the packed GEMM) through dropout, normalization, frozen and
+    penalized layers, momentum and sample weights: the weights and losses agree with the BLAS
+    path (packed off) to float32 rounding, and do not depend on the thread count."""
+    _, layers_fn, compile_kw, fit_kw = _layer_kind_models()[case]
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(650, 30)).astype(np.float32)
+    y = (x[:, :1] * 2 + 1).astype(np.float32) if fit_kw.get("regression") \
+        else rng.integers(0, 5, 650)
+    sw = rng.random(650).astype(np.float32) if fit_kw.get("sample_weight") else None
+
+    def run(options):
+        fastdense.utils.set_random_seed(4)
+        model = fastdense.Sequential([fastdense.Input((30,))] + layers_fn())
+        model._engine_options = options
+        model.compile(**compile_kw())
+        hist = model.fit(x, y, batch_size=300, epochs=3, verbose=0, sample_weight=sw)
+        return model, model.get_weights() + [np.array(hist.history["loss"])]
+
+    model, packed = run({"threads": 2})
+    assert model._packed(300)
+    for a, b in zip(run({"threads": 3})[1], packed):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(run({"threads": 2, "packed": False})[1], packed):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
