@@ -508,10 +508,10 @@ class Sequential:
 
     def _governor(self, max_threads, batch_size):
         """The thread governor of this model for (max_threads, batch_size), kept across fits;
-        a fixed count when the engine options give one (tests), and all the threads for float32
-        batches over the own kernels' rows: their products (the packed GEMM) are long enough
-        that hand-offs cost little, while a probe of one thread costs whole slow batches (9% of a
-        784-1024-1024-10 epoch at batch 1024). (BLAS, which ran them before, never probed.)"""
+        a fixed count when the engine options give one (tests), and all the threads for batches
+        on the packed GEMM (_packed): their products are long enough that hand-offs cost little,
+        while a probe of one thread costs whole slow batches (9% of a 784-1024-1024-10 epoch at
+        batch 1024). (BLAS, which ran the largest of them before, never probed.)"""
         fixed = self._engine_options.get("threads")
         if fixed is not None:
             return _engine.FixedThreads(fixed)
