@@ -358,6 +358,8 @@ int main(int argc, char **argv)
     test_packed(13, 7, 33);
     test_packed(25, 40, 17);
     test_packed(300, 64, 70);
+    test_packed(40, 30, 10);  /* at most 16 columns: the 16-column tile on AVX-512 */
+    test_packed(29, 50, 16);
     test_run_parts();
     test_activations();
     if (fd_have_avx2_fma())

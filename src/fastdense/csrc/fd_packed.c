@@ -13,8 +13,9 @@
  * The whole depth runs in one pass (no depth blocking): each element is one chain of FMAs from
  * zero, then alpha and beta as the tiles round (and the bias and relu a forward product may ask
  * for, in the registers rather than in a pass over the output), so the result is the same
- * whatever the geometry (12 x 32 on AVX-512, 6 x 16 on AVX2 and in portable C), the row cut
- * between threads, or the zero padding of the edge panels (never stored). */
+ * whatever the geometry (12 x 32 on AVX-512, 12 x 16 there for products of at most 16 columns,
+ * 6 x 16 on AVX2 and in portable C), the row cut between threads, or the zero padding of the edge
+ * panels (never stored). */
 #include "fd_packed.h"
 #include "fd_threads.h"
 
@@ -39,86 +40,99 @@ static void fd_copy_steps(const float *src, ptrdiff_t ld, int k, int w, int widt
     }
 }
 
+#if FD_X86
+/* fd_pack_rows's gathers: each step's `width` floats as groups of 16 lanes (AVX-512) or 8 (AVX2),
+ * one gather a group; a scalar transposition cost 6% of a product. Lane offsets are 32-bit
+ * (checked by the caller). */
+static FD_AVX512_NOINLINE void fd_pack_rows_512(const float *src, ptrdiff_t ld, int k, int rows,
+                                                int width, float *dst)
+{
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                                             11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)ld));
+    int p, g;
+    for (g = 0; g * 16 < width; g++) {
+        const int in = (rows - 16 * g < 0) ? 0 : (rows - 16 * g > 16) ? 16 : rows - 16 * g;
+        const int out = (width - 16 * g > 16) ? 16 : width - 16 * g;
+        const __mmask16 min = (__mmask16)((1u << in) - 1u), mout = (__mmask16)((1u << out) - 1u);
+        const float *s = src + (ptrdiff_t)16 * g * (in > 0 ? ld : 0);  /* (no row: not read) */
+        for (p = 0; p < k; p++)
+            _mm512_mask_storeu_ps(dst + (ptrdiff_t)p * width + 16 * g, mout,
+                                  _mm512_mask_i32gather_ps(_mm512_setzero_ps(), min, idx, s + p,
+                                                           4));
+    }
+}
+
+static FD_AVX2_NOINLINE void fd_pack_rows_avx2(const float *src, ptrdiff_t ld, int k, int rows,
+                                               int width, float *dst)
+{
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                           _mm256_set1_epi32((int)ld));
+    int p, g;
+    for (g = 0; g * 8 < width; g++) {
+        const int in = (rows - 8 * g < 0) ? 0 : (rows - 8 * g > 8) ? 8 : rows - 8 * g;
+        const int out = (width - 8 * g > 8) ? 8 : width - 8 * g;
+        const __m256i min = fd_tail_mask(in), mout = fd_tail_mask(out);
+        const float *s = src + (ptrdiff_t)8 * g * (in > 0 ? ld : 0);  /* (no row: not read) */
+        for (p = 0; p < k; p++)
+            _mm256_maskstore_ps(dst + (ptrdiff_t)p * width + 8 * g, mout,
+                                _mm256_mask_i32gather_ps(_mm256_setzero_ps(), s + p, idx,
+                                                         _mm256_castsi256_ps(min), 4));
+    }
+}
+#endif
+
+/* `rows` rows of k floats, ld apart at src, transposed into k steps of `width` floats at dst,
+ * zero past `rows`: op(A) = A into a micro-panel, op(B) = B^T into a panel. */
+static void fd_pack_rows(const float *src, ptrdiff_t ld, int k, int rows, int width, float *dst)
+{
+    int p0, pp, r;
+#if FD_X86
+    if (fd_have_avx512() && (ptrdiff_t)15 * ld < (1LL << 31)) {
+        fd_pack_rows_512(src, ld, k, rows, width, dst);
+        return;
+    }
+    if (fd_have_avx2_fma() && (ptrdiff_t)7 * ld < (1LL << 31)) {
+        fd_pack_rows_avx2(src, ld, k, rows, width, dst);
+        return;
+    }
+#endif
+    /* 16 steps at a time, so that the rows read and the steps written stay in L1 (a whole row
+     * at a time wrote a new line each float) */
+    for (p0 = 0; p0 < k; p0 += 16) {
+        const int pn = (k - p0 < 16) ? k - p0 : 16;
+        for (r = 0; r < width; r++)
+            for (pp = 0; pp < pn; pp++)
+                dst[(ptrdiff_t)(p0 + pp) * width + r] =
+                    (r < rows) ? src[(ptrdiff_t)r * ld + p0 + pp] : 0.0f;
+    }
+}
+
 /* Panels q0 .. q1-1 of op(B) (k x m) into Bp: panel q holds columns q*nr .. q*nr+nr-1 as k rows
  * of nr floats, columns past m zero. */
 static void fd_pack_b(int tb, const float *B, ptrdiff_t ldb, int k, int m, int nr, int q0,
                       int q1, float *Bp)
 {
-    int q, p0, pp, j;
+    int q;
     for (q = q0; q < q1; q++) {
         const int j0 = q * nr, w = (m - j0 < nr) ? m - j0 : nr;
         float *dst = Bp + (ptrdiff_t)q * k * nr;
-        if (tb == 0) {
+        if (tb == 0)
             fd_copy_steps(B + j0, ldb, k, w, nr, dst);
-            continue;
-        }
-        /* B transposed: 16 steps of depth at a time, so that the w rows read and the 16 panel
-         * rows written stay in L1 (a whole row of B at a time wrote a new line each float) */
-        for (p0 = 0; p0 < k; p0 += 16) {
-            const int pn = (k - p0 < 16) ? k - p0 : 16;
-            for (j = 0; j < nr; j++) {
-                const float *src = B + (ptrdiff_t)(j0 + j) * ldb + p0;
-                for (pp = 0; pp < pn; pp++)
-                    dst[(ptrdiff_t)(p0 + pp) * nr + j] = (j < w) ? src[pp] : 0.0f;
-            }
-        }
+        else
+            fd_pack_rows(B + (ptrdiff_t)j0 * ldb, ldb, k, w, nr, dst);
     }
 }
 
-#if FD_X86
-/* op(A) = A's rows i0 .. i0+rows-1 into a micro-panel, one gather a step (12 or 6 lanes; AVX-512
- * and AVX2): a scalar transposition cost 6% of a product. */
-static FD_AVX512_NOINLINE void fd_pack_rows_512(const float *A, ptrdiff_t lda, int k, int rows,
-                                                float *Ap)
-{
-    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
-                                                             11, 0, 0, 0, 0),
-                                           _mm512_set1_epi32((int)lda));
-    const __mmask16 in = (__mmask16)((1u << rows) - 1u), out = 0x0FFF;
-    int p;
-    for (p = 0; p < k; p++)
-        _mm512_mask_storeu_ps(Ap + (ptrdiff_t)p * 12, out,
-                              _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, idx, A + p, 4));
-}
-
-static FD_AVX2_NOINLINE void fd_pack_rows_avx2(const float *A, ptrdiff_t lda, int k, int rows,
-                                               float *Ap)
-{
-    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 0, 0),
-                                           _mm256_set1_epi32((int)lda));
-    const __m256i in = fd_tail_mask(rows), out = fd_tail_mask(6);
-    int p;
-    for (p = 0; p < k; p++)
-        _mm256_maskstore_ps(Ap + (ptrdiff_t)p * 6, out,
-                            _mm256_mask_i32gather_ps(_mm256_setzero_ps(), A + p, idx,
-                                                     _mm256_castsi256_ps(in), 4));
-}
-#endif
-
 /* Rows i0 .. i0+rows-1 of op(A) (n x k) into one micro-panel Ap: k steps of mr floats, rows past
- * `rows` zero. op(A) = A^T: a copy of mr contiguous floats a step; op(A) = A: a transposition. */
+ * `rows` zero. */
 static void fd_pack_a(int ta, const float *A, ptrdiff_t lda, int k, int i0, int rows, int mr,
                       float *Ap)
 {
-    int p, r;
-    if (ta == 0) {
-        const float *base = A + (ptrdiff_t)i0 * lda;
-#if FD_X86
-        if (mr == 12 && (ptrdiff_t)11 * lda < (1LL << 31)) {
-            fd_pack_rows_512(base, lda, k, rows, Ap);
-            return;
-        }
-        if (fd_have_avx2_fma() && (ptrdiff_t)5 * lda < (1LL << 31)) {
-            fd_pack_rows_avx2(base, lda, k, rows, Ap);
-            return;
-        }
-#endif
-        for (p = 0; p < k; p++)
-            for (r = 0; r < mr; r++)
-                Ap[(ptrdiff_t)p * mr + r] = (r < rows) ? base[(ptrdiff_t)r * lda + p] : 0.0f;
-        return;
-    }
-    fd_copy_steps(A + i0, lda, k, rows, mr, Ap);
+    if (ta == 0)
+        fd_pack_rows(A + (ptrdiff_t)i0 * lda, lda, k, rows, mr, Ap);
+    else
+        fd_copy_steps(A + i0, lda, k, rows, mr, Ap);
 }
 
 /* ---- micro-kernels: C[0:rows, 0:cols] := epilogue(A B) over a depth of k -------------------
@@ -179,6 +193,10 @@ static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, const float 
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     ptrdiff_t p;
     int r;
+    for (r = 0; r < rows; r++) {  /* C's lines on their way while the sum runs (fd_packed_512) */
+        _mm_prefetch((const char *)(C + (ptrdiff_t)r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(C + (ptrdiff_t)r * ldc + 15), _MM_HINT_T0);
+    }
     for (p = 0; p < k; p++) {
         const float *a = Ap + p * 6;
         const __m256 b0 = _mm256_loadu_ps(Bp + p * 16), b1 = _mm256_loadu_ps(Bp + p * 16 + 8);
@@ -215,13 +233,16 @@ static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, const float 
     }
 }
 
-/* AVX-512, 12 x 32: 24 accumulators, two loads of B and twelve broadcasts a step (32 vector
- * registers hold them: GCC keeps the array in registers here) */
-static FD_AVX512_NOINLINE void fd_packed_512(int k, const float *Ap, const float *Bp, float *C,
-                                             ptrdiff_t ldc, int rows, int cols,
-                                             const fd_epilogue *e, const float *b)
+/* AVX-512, 12 x 16h (h = 1 or 2 halves of 16 columns): 12h accumulators, h loads of B and
+ * twelve broadcasts a step (32 vector registers hold them: GCC keeps the array in registers
+ * here). Inlined into one function per width, so that h is a constant there. */
+static FD_AVX512_INLINE void fd_packed_512_tile(const int h, int k, const float *Ap,
+                                                const float *Bp, float *C, ptrdiff_t ldc,
+                                                int rows, int cols, const fd_epilogue *e,
+                                                const float *b)
 {
     __m512 c[24], t[24];
+    const int nr = 16 * h;
     const int n0 = (cols < 16) ? cols : 16, n1 = (cols > 16) ? cols - 16 : 0;
     const __mmask16 k0 = (__mmask16)((n0 >= 16) ? 0xFFFFu : ((1u << n0) - 1u));
     const __mmask16 k1 = (__mmask16)((n1 >= 16) ? 0xFFFFu : ((1u << n1) - 1u));
@@ -230,25 +251,35 @@ static FD_AVX512_NOINLINE void fd_packed_512(int k, const float *Ap, const float
     const __m512 bias0 = b ? _mm512_maskz_loadu_ps(k0, b) : zero;
     const __m512 bias1 = (b && n1 > 0) ? _mm512_maskz_loadu_ps(k1, b + 16) : zero;
     ptrdiff_t p;
-    int r;
-    for (r = 0; r < 24; r++)
+    int r, s;
+    for (r = 0; r < 12 * h; r++)
         c[r] = _mm512_setzero_ps();
+    for (r = 0; r < rows; r++) {  /* C's lines on their way while the sum runs: the stores
+                                   * missed in cache (784-1024-1024-10's products at batch 1024,
+                                   * two threads: 2% faster, a product of depth 10 a third) */
+        _mm_prefetch((const char *)(C + (ptrdiff_t)r * ldc), _MM_HINT_T0);
+        if (h == 2)
+            _mm_prefetch((const char *)(C + (ptrdiff_t)r * ldc + 16), _MM_HINT_T0);
+    }
     for (p = 0; p < k; p++) {
-        const __m512 b0 = _mm512_loadu_ps(Bp + p * 32), b1 = _mm512_loadu_ps(Bp + p * 32 + 16);
-        _mm_prefetch((const char *)(Bp + (p + FD_PF) * 32), _MM_HINT_T0);
-        _mm_prefetch((const char *)(Bp + (p + FD_PF) * 32 + 16), _MM_HINT_T0);
+        const __m512 b0 = _mm512_loadu_ps(Bp + p * nr);
+        const __m512 b1 = (h == 2) ? _mm512_loadu_ps(Bp + p * nr + 16) : zero;
+        for (s = 0; s < h; s++)
+            _mm_prefetch((const char *)(Bp + (p + FD_PF) * nr + 16 * s), _MM_HINT_T0);
         _mm_prefetch((const char *)(Ap + (p + FD_PF) * 12), _MM_HINT_T0);
         for (r = 0; r < 12; r++) {
             const __m512 av = _mm512_set1_ps(Ap[p * 12 + r]);
-            c[2 * r] = _mm512_fmadd_ps(av, b0, c[2 * r]);
-            c[2 * r + 1] = _mm512_fmadd_ps(av, b1, c[2 * r + 1]);
+            c[h * r] = _mm512_fmadd_ps(av, b0, c[h * r]);
+            if (h == 2)
+                c[h * r + 1] = _mm512_fmadd_ps(av, b1, c[h * r + 1]);
         }
     }
-    for (r = 0; r < 24; r++)  /* (copied out for the run-time row count, as in fd_packed_avx2) */
+    for (r = 0; r < 12 * h; r++)  /* (copied out for the run-time row count, as in fd_packed_avx2) */
         t[r] = c[r];
     for (r = 0; r < rows; r++) {
         float *cr = C + (ptrdiff_t)r * ldc;
-        __m512 v0 = _mm512_mul_ps(va, t[2 * r]), v1 = _mm512_mul_ps(va, t[2 * r + 1]);
+        __m512 v0 = _mm512_mul_ps(va, t[h * r]), v1 = (h == 2) ? _mm512_mul_ps(va, t[h * r + 1])
+                                                               : zero;
         if (e->beta != 0.0f) {
             v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k0, cr), v0);
             if (n1 > 0)
@@ -266,6 +297,22 @@ static FD_AVX512_NOINLINE void fd_packed_512(int k, const float *Ap, const float
         if (n1 > 0)
             _mm512_mask_storeu_ps(cr + 16, k1, v1);
     }
+}
+
+static FD_AVX512_NOINLINE void fd_packed_512(int k, const float *Ap, const float *Bp, float *C,
+                                             ptrdiff_t ldc, int rows, int cols,
+                                             const fd_epilogue *e, const float *b)
+{
+    fd_packed_512_tile(2, k, Ap, Bp, C, ldc, rows, cols, e, b);
+}
+
+/* 12 x 16, for products of at most 16 columns (an output layer's): the 32-column tile would
+ * spend most of its multiply-adds on the zero padding */
+static FD_AVX512_NOINLINE void fd_packed_512_16(int k, const float *Ap, const float *Bp,
+                                                float *C, ptrdiff_t ldc, int rows, int cols,
+                                                const fd_epilogue *e, const float *b)
+{
+    fd_packed_512_tile(1, k, Ap, Bp, C, ldc, rows, cols, e, b);
 }
 #endif
 
@@ -367,7 +414,8 @@ void fd_gemm_packed(int n, int k, int m, int ta, const float *A, ptrdiff_t lda, 
     j.mr = 6; j.nr = 16; j.kernel = fd_packed_c;
 #if FD_X86
     if (fd_have_avx512()) {
-        j.mr = 12; j.nr = 32; j.kernel = fd_packed_512;
+        j.mr = 12; j.nr = (m <= 16) ? 16 : 32;
+        j.kernel = (m <= 16) ? fd_packed_512_16 : fd_packed_512;
     } else if (fd_have_avx2_fma())
         j.kernel = fd_packed_avx2;
 #endif
