@@ -54,11 +54,12 @@ static FD_AVX512_NOINLINE void fd_pack_rows_512(const float *src, ptrdiff_t ld, 
     for (g = 0; g * 16 < width; g++) {
         const int in = (rows - 16 * g < 0) ? 0 : (rows - 16 * g > 16) ? 16 : rows - 16 * g;
         const int out = (width - 16 * g > 16) ? 16 : width - 16 * g;
-        const __mmask16 min = (__mmask16)((1u << in) - 1u), mout = (__mmask16)((1u << out) - 1u);
+        const __mmask16 taken = (__mmask16)((1u << in) - 1u);   /* lanes read */
+        const __mmask16 kept = (__mmask16)((1u << out) - 1u);   /* lanes stored */
         const float *s = src + (ptrdiff_t)16 * g * (in > 0 ? ld : 0);  /* (no row: not read) */
         for (p = 0; p < k; p++)
-            _mm512_mask_storeu_ps(dst + (ptrdiff_t)p * width + 16 * g, mout,
-                                  _mm512_mask_i32gather_ps(_mm512_setzero_ps(), min, idx, s + p,
+            _mm512_mask_storeu_ps(dst + (ptrdiff_t)p * width + 16 * g, kept,
+                                  _mm512_mask_i32gather_ps(_mm512_setzero_ps(), taken, idx, s + p,
                                                            4));
     }
 }
@@ -72,12 +73,12 @@ static FD_AVX2_NOINLINE void fd_pack_rows_avx2(const float *src, ptrdiff_t ld, i
     for (g = 0; g * 8 < width; g++) {
         const int in = (rows - 8 * g < 0) ? 0 : (rows - 8 * g > 8) ? 8 : rows - 8 * g;
         const int out = (width - 8 * g > 8) ? 8 : width - 8 * g;
-        const __m256i min = fd_tail_mask(in), mout = fd_tail_mask(out);
+        const __m256i taken = fd_tail_mask(in), kept = fd_tail_mask(out);  /* read, stored */
         const float *s = src + (ptrdiff_t)8 * g * (in > 0 ? ld : 0);  /* (no row: not read) */
         for (p = 0; p < k; p++)
-            _mm256_maskstore_ps(dst + (ptrdiff_t)p * width + 8 * g, mout,
+            _mm256_maskstore_ps(dst + (ptrdiff_t)p * width + 8 * g, kept,
                                 _mm256_mask_i32gather_ps(_mm256_setzero_ps(), s + p, idx,
-                                                         _mm256_castsi256_ps(min), 4));
+                                                         _mm256_castsi256_ps(taken), 4));
     }
 }
 #endif
@@ -274,7 +275,7 @@ static FD_AVX512_INLINE void fd_packed_512_tile(const int h, int k, const float 
                 c[h * r + 1] = _mm512_fmadd_ps(av, b1, c[h * r + 1]);
         }
     }
-    for (r = 0; r < 12 * h; r++)  /* (copied out for the run-time row count, as in fd_packed_avx2) */
+    for (r = 0; r < 12 * h; r++)  /* (copied out for the run-time row count: fd_packed_avx2) */
         t[r] = c[r];
     for (r = 0; r < rows; r++) {
         float *cr = C + (ptrdiff_t)r * ldc;
