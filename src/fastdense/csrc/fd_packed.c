@@ -41,6 +41,12 @@ static void fd_copy_steps(const float *src, ptrdiff_t ld, int k, int w, int widt
 }
 
 #if FD_X86
+/* How many of a group's `lanes` lanes, the first at `start`, fall below n. */
+static inline int fd_group_lanes(int n, int start, int lanes)
+{
+    return (n - start < 0) ? 0 : (n - start > lanes) ? lanes : n - start;
+}
+
 /* fd_pack_rows's gathers: each step's `width` floats as groups of 16 lanes (AVX-512) or 8 (AVX2),
  * one gather a group; a scalar transposition cost 6% of a product. Lane offsets are 32-bit
  * (checked by the caller). */
@@ -52,8 +58,7 @@ static FD_AVX512_NOINLINE void fd_pack_rows_512(const float *src, ptrdiff_t ld, 
                                            _mm512_set1_epi32((int)ld));
     int p, g;
     for (g = 0; g * 16 < width; g++) {
-        const int in = (rows - 16 * g < 0) ? 0 : (rows - 16 * g > 16) ? 16 : rows - 16 * g;
-        const int out = (width - 16 * g > 16) ? 16 : width - 16 * g;
+        const int in = fd_group_lanes(rows, 16 * g, 16), out = fd_group_lanes(width, 16 * g, 16);
         const __mmask16 taken = (__mmask16)((1u << in) - 1u);   /* lanes read */
         const __mmask16 kept = (__mmask16)((1u << out) - 1u);   /* lanes stored */
         const float *s = src + (ptrdiff_t)16 * g * (in > 0 ? ld : 0);  /* (no row: not read) */
@@ -71,8 +76,7 @@ static FD_AVX2_NOINLINE void fd_pack_rows_avx2(const float *src, ptrdiff_t ld, i
                                            _mm256_set1_epi32((int)ld));
     int p, g;
     for (g = 0; g * 8 < width; g++) {
-        const int in = (rows - 8 * g < 0) ? 0 : (rows - 8 * g > 8) ? 8 : rows - 8 * g;
-        const int out = (width - 8 * g > 8) ? 8 : width - 8 * g;
+        const int in = fd_group_lanes(rows, 8 * g, 8), out = fd_group_lanes(width, 8 * g, 8);
         const __m256i taken = fd_tail_mask(in), kept = fd_tail_mask(out);  /* read, stored */
         const float *s = src + (ptrdiff_t)8 * g * (in > 0 ? ld : 0);  /* (no row: not read) */
         for (p = 0; p < k; p++)
