@@ -374,6 +374,32 @@ def test_packed_gemm_matches_float64(ta, tb, alpha, beta, bias, relu):
                 assert (out >= 0).all() and not np.signbit(out).any()
 
 
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize("lr", [0.0, 0.125])
+def test_packed_gemm_gates_by_a_relu_output_and_sums_the_columns_of_b(ta, tb, lr):
+    """An input gradient's product gated by the relu before it (C := 0 where gate <= 0, a
+    third of the gate exactly zero), and a weight gradient's product that takes the bias
+    gradient, op(B)'s column sums, or applies its SGD update, as the panels are packed."""
+    for n, k, m in PACKED_SHAPES:
+        A, B, C = _packed_operands(n, k, m, ta, tb)
+        rng = np.random.default_rng(n + m)
+        gate = _arr(rng.normal(size=(n, m)) * (rng.random((n, m)) > 1 / 3), np.float32)
+        bias0 = _arr(rng.normal(size=m), np.float32)
+        expected, expected_sums = C.copy(), bias0.copy()
+        _reference.packed_gemm(A, B, expected, ta, tb, gate=gate, bsum=expected_sums, bsum_lr=lr)
+        for threads in (1, 3):
+            out, sums = C.copy(), bias0.copy()
+            _kernels.packed_gemm(A, B, out, ta, tb, threads=threads, gate=gate, bsum=sums,
+                                 bsum_lr=lr)
+            np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5 * np.sqrt(k),
+                                       err_msg=str((n, k, m, threads)))
+            np.testing.assert_array_equal(out[gate <= 0], 0)
+            assert not np.signbit(out[gate <= 0]).any()
+            np.testing.assert_allclose(sums, expected_sums, rtol=1e-5, atol=1e-5 * np.sqrt(k),
+                                       err_msg=str((n, k, m, threads)))
+
+
 def test_packed_gemm_gives_the_same_bits_at_every_level_and_thread_count(same_bits_with_simd):
     """Portable (6 x 16), AVX2 (6 x 16) and AVX-512 (12 x 32) tiles, rows cut between 1 to 4
     threads: every element is the same chain of FMAs, so the bits agree."""
@@ -390,6 +416,10 @@ def test_packed_gemm_gives_the_same_bits_at_every_level_and_thread_count(same_bi
                     _kernels.packed_gemm(A, B, out, ta, tb, bias=C[0].copy(), relu=True,
                                          threads=threads)
                     outs.append(out)
+                    out, sums = C.copy(), C[-1].copy()
+                    _kernels.packed_gemm(A, B, out, ta, tb, threads=threads, gate=C - 0.5,
+                                         bsum=sums, bsum_lr=0.25)
+                    outs += [out, sums]
         return outs
 
     same_bits_with_simd(run)
@@ -397,7 +427,7 @@ def test_packed_gemm_gives_the_same_bits_at_every_level_and_thread_count(same_bi
 
 def test_packed_gemm_rejects_operands_that_do_not_match():
     A, B, C = _packed_operands(5, 4, 3, False, False)
-    with pytest.raises(ValueError, match="shapes do not match"):
+    with pytest.raises(ValueError, match=r"A \(5, 4\), B \(4, 3\), C \(5, 4\)$"):
         _kernels.packed_gemm(A, B, np.zeros((5, 4), np.float32))
     with pytest.raises(ValueError, match="shapes do not match"):
         _kernels.packed_gemm(A, B, C, ta=True)
@@ -406,6 +436,10 @@ def test_packed_gemm_rejects_operands_that_do_not_match():
         _kernels.packed_gemm(A, B.T.copy(), C)
     with pytest.raises(ValueError, match="bias 4"):
         _kernels.packed_gemm(A, B, C, bias=np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match=r"gate \(3, 5\)"):
+        _kernels.packed_gemm(A, B, C, gate=np.zeros((3, 5), np.float32))
+    with pytest.raises(ValueError, match="bsum 4"):
+        _kernels.packed_gemm(A, B, C, bsum=np.zeros(4, np.float32))
     np.testing.assert_array_equal(C, before)
 
 

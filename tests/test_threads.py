@@ -343,10 +343,16 @@ def _layer_kind_models():
                       loss="sparse_categorical_crossentropy"), {"sample_weight": True}),
         ("linear output, mse, gelu", lambda: [L.Dense(300, activation="gelu"), L.Dense(1)],
          lambda: dict(optimizer="sgd", loss="mse"), {"regression": True}),
+        # each input gradient gated by the relu before it, a frozen layer's included
+        ("relu into relu, a frozen relu layer", lambda: [
+            L.Dense(300, activation="relu"), L.Dense(64, activation="relu", trainable=False),
+            L.Dense(48, activation="relu"), L.Dense(5, activation="softmax")],
+         lambda: dict(optimizer="sgd", loss="sparse_categorical_crossentropy"), {}),
     ]
 
 
-@pytest.mark.parametrize("case", range(4), ids=[m[0] for m in _layer_kind_models()])
+@pytest.mark.parametrize("case", range(len(_layer_kind_models())),
+                         ids=[m[0] for m in _layer_kind_models()])
 def test_packed_training_agrees_with_blas_for_every_kind_of_op(case):
     """Batches over 256 rows (the packed GEMM) through dropout, normalization, frozen and
     penalized layers, momentum and sample weights: the weights and losses agree with the BLAS

@@ -121,6 +121,10 @@ cdef extern from "_simd.h" nogil:
         float alpha, beta
         const float* bias
         int relu
+        float* bsum
+        float bsum_lr
+        const float* gate
+        Py_ssize_t ldgate
     void fd_gemm_packed(int n, int k, int m, int ta, const float* A, Py_ssize_t lda, int tb,
                         const float* B, Py_ssize_t ldb, const fd_epilogue* e, float* C,
                         Py_ssize_t ldc, int threads, float* work)
@@ -297,6 +301,8 @@ cdef inline fd_epilogue _epilogue(float alpha, float beta, const float* bias,
     """The packed GEMM's treatment of each sum (fd_epilogue in csrc/fd_packed.h)."""
     cdef fd_epilogue e
     e.alpha, e.beta, e.bias, e.relu = alpha, beta, bias, relu
+    e.bsum, e.bsum_lr = NULL, 0
+    e.gate, e.ldgate = NULL, 0
     return e
 
 
@@ -660,8 +666,10 @@ cdef inline void _bias_grad(const floating* dS, floating* db, int n, int n_out,
 cdef inline void _dense_backward(const _Opts* o, const floating** rows, const floating* X, floating* W,
                                  int ldw, const floating* dS, floating* dW, floating* db,
                                  floating* dX, int n, int n_in, int n_out,
-                                 floating sgd_lr, floating* scratch=NULL) noexcept nogil:
-    """dX := dS @ W^T (if dX); then dW := X^T @ dS and db := column sums of dS (if db).
+                                 floating sgd_lr, floating* scratch=NULL,
+                                 const floating* gate=NULL) noexcept nogil:
+    """dX := dS @ W^T (if dX; gated by the relu before, see _dense_input_grad); then
+    dW := X^T @ dS and db := column sums of dS (if db).
 
     scratch (own kernels; n_out x round_up(n, 16) floats, or NULL): lets dX be computed as
     dX^T = W @ dS^T, same bits, without packing W^T (fd_input_grad).
@@ -673,24 +681,19 @@ cdef inline void _dense_backward(const _Opts* o, const floating** rows, const fl
     cdef floating alpha = -sgd_lr if sgd_lr > 0 else <floating>1
     cdef floating beta = <floating>1 if sgd_lr > 0 else <floating>0
     cdef fd_epilogue ep
+    if dX != NULL:
+        _dense_input_grad(o, W, ldw, dS, dX, n, n_in, n_out, scratch, gate)
     if floating is float and _own(o, n):
-        if dX != NULL:
-            fd_input_grad(n, n_out, n_in, dS, W, ldw, dX, _threads(o, n, n_out, n_in),
-                          <float*>scratch if o.transposed_dx else NULL)
         fd_weight_grad(n, n_in, n_out, alpha, beta, <const float**>rows, X, dS, dW, ldw,
                        _threads(o, n, n_in, n_out), o.sparse)
     elif floating is float and o.pack != NULL:
-        ep = _epilogue(1, 0, NULL, False)
-        if dX != NULL:
-            fd_gemm_packed(n, n_out, n_in, 0, dS, n_out, 1, W, ldw, &ep, dX, n_in, o.threads,
-                           o.pack)
         ep = _epilogue(alpha, beta, NULL, False)
+        if db != NULL:  # the bias gradient (or update) from the packed panels of dS
+            ep.bsum, ep.bsum_lr = db, sgd_lr
         fd_gemm_packed(n_in, n, n_out, 1, X, n_in, 0, dS, n_out, &ep, dW, ldw, o.threads,
                        o.pack)
+        return
     else:
-        if dX != NULL:
-            _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, ldw, dS, n_out, <floating>0, dX,
-                  n_in)
         _gemm(c'N', c'T', n_out, n_in, n, alpha, dS, n_out, X, n_in, beta, dW, ldw)
     if db != NULL:
         _bias_grad(dS, db, n, n_out, sgd_lr)
@@ -1033,19 +1036,27 @@ cdef inline double _plan_float(const Py_ssize_t* row, int col) noexcept nogil:
     return v
 
 
-cdef void _dense_input_grad(const _Opts* o, const floating* W, const floating* dS, floating* dX, int n, int n_in,
-                            int n_out, floating* scratch) noexcept nogil:
-    """dX := dS @ W^T (a frozen dense layer's input gradient; no weight gradient)."""
+cdef void _dense_input_grad(const _Opts* o, const floating* W, int ldw, const floating* dS,
+                            floating* dX, int n, int n_in, int n_out, floating* scratch,
+                            const floating* gate) noexcept nogil:
+    """dX := dS @ W^T, W's rows ldw apart (a dense layer's input gradient). gate (or NULL): the
+    output of a relu just before the layer (n x n_in); then dX := (gate > 0) ? dX : 0 takes that
+    relu's gradient too, in the packed product's epilogue rather than a pass of its own (same
+    bits). scratch: see _dense_backward."""
     cdef fd_epilogue ep
     if floating is float and _own(o, n):
-        fd_input_grad(n, n_out, n_in, dS, W, n_out, dX, _threads(o, n, n_out, n_in),
+        fd_input_grad(n, n_out, n_in, dS, W, ldw, dX, _threads(o, n, n_out, n_in),
                       <float*>scratch if o.transposed_dx else NULL)
     elif floating is float and o.pack != NULL:
         ep = _epilogue(1, 0, NULL, False)
-        fd_gemm_packed(n, n_out, n_in, 0, dS, n_out, 1, W, n_out, &ep, dX, n_in, o.threads,
+        ep.gate, ep.ldgate = gate, n_in
+        fd_gemm_packed(n, n_out, n_in, 0, dS, n_out, 1, W, ldw, &ep, dX, n_in, o.threads,
                        o.pack)
+        return
     else:
-        _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, n_out, dS, n_out, <floating>0, dX, n_in)
+        _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, ldw, dS, n_out, <floating>0, dX, n_in)
+    if gate != NULL:
+        _relu_backward(<const floating*>NULL, gate, dX, dX, n, n_in)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1546,6 +1557,20 @@ cdef double _loss_block(const _Step* c, Py_ssize_t r0, int nh, floating* D,
     return loss
 
 
+cdef inline bint _relu_gates(const _Step* c, Py_ssize_t l) noexcept nogil:
+    """Whether op l's input gradient carries the gradient of op l-1's relu (both dense ops): the
+    input-gradient product gates it (_dense_input_grad), and op l-1 skips its own pass."""
+    cdef const Py_ssize_t* row
+    cdef const Py_ssize_t* prev
+    if l <= 0 or l >= c.n_ops:
+        return False
+    row = c.plan + l * N_PLAN
+    prev = row - N_PLAN
+    return ((row[PLAN_KIND] == OP_DENSE or row[PLAN_KIND] == OP_DENSE_FROZEN) and
+            (prev[PLAN_KIND] == OP_DENSE or prev[PLAN_KIND] == OP_DENSE_FROZEN) and
+            prev[PLAN_ACT] == ACT_RELU)
+
+
 cdef bint _op_backward(const _Step* c, const _Opts* o, Py_ssize_t l, Py_ssize_t r0, int nh,
                        floating* D, floating* D2, floating* dW, floating* db, floating lr,
                        floating* part) noexcept nogil:
@@ -1563,7 +1588,8 @@ cdef bint _op_backward(const _Step* c, const _Opts* o, Py_ssize_t l, Py_ssize_t 
                               W + c.plan[(l - 1) * N_PLAN + PLAN_Z] + r0 * n_in)
     cdef floating* S = W + row[PLAN_S] + r0 * n_out if row[PLAN_S] >= 0 else NULL
     cdef floating* Z = W + row[PLAN_Z] + r0 * n_out
-    cdef bint act_grad = not (l == c.n_ops - 1 and c.fused)
+    cdef bint act_grad = not (l == c.n_ops - 1 and c.fused) and not _relu_gates(c, l + 1)
+    cdef const floating* gate = A if _relu_gates(c, l) else NULL
     cdef bint first_copy = l == 0 and c.W0 != NULL
     cdef Py_ssize_t i
     if kind == OP_DENSE:
@@ -1572,7 +1598,7 @@ cdef bint _op_backward(const _Step* c, const _Opts* o, Py_ssize_t l, Py_ssize_t 
         _dense_backward(o, <const floating**>c.rows0 if l == 0 else NULL, A,
                         <floating*>c.W0 if first_copy else P + row[PLAN_W],
                         c.ldw0 if first_copy else n_out, D, dW, db, D2 if l > 0 else NULL,
-                        nh, n_in, n_out, lr, part)
+                        nh, n_in, n_out, lr, part, gate)
         return l > 0
     if kind == OP_ACTIVATION:
         if act_grad:
@@ -1586,7 +1612,7 @@ cdef bint _op_backward(const _Step* c, const _Opts* o, Py_ssize_t l, Py_ssize_t 
         if act_grad:
             _act_backward(act, S, Z, D, D, nh, n_out)
         if l > 0:
-            _dense_input_grad(o, P + row[PLAN_W], D, D2, nh, n_in, n_out, part)
+            _dense_input_grad(o, P + row[PLAN_W], n_out, D, D2, nh, n_in, n_out, part, gate)
             return True
     else:
         _norm_backward(row, c.reg + l * 4, P, <floating*>c.G, W, D, nh, l > 0, lr)
@@ -1645,12 +1671,14 @@ cdef void _middle_part(void* arg, int part) noexcept nogil:
             D2 = tmp
         if row[PLAN_KIND] == OP_DENSE:
             off += row[PLAN_N_IN] * row[PLAN_N_OUT] + (row[PLAN_N_OUT] if row[PLAN_B] >= 0 else 0)
-    # the first layer's activation, backward, into the shared n x width buffer (its weight
-    # gradient is cut along its inputs and reads all rows)
+    # the first layer's activation, backward (unless op 1's product took it), into the shared
+    # n x width buffer (its weight gradient is cut along its inputs and reads all rows)
     row = c.plan
     memcpy(Dfin, D, nh * n_out * sizeof(float))
-    _act_backward(<int>row[PLAN_ACT], W + row[PLAN_S] + r0 * n_out if row[PLAN_S] >= 0 else NULL,
-                  W + row[PLAN_Z] + r0 * n_out, Dfin, Dfin, nh, n_out)
+    if not _relu_gates(c, 1):
+        _act_backward(<int>row[PLAN_ACT],
+                      W + row[PLAN_S] + r0 * n_out if row[PLAN_S] >= 0 else NULL,
+                      W + row[PLAN_Z] + r0 * n_out, Dfin, Dfin, nh, n_out)
 
 
 cdef void _sum_partials(const _Step* c) noexcept nogil:
@@ -2440,12 +2468,15 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W, const flo
 
 def packed_gemm(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] C, bint ta=False,
                 bint tb=False, float alpha=1, float beta=0, const float[::1] bias=None,
-                bint relu=False, int threads=1):
-    """C := alpha * op(A) @ op(B) + beta * C (+ bias per column, then relu) on the packed GEMM
-    (fd_gemm_packed), op(A) = A.T when ta, op(B) = B.T when tb; the training steps' products of
-    batches over MAX_OWN_ROWS rows.
+                bint relu=False, int threads=1, const float[:, ::1] gate=None,
+                float[::1] bsum=None, float bsum_lr=0):
+    """C := alpha * op(A) @ op(B) + beta * C (+ bias per column, then relu; then C := 0 where
+    gate <= 0) on the packed GEMM (fd_gemm_packed), op(A) = A.T when ta, op(B) = B.T when tb;
+    the training steps' products of batches over MAX_OWN_ROWS rows. bsum: op(B)'s column sums,
+    or with bsum_lr > 0, bsum -= bsum_lr * those sums.
 
-    # IN A, B (shapes matching C after the transposes), bias (C's columns)   # INOUT C
+    # IN A, B (shapes matching C after the transposes), bias (C's columns), gate (C's shape)
+    # INOUT C, bsum (C's columns)
     """
     cdef int n = <int>C.shape[0], m = <int>C.shape[1]
     cdef int k = <int>(A.shape[0] if ta else A.shape[1])
@@ -2453,10 +2484,18 @@ def packed_gemm(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] C, b
     cdef fd_epilogue ep = _epilogue(alpha, beta, &bias[0] if bias is not None else NULL, relu)
     if (A.shape[1] if ta else A.shape[0]) != n or (B.shape[0] if tb else B.shape[1]) != m or (
             B.shape[1] if tb else B.shape[0]) != k or n == 0 or m == 0 or k == 0 or (
-            bias is not None and bias.shape[0] != m):
-        raise ValueError(f"shapes do not match: A {tuple(A.shape)}{' (T)' if ta else ''}, "
-                         f"B {tuple(B.shape)}{' (T)' if tb else ''}, C {tuple(C.shape)}"
-                         + (f", bias {bias.shape[0]}" if bias is not None else ""))
+            bias is not None and bias.shape[0] != m) or (
+            gate is not None and (gate.shape[0] != n or gate.shape[1] != m)) or (
+            bsum is not None and bsum.shape[0] != m):
+        raise ValueError(f"shapes do not match: A {(A.shape[0], A.shape[1])}{' (T)' if ta else ''}, "
+                         f"B {(B.shape[0], B.shape[1])}{' (T)' if tb else ''}, C {(C.shape[0], C.shape[1])}"
+                         + (f", bias {bias.shape[0]}" if bias is not None else "")
+                         + (f", gate {(gate.shape[0], gate.shape[1])}" if gate is not None else "")
+                         + (f", bsum {bsum.shape[0]}" if bsum is not None else ""))
+    if gate is not None:
+        ep.gate, ep.ldgate = &gate[0, 0], m
+    if bsum is not None:
+        ep.bsum, ep.bsum_lr = &bsum[0], bsum_lr
     threads = max(1, min(threads, FD_MAX_THREADS))
     work = <float*>malloc(fd_packed_floats(k, m, threads) * sizeof(float))
     if work == NULL:

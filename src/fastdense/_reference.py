@@ -113,19 +113,29 @@ def dense_backward(X, W, dS, dW, db, dX=None, threads=1, sparse=True):
         dX[...] = dS @ W.T
 
 
-def packed_gemm(A, B, C, ta=False, tb=False, alpha=1, beta=0, bias=None, relu=False, threads=1):
-    """C := alpha * op(A) @ op(B) + beta * C (+ bias per column, then relu), op(A) = A.T when ta,
-    op(B) = B.T when tb (float32; the compiled one rounds each element's chain of FMAs; threads:
-    no effect on the result).
+def packed_gemm(A, B, C, ta=False, tb=False, alpha=1, beta=0, bias=None, relu=False, threads=1,
+                gate=None, bsum=None, bsum_lr=0):
+    """C := alpha * op(A) @ op(B) + beta * C (+ bias per column, then relu; then C := 0 where
+    gate <= 0), op(A) = A.T when ta, op(B) = B.T when tb; bsum := op(B)'s column sums, or with
+    bsum_lr > 0, bsum -= bsum_lr * those sums (float32; the compiled one rounds each element's
+    chain of FMAs; threads: no effect on the result).
 
-    # IN A, B (shapes matching C after the transposes), bias (C's columns)   # INOUT C
+    # IN A, B (shapes matching C after the transposes), bias (C's columns), gate (C's shape)
+    # INOUT C, bsum (C's columns)
     """
     a = (A.T if ta else A).astype(np.float64)
     b = (B.T if tb else B).astype(np.float64)
     out = alpha * (a @ b) + beta * C.astype(np.float64)
     if bias is not None:
         out += bias
-    C[...] = np.maximum(out, 0) if relu else out
+    if relu:
+        out = np.maximum(out, 0)
+    if gate is not None:
+        out = np.where(gate > 0, out, 0)
+    C[...] = out
+    if bsum is not None:
+        sums = b.sum(axis=0)
+        bsum[...] = bsum - bsum_lr * sums if bsum_lr > 0 else sums
 
 
 # ---------------------------------------------------------------------------------------------

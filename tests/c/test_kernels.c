@@ -295,22 +295,29 @@ static void test_worker_control_modes(void)
 
 /* fd_gemm_packed against its contract, bit for bit: each element one chain of FMAs over the
  * whole depth from zero, then alpha * acc and fma(beta, C, .) (a weight gradient with SGD), or
- * + bias and relu (a forward product), for the four transposes, with 1 and 3 threads (rows cut
- * between them). */
+ * + bias and relu (a forward product), or the gate of a relu's output (an input gradient), for
+ * the four transposes, with 1 and 3 threads (rows cut between them); and the column sums of
+ * op(B), each over the depth in order from zero, stored or applied as an SGD update. */
 static void test_packed(int n, int k, int m)
 {
     float *A = malloc(sizeof(float) * n * k), *B = malloc(sizeof(float) * k * m);
     float *C0 = malloc(sizeof(float) * n * m), *C = malloc(sizeof(float) * n * m);
     float *ref = malloc(sizeof(float) * n * m), *bias = malloc(sizeof(float) * m);
+    float *gate = malloc(sizeof(float) * n * (m + 3)), *sums = malloc(sizeof(float) * m);
+    float *sums0 = malloc(sizeof(float) * m), *sums_ref = malloc(sizeof(float) * m);
     float *work = malloc(sizeof(float) * fd_packed_floats(k, m, 3));
-    const fd_epilogue eps[2] = {{-0.5f, 1.0f, NULL, 0}, {1.0f, 0.0f, bias, 1}};
+    fd_epilogue eps[3] = {{-0.5f, 1.0f, NULL, 0, sums, 0.25f, NULL, 0},
+                          {1.0f, 0.0f, bias, 1, NULL, 0.0f, NULL, 0},
+                          {1.0f, 0.0f, NULL, 0, sums, 0.0f, gate, m + 3}};
     int ta, tb, t, i, j, p, v;
     size_t x;
     for (x = 0; x < (size_t)n * k; x++) A[x] = urand();
     for (x = 0; x < (size_t)k * m; x++) B[x] = urand();
     for (x = 0; x < (size_t)n * m; x++) C0[x] = urand();
+    for (x = 0; x < (size_t)n * (m + 3); x++) gate[x] = urand();  /* a third exactly zero */
     for (j = 0; j < m; j++) bias[j] = urand();
-    for (v = 0; v < 2; v++)
+    for (j = 0; j < m; j++) sums0[j] = urand();
+    for (v = 0; v < 3; v++)
         for (ta = 0; ta < 2; ta++)
             for (tb = 0; tb < 2; tb++) {
                 const fd_epilogue *e = &eps[v];
@@ -326,16 +333,30 @@ static void test_packed(int n, int k, int m)
                             z = fmaf(e->beta, C0[(size_t)i * m + j], z);
                         if (e->bias != NULL)
                             z = z + e->bias[j];
-                        ref[(size_t)i * m + j] = (e->relu && !(z > 0.0f)) ? 0.0f : z;
+                        if (e->relu && !(z > 0.0f))
+                            z = 0.0f;
+                        if (e->gate != NULL && !(e->gate[(size_t)i * e->ldgate + j] > 0.0f))
+                            z = 0.0f;
+                        ref[(size_t)i * m + j] = z;
                     }
+                for (j = 0; j < m; j++) {
+                    float s = 0.0f;
+                    for (p = 0; p < k; p++)
+                        s += tb ? B[(size_t)j * k + p] : B[(size_t)p * m + j];
+                    sums_ref[j] = (e->bsum_lr > 0.0f) ? sums0[j] - e->bsum_lr * s : s;
+                }
                 for (t = 1; t <= 3; t += 2) {
                     memcpy(C, C0, sizeof(float) * n * m);
+                    memcpy(sums, sums0, sizeof(float) * m);
                     fd_gemm_packed(n, k, m, ta, A, lda, tb, B, ldb, e, C, m, t, work);
                     check(same_bits(C, ref, (size_t)n * m),
                           "packed GEMM has the contract's bits", n, k, m);
+                    check(e->bsum == NULL || same_bits(sums, sums_ref, (size_t)m),
+                          "packed GEMM's column sums of op(B) have the contract's bits", n, k, m);
                 }
             }
-    free(A); free(B); free(C0); free(C); free(ref); free(bias); free(work);
+    free(A); free(B); free(C0); free(C); free(ref); free(bias); free(gate); free(sums);
+    free(sums0); free(sums_ref); free(work);
 }
 
 int main(int argc, char **argv)

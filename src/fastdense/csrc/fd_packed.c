@@ -113,20 +113,34 @@ static void fd_pack_rows(const float *src, ptrdiff_t ld, int k, int rows, int wi
     }
 }
 
-/* Panels q0 .. q1-1 of op(B) (k x m) into Bp: panel q holds columns q*nr .. q*nr+nr-1 as k rows
- * of nr floats, columns past m zero. */
-static void fd_pack_b(int tb, const float *B, ptrdiff_t ldb, int k, int m, int nr, int q0,
-                      int q1, float *Bp)
+/* The first w column sums of a packed panel (k steps of nr floats), each over the steps in order
+ * from zero, into out (lr == 0) or applied as out[j] -= lr * sum (fd_epilogue's bsum). */
+static void fd_panel_sums(const float *panel, int k, int w, int nr, float lr, float *out)
 {
-    int q;
-    for (q = q0; q < q1; q++) {
-        const int j0 = q * nr, w = (m - j0 < nr) ? m - j0 : nr;
-        float *dst = Bp + (ptrdiff_t)q * k * nr;
-        if (tb == 0)
-            fd_copy_steps(B + j0, ldb, k, w, nr, dst);
-        else
-            fd_pack_rows(B + (ptrdiff_t)j0 * ldb, ldb, k, w, nr, dst);
-    }
+    float s[32];
+    int p, j;
+    for (j = 0; j < nr; j++)
+        s[j] = 0.0f;
+    for (p = 0; p < k; p++)
+        for (j = 0; j < nr; j++)
+            s[j] += panel[(ptrdiff_t)p * nr + j];
+    for (j = 0; j < w; j++)
+        out[j] = (lr > 0.0f) ? out[j] - lr * s[j] : s[j];
+}
+
+/* Panel q of op(B) (k x m) into Bp: columns q*nr .. q*nr+nr-1 as k rows of nr floats, columns
+ * past m zero; then its columns' sums when e asks for them. */
+static void fd_pack_b(int tb, const float *B, ptrdiff_t ldb, int k, int m, int nr, int q,
+                      const fd_epilogue *e, float *Bp)
+{
+    const int j0 = q * nr, w = (m - j0 < nr) ? m - j0 : nr;
+    float *dst = Bp + (ptrdiff_t)q * k * nr;
+    if (tb == 0)
+        fd_copy_steps(B + j0, ldb, k, w, nr, dst);
+    else
+        fd_pack_rows(B + (ptrdiff_t)j0 * ldb, ldb, k, w, nr, dst);
+    if (e->bsum != NULL)
+        fd_panel_sums(dst, k, w, nr, e->bsum_lr, e->bsum + j0);
 }
 
 /* Rows i0 .. i0+rows-1 of op(A) (n x k) into one micro-panel Ap: k steps of mr floats, rows past
@@ -147,11 +161,12 @@ static void fd_pack_a(int ta, const float *A, ptrdiff_t lda, int k, int i0, int 
 
 typedef void (*fd_packed_kernel)(int k, const float *Ap, const float *Bp, float *C,
                                  ptrdiff_t ldc, int rows, int cols, const fd_epilogue *e,
-                                 const float *b);
+                                 const float *b, const float *g);
 
 /* portable C, 6 x 16 (GCC vectorises the column loop into the target's FMA instructions) */
 static void fd_packed_c(int k, const float *Ap, const float *Bp, float *C, ptrdiff_t ldc,
-                        int rows, int cols, const fd_epilogue *e, const float *b)
+                        int rows, int cols, const fd_epilogue *e, const float *b,
+                        const float *g)
 {
     float acc[6][16];
     int p, r, j;
@@ -174,7 +189,11 @@ static void fd_packed_c(int k, const float *Ap, const float *Bp, float *C, ptrdi
                 v = fmaf(e->beta, cr[j], v);
             if (b != NULL)
                 v = v + b[j];
-            cr[j] = (e->relu && !(v > 0.0f)) ? 0.0f : v;
+            if (e->relu && !(v > 0.0f))
+                v = 0.0f;
+            if (g != NULL && !(g[(ptrdiff_t)r * e->ldgate + j] > 0.0f))
+                v = 0.0f;
+            cr[j] = v;
         }
     }
 }
@@ -185,7 +204,8 @@ static void fd_packed_c(int k, const float *Ap, const float *Bp, float *C, ptrdi
  * GCC kept them in memory and stored all twelve every step (35% slower). */
 static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, const float *Bp, float *C,
                                             ptrdiff_t ldc, int rows, int cols,
-                                            const fd_epilogue *e, const float *b)
+                                            const fd_epilogue *e, const float *b,
+                                            const float *g)
 {
     __m256 t[12];
     const int n0 = (cols < 8) ? cols : 8, n1 = (cols > 8) ? cols - 8 : 0;
@@ -232,6 +252,13 @@ static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, const float 
             v0 = _mm256_max_ps(v0, zero);
             v1 = _mm256_max_ps(v1, zero);
         }
+        if (g != NULL) {
+            const float *gr = g + (ptrdiff_t)r * e->ldgate;
+            v0 = _mm256_and_ps(_mm256_cmp_ps(fd_load_group(gr, n0, k0), zero, _CMP_GT_OQ), v0);
+            if (n1 > 0)
+                v1 = _mm256_and_ps(_mm256_cmp_ps(fd_load_group(gr + 8, n1, k1), zero,
+                                                 _CMP_GT_OQ), v1);
+        }
         fd_store_group(cr, n0, k0, v0);
         if (n1 > 0)
             fd_store_group(cr + 8, n1, k1, v1);
@@ -244,7 +271,7 @@ static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, const float 
 static FD_AVX512_INLINE void fd_packed_512_tile(const int h, int k, const float *Ap,
                                                 const float *Bp, float *C, ptrdiff_t ldc,
                                                 int rows, int cols, const fd_epilogue *e,
-                                                const float *b)
+                                                const float *b, const float *g)
 {
     __m512 c[24], t[24];
     const int nr = 16 * h;
@@ -298,6 +325,14 @@ static FD_AVX512_INLINE void fd_packed_512_tile(const int h, int k, const float 
             v0 = _mm512_max_ps(v0, zero);
             v1 = _mm512_max_ps(v1, zero);
         }
+        if (g != NULL) {
+            const float *gr = g + (ptrdiff_t)r * e->ldgate;
+            v0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(k0, gr), zero,
+                                                        _CMP_GT_OQ), v0);
+            if (n1 > 0)
+                v1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(k1, gr + 16),
+                                                            zero, _CMP_GT_OQ), v1);
+        }
         _mm512_mask_storeu_ps(cr, k0, v0);
         if (n1 > 0)
             _mm512_mask_storeu_ps(cr + 16, k1, v1);
@@ -306,18 +341,20 @@ static FD_AVX512_INLINE void fd_packed_512_tile(const int h, int k, const float 
 
 static FD_AVX512_NOINLINE void fd_packed_512(int k, const float *Ap, const float *Bp, float *C,
                                              ptrdiff_t ldc, int rows, int cols,
-                                             const fd_epilogue *e, const float *b)
+                                             const fd_epilogue *e, const float *b,
+                                             const float *g)
 {
-    fd_packed_512_tile(2, k, Ap, Bp, C, ldc, rows, cols, e, b);
+    fd_packed_512_tile(2, k, Ap, Bp, C, ldc, rows, cols, e, b, g);
 }
 
 /* 12 x 16, for products of at most 16 columns (an output layer's): the 32-column tile would
  * spend most of its multiply-adds on the zero padding */
 static FD_AVX512_NOINLINE void fd_packed_512_16(int k, const float *Ap, const float *Bp,
                                                 float *C, ptrdiff_t ldc, int rows, int cols,
-                                                const fd_epilogue *e, const float *b)
+                                                const fd_epilogue *e, const float *b,
+                                                const float *g)
 {
-    fd_packed_512_tile(1, k, Ap, Bp, C, ldc, rows, cols, e, b);
+    fd_packed_512_tile(1, k, Ap, Bp, C, ldc, rows, cols, e, b, g);
 }
 #endif
 
@@ -345,7 +382,7 @@ static void fd_packed_pack_b(fd_packed_job *j)
 {
     int q, spins = 0;
     while ((q = fd_counter_next(&j->pack_next)) < j->panels) {
-        fd_pack_b(j->tb, j->B, j->ldb, j->k, j->m, j->nr, q, q + 1, j->Bp);
+        fd_pack_b(j->tb, j->B, j->ldb, j->k, j->m, j->nr, q, &j->e, j->Bp);
         atomic_fetch_add_explicit(&j->packed, 1, memory_order_release);
     }
     while (atomic_load_explicit(&j->packed, memory_order_acquire) < j->panels)
@@ -369,7 +406,8 @@ static void fd_packed_block(const fd_packed_job *j, int i0, int i1, float *Ap)
             j->kernel(j->k, Ap + (ptrdiff_t)(i - i0) * j->k, Bq,
                       j->C + (ptrdiff_t)i * j->ldc + (ptrdiff_t)q * j->nr, j->ldc,
                       (i1 - i < mr) ? i1 - i : mr, cols, &j->e,
-                      j->e.bias ? j->e.bias + q * j->nr : NULL);
+                      j->e.bias ? j->e.bias + q * j->nr : NULL,
+                      j->e.gate ? j->e.gate + (ptrdiff_t)i * j->e.ldgate + q * j->nr : NULL);
     }
 }
 

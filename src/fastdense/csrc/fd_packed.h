@@ -10,11 +10,22 @@
 
 /* What a product does with each element's sum before storing it: v = alpha * acc, then
  * v = fma(beta, C, v) when beta != 0, v = v + bias[j] when bias is not NULL, v = max(v, 0)
- * (relu: NaN and -0 give +0, as fastdense's relu does) when relu is set. */
+ * (relu: NaN and -0 give +0, as fastdense's relu does) when relu is set, and last, with gate
+ * set, v = (gate[i, j] > 0) ? v : +0: the gradient through a relu whose output is gate (as
+ * fd_act_grad takes it), so that a layer's input gradient carries the relu before it.
+ * And what it computes besides C: with bsum set, the column sums of op(B), each
+ * over p = 0 .. k-1 in order from zero (a bias gradient: the sums of the delta's columns, in the
+ * order fastdense's other paths take them), written to bsum, or with bsum_lr > 0 applied as
+ * bsum[j] = bsum[j] - bsum_lr * sum (a bias's SGD update). They are taken from the packed
+ * panels while those are still in cache, by whichever thread packed them. */
 typedef struct {
     float alpha, beta;
     const float *bias;  /* m floats, or NULL */
     int relu;
+    float *bsum;        /* m floats, or NULL */
+    float bsum_lr;
+    const float *gate;  /* n x m, rows ldgate apart, or NULL */
+    ptrdiff_t ldgate;
 } fd_epilogue;
 
 /* C(n x m) := epilogue(op(A) @ op(B)), row-major, C's rows ldc apart, where
