@@ -962,11 +962,23 @@ def test_dropout_masks(ops):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (40, 33)])
-def test_all_finite(ops, dtype, bad, shape):
+@pytest.mark.parametrize("where", [0, 0.5, -1])
+def test_all_finite(ops, dtype, bad, shape, where):
+    """The bad value first, in the middle or last: the vector loop's body and its tail."""
     x = np.random.default_rng(0).normal(0, 1e30, shape).astype(dtype)
     if bad is not None:
-        x[-1, -1] = bad
+        x.reshape(-1)[int(where * x.size)] = bad
     assert ops.all_finite(x) is (bad is None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_cut_between_threads_finds_a_bad_value_in_any_part(dtype):
+    x = np.random.default_rng(0).normal(size=(1100, 1000)).astype(dtype)  # 2^20+: two parts
+    assert _kernels.all_finite(x, 2) and _kernels.all_finite(x, 1)
+    for i in (0, x.size // 2 - 1, x.size // 2, x.size - 17, x.size - 1):
+        y = x.copy()
+        y.reshape(-1)[i] = np.nan
+        assert not _kernels.all_finite(y, 2) and not _kernels.all_finite(y, 1), i
 
 
 def test_sigmoid_backward_simd_is_the_float32_expression():

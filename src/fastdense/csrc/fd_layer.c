@@ -314,16 +314,52 @@ void fd_forward(int n, int k, int m, const float *const *rows, const float *A,
         fd_combine_rows(Z, part, b, 0, n, m, j.s < k);
 }
 
-/* 1 when none of x[0 .. n) is Inf or NaN. */
-static int fd_finite32(const float *x, size_t n)
+/* The OR over x[0 .. n) of each element's exponent plus one exponent unit: an all-ones exponent
+ * (Inf or NaN) carries into the sign bit, so the sign bit of the result says whether any is. */
+static inline uint32_t fd_nonfinite_bits32(const float *x, size_t n)
 {
     const uint32_t *u = (const uint32_t *)x;
     uint32_t b = 0;
     size_t i;
-    /* an all-ones exponent plus one exponent unit carries into the sign bit */
     for (i = 0; i < n; i++)
         b |= (u[i] & 0x7F800000u) + 0x00800000u;
-    return (b & 0x80000000u) == 0;
+    return b;
+}
+
+static inline uint64_t fd_nonfinite_bits64(const double *x, size_t n)
+{
+    const uint64_t *u = (const uint64_t *)x;
+    uint64_t b = 0;
+    size_t i;
+    for (i = 0; i < n; i++)
+        b |= (u[i] & 0x7FF0000000000000ull) + 0x0010000000000000ull;
+    return b;
+}
+
+#if FD_X86
+/* The same loops compiled for AVX2 (the baseline build's 16-byte steps checked 9 GB/s on one
+ * thread, half of what memory gives it) */
+static FD_AVX2_NOINLINE uint32_t fd_nonfinite_bits32_avx2(const float *x, size_t n)
+{
+    return fd_nonfinite_bits32(x, n);
+}
+
+static FD_AVX2_NOINLINE uint64_t fd_nonfinite_bits64_avx2(const double *x, size_t n)
+{
+    return fd_nonfinite_bits64(x, n);
+}
+#endif
+
+/* 1 when none of x[0 .. n) is Inf or NaN (wide: doubles, else floats). */
+static int fd_finite(const void *x, size_t n, int wide)
+{
+#if FD_X86
+    if (fd_have_avx2_fma())
+        return wide ? !(fd_nonfinite_bits64_avx2((const double *)x, n) >> 63)
+                    : !(fd_nonfinite_bits32_avx2((const float *)x, n) >> 31);
+#endif
+    return wide ? !(fd_nonfinite_bits64((const double *)x, n) >> 63)
+                : !(fd_nonfinite_bits32((const float *)x, n) >> 31);
 }
 
 /* dW(k x m) := alpha * A^T @ dS + beta * dW, A (n x k) given by rows or contiguous at A; dW's
@@ -335,7 +371,7 @@ static void fd_weight_grad_job(fd_job *j, int n, int k, int m, float alpha, floa
 {
     fd_job_init(j, FD_OP_DW, n, k, m, rows, NULL, ldw, dW);
     j->alpha = alpha; j->beta = beta; j->dS = dS;
-    j->sparse = sparse && fd_finite32(dS, (size_t)n * m);
+    j->sparse = sparse && fd_finite(dS, (size_t)n * m, 0);
 }
 
 void fd_weight_grad(int n, int k, int m, float alpha, float beta,
@@ -443,16 +479,7 @@ static void fd_finite_part(void *arg, int part)
     fd_finite_job *j = (fd_finite_job *)arg;
     const size_t lo = j->n / j->parts * part;
     const size_t hi = (part == j->parts - 1) ? j->n : lo + j->n / j->parts;
-    size_t i;
-    /* An all-ones exponent (Inf or NaN) plus one exponent unit carries into the sign bit. */
-    if (j->wide) {
-        const uint64_t *u = (const uint64_t *)j->p;
-        uint64_t b = 0;
-        for (i = lo; i < hi; i++)
-            b |= (u[i] & 0x7FF0000000000000ull) + 0x0010000000000000ull;
-        j->bad[part] = b & 0x8000000000000000ull;
-    } else
-        j->bad[part] = !fd_finite32((const float *)j->p + lo, hi - lo);
+    j->bad[part] = !fd_finite((const char *)j->p + lo * (j->wide ? 8 : 4), hi - lo, j->wide);
 }
 
 int fd_all_finite(const void *p, size_t n, int wide, int threads)
