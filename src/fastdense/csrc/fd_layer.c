@@ -75,21 +75,27 @@ static void fd_forward_cols(int n, int k0, int k1, int c0, int nc, const float *
  * product's bits (dS finite, checked by the caller; only the sign of an exact zero sum can
  * differ). Inputs such as images are about half zeros, so a third of the weight gradient's FMAs
  * are skipped for a list of rows built per tile. */
-static void fd_dw_dense(const fd_job *j, int r0, int r1)
+static void fd_dw_dense(const fd_job *j, int r0, int r1, int m)  /* (its first m columns) */
 {
     int c;
     if (j->ldw != FD_PANELS) {
-        fd_gemm_cols(r0, r1, j->n, j->m, j->alpha, j->rows, j->dS, j->m, j->beta, j->C, j->ldw);
+        fd_gemm_cols(r0, r1, j->n, m, j->alpha, j->rows, j->dS, j->m, j->beta, j->C, j->ldw);
         return;
     }
-    for (c = 0; c < j->m; c += FD_NR)
-        fd_gemm_cols(r0, r1, j->n, (j->m - c < FD_NR) ? j->m - c : FD_NR, j->alpha, j->rows,
+    for (c = 0; c < m; c += FD_NR)
+        fd_gemm_cols(r0, r1, j->n, (m - c < FD_NR) ? m - c : FD_NR, j->alpha, j->rows,
                      j->dS + c, j->m, j->beta, fd_panel(j->C, j->k, c), FD_NR);
 }
 
+/* The sparse weight gradient's tiles take the column blocks of FD_NR (and a last one of more than
+ * 8); a last block of at most 8 columns (a 100-unit layer's 4) runs after them over all the rows
+ * at once, in fd_tiles_cols_narrow's blocks of 24 rows with their own lists of rows: per 6-row
+ * tile it used a quarter of its lanes and listed the tile's rows a second time (the seed net's
+ * step spent 7% of its time there). */
 static void fd_dw_sparse(const fd_job *j, int r0, int r1)
 {
     const int panels = (j->ldw == FD_PANELS), narrow = j->m % FD_NR;
+    const int m = (narrow > 0 && narrow <= 8) ? j->m - narrow : j->m;  /* the tiles' columns */
     int pl[FD_MAX_ROWS];
     int i, c, dense_from = -1;
     for (i = r0; i < r1; ) {
@@ -104,25 +110,24 @@ static void fd_dw_sparse(const fd_job *j, int r0, int r1)
             continue;
         }
         if (dense_from >= 0) {
-            fd_dw_dense(j, dense_from, i);
+            fd_dw_dense(j, dense_from, i, m);
             dense_from = -1;
         }
-        for (c = 0; c + FD_NR <= j->m || (c < j->m && narrow > 8); c += FD_NR) {
-            const int nr = (j->m - c < FD_NR) ? j->m - c : FD_NR;
+        for (c = 0; c < m; c += FD_NR) {
+            const int nr = (m - c < FD_NR) ? m - c : FD_NR;
             float *C = panels ? fd_panel(j->C, j->k, c) + (ptrdiff_t)i * FD_NR
                               : j->C + (ptrdiff_t)i * j->ldw + c;
             fd_tile(mr, nr, np, j->rows, FD_A_COLS, i, j->dS + c, j->m, C,
                     panels ? FD_NR : j->ldw, j->alpha, j->beta, 0, pl);
         }
-        if (narrow > 0 && narrow <= 8)
-            fd_tiles_cols_narrow(i, i + mr, narrow, j->n, j->rows, j->dS + (j->m - narrow),
-                                 j->m, panels ? fd_panel(j->C, j->k, j->m - narrow)
-                                              : j->C + (j->m - narrow),
-                                 panels ? FD_NR : j->ldw, j->alpha, j->beta, 1);
         i += mr;
     }
     if (dense_from >= 0)
-        fd_dw_dense(j, dense_from, r1);
+        fd_dw_dense(j, dense_from, r1, m);
+    if (m < j->m)
+        fd_tiles_cols_narrow(r0, r1, narrow, j->n, j->rows, j->dS + m, j->m,
+                             panels ? fd_panel(j->C, j->k, m) : j->C + m,
+                             panels ? FD_NR : j->ldw, j->alpha, j->beta, 1);
 }
 
 static void fd_job_unit(const fd_job *j, int h, int u)
@@ -145,7 +150,7 @@ static void fd_job_unit(const fd_job *j, int h, int u)
         if (j->sparse)
             fd_dw_sparse(j, r0, r1);
         else
-            fd_dw_dense(j, r0, r1);
+            fd_dw_dense(j, r0, r1, j->m);
         break;
     }
     case FD_OP_DXT: {
