@@ -111,6 +111,30 @@ def test_fastdense_epoch(benchmark, fashion):
     assert np.isfinite(hist.history["loss"][0]) and np.isfinite(losses[-1])
 
 
+@pytest.mark.benchmark(group="epoch (784-100-10, batch 32, no validation)")
+def test_fastdense_epoch_no_validation(benchmark, fashion):
+    """Issue 12's seed target: one fit() epoch without validation data (the lean loop has no
+    validation pass), interleaved with the lean NumPy loop (forward, backward, update only) on
+    NumPy's default BLAS threads and on one. fit() still computes each batch's loss and
+    accuracy, which the loop does not."""
+    from threadpoolctl import threadpool_limits
+
+    x, y, xv, yv = fashion
+    model = reference_model()
+    params = [w.copy() for w in reference_model().get_weights()]
+    rng = np.random.default_rng(0)
+    out = []
+
+    def lean(threads=None):
+        with threadpool_limits(threads):
+            out.append(numpy_epoch(params, x, y, xv, yv, rng, lean=True)[0])
+
+    hist = interleaved(benchmark, lambda: model.fit(x, y, epochs=1, verbose=0),
+                       {"numpy_lean_epoch": lean,
+                        "numpy_lean_epoch_1_blas_thread": lambda: lean(1)}, rounds=7)
+    assert np.isfinite(hist.history["loss"][0]) and np.isfinite(out[-1])
+
+
 # -- one-row prediction ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def one_row(fashion):
