@@ -96,6 +96,9 @@ static void fd_dw_sparse(const fd_job *j, int r0, int r1)
 {
     const int panels = (j->ldw == FD_PANELS), narrow = j->m % FD_NR;
     const int m = (narrow > 0 && narrow <= 8) ? j->m - narrow : j->m;  /* the tiles' columns */
+    /* blocks of 32 columns on the wide AVX-512 tile (two loads of dS and 12 FMAs for the six
+     * rows' broadcasts, where two 16-column tiles broadcast each row twice), of 16 elsewhere */
+    const int wc = panels ? FD_NR : fd_block_cols();
     int pl[FD_MAX_ROWS];
     int i, c, dense_from = -1;
     for (i = r0; i < r1; ) {
@@ -113,12 +116,16 @@ static void fd_dw_sparse(const fd_job *j, int r0, int r1)
             fd_dw_dense(j, dense_from, i, m);
             dense_from = -1;
         }
-        for (c = 0; c < m; c += FD_NR) {
-            const int nr = (m - c < FD_NR) ? m - c : FD_NR;
+        for (c = 0; c < m; c += wc) {
+            const int nr = (m - c < wc) ? m - c : wc;
             float *C = panels ? fd_panel(j->C, j->k, c) + (ptrdiff_t)i * FD_NR
                               : j->C + (ptrdiff_t)i * j->ldw + c;
-            fd_tile(mr, nr, np, j->rows, FD_A_COLS, i, j->dS + c, j->m, C,
-                    panels ? FD_NR : j->ldw, j->alpha, j->beta, 0, pl);
+            if (nr > FD_NR)
+                fd_tile_wide(mr, nr, np, j->rows, FD_A_COLS, i, j->dS + c, j->m, C, j->ldw,
+                             j->alpha, j->beta, 0, pl);
+            else
+                fd_tile(mr, nr, np, j->rows, FD_A_COLS, i, j->dS + c, j->m, C,
+                        panels ? FD_NR : j->ldw, j->alpha, j->beta, 0, pl);
         }
         i += mr;
     }
