@@ -1,6 +1,7 @@
 """The reference workload (784-100-10 sigmoid/softmax, SGD 0.01, batch 32, 48k rows + 12k
 validation), one-row prediction, and a large-batch training step, beside NumPy (and TF-Keras or
 PyTorch when installed)."""
+import functools
 import time
 
 import numpy as np
@@ -83,32 +84,41 @@ def interleaved(benchmark, ours, references, rounds):
     return result
 
 
-@pytest.mark.benchmark(group="epoch (784-100-10, batch 32, with validation)")
-def test_fastdense_epoch(benchmark, fashion):
-    """One fit() call of one epoch (so per-call costs such as input checks are included),
-    interleaved with one epoch of the same training in plain NumPy, run both with NumPy's default
-    BLAS threads and with one BLAS thread (faster on this 2-core machine at these shapes), and
-    with the lean NumPy loop (forward, backward, update only: no loss, accuracy or validation)."""
+def numpy_references(fashion, names):
+    """The NumPy epochs timed beside fit(), by name: `numpy_epoch` (the work fit() does,
+    validation included) and `numpy_lean_epoch` (forward, backward, update only), each on NumPy's
+    default BLAS threads or, with `_1_blas_thread`, on one (faster on this 2-core machine at
+    these shapes). Returns {name: function} and the list their runs append results to."""
     from threadpoolctl import threadpool_limits
 
     x, y, xv, yv = fashion
-    model = reference_model()
     params = [w.copy() for w in reference_model().get_weights()]
     rng = np.random.default_rng(0)
-    losses = []
+    out = []
 
-    def numpy_one_thread(lean=False):
-        with threadpool_limits(1):
-            losses.append(numpy_epoch(params, x, y, xv, yv, rng, lean=lean)[0])
+    def run(lean, threads):
+        with threadpool_limits(threads):  # (None: no limit)
+            out.append(numpy_epoch(params, x, y, xv, yv, rng, lean=lean)[0])
 
+    kinds = {"numpy_epoch": (False, None), "numpy_epoch_1_blas_thread": (False, 1),
+             "numpy_lean_epoch": (True, None), "numpy_lean_epoch_1_blas_thread": (True, 1)}
+    return {name: functools.partial(run, *kinds[name]) for name in names}, out
+
+
+@pytest.mark.benchmark(group="epoch (784-100-10, batch 32, with validation)")
+def test_fastdense_epoch(benchmark, fashion):
+    """One fit() call of one epoch (so per-call costs such as input checks are included),
+    interleaved with one epoch of the same training in plain NumPy and with the lean NumPy loop
+    (no loss, accuracy or validation), each on NumPy's default BLAS threads and on one."""
+    x, y, xv, yv = fashion
+    model = reference_model()
+    references, out = numpy_references(fashion, ["numpy_epoch", "numpy_epoch_1_blas_thread",
+                                                 "numpy_lean_epoch",
+                                                 "numpy_lean_epoch_1_blas_thread"])
     hist = interleaved(
         benchmark, lambda: model.fit(x, y, epochs=1, validation_data=(xv, yv), verbose=0),
-        {"numpy_epoch": lambda: losses.append(numpy_epoch(params, x, y, xv, yv, rng)[0]),
-         "numpy_epoch_1_blas_thread": numpy_one_thread,
-         "numpy_lean_epoch": lambda: losses.append(
-             numpy_epoch(params, x, y, xv, yv, rng, lean=True)[0]),
-         "numpy_lean_epoch_1_blas_thread": lambda: numpy_one_thread(lean=True)}, rounds=7)
-    assert np.isfinite(hist.history["loss"][0]) and np.isfinite(losses[-1])
+        references, rounds=7)
+    assert np.isfinite(hist.history["loss"][0]) and np.isfinite(out[-1])
 
 
 @pytest.mark.benchmark(group="epoch (784-100-10, batch 32, no validation)")
@@ -117,21 +127,12 @@ def test_fastdense_epoch_no_validation(benchmark, fashion):
     validation pass), interleaved with the lean NumPy loop (forward, backward, update only) on
     NumPy's default BLAS threads and on one. fit() still computes each batch's loss and
     accuracy, which the loop does not."""
-    from threadpoolctl import threadpool_limits
-
-    x, y, xv, yv = fashion
+    x, y, _, _ = fashion
     model = reference_model()
-    params = [w.copy() for w in reference_model().get_weights()]
-    rng = np.random.default_rng(0)
-    out = []
-
-    def lean(threads=None):
-        with threadpool_limits(threads):
-            out.append(numpy_epoch(params, x, y, xv, yv, rng, lean=True)[0])
-
-    hist = interleaved(benchmark, lambda: model.fit(x, y, epochs=1, verbose=0),
-                       {"numpy_lean_epoch": lean,
-                        "numpy_lean_epoch_1_blas_thread": lambda: lean(1)}, rounds=7)
+    references, out = numpy_references(fashion, ["numpy_lean_epoch",
+                                                 "numpy_lean_epoch_1_blas_thread"])
+    hist = interleaved(benchmark, lambda: model.fit(x, y, epochs=1, verbose=0), references,
+                       rounds=7)
     assert np.isfinite(hist.history["loss"][0]) and np.isfinite(out[-1])
 
 
