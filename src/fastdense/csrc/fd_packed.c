@@ -155,17 +155,18 @@ static void fd_pack_a(int ta, const float *A, ptrdiff_t lda, int k, int i0, int 
 }
 
 /* ---- micro-kernels: C[0:rows, 0:cols] := epilogue(A B) over a depth of k -------------------
- * A is a micro-panel (MR floats a step), B a panel (NR floats a step); rows of the micro-panel
- * past `rows` and columns past `cols` are computed (from zeros) but not stored. b: the panel's
- * columns of the epilogue's bias (NULL: none). */
+ * A is a micro-panel, MR floats a step and its steps `as` floats apart (MR when packed; A's lda
+ * when op(A) = A^T is read in place), B a panel (NR floats a step); rows of the micro-panel past
+ * `rows` and columns past `cols` are computed (from zeros) but not stored. b, g: the tile's
+ * columns of the epilogue's bias, its tile of the gate (NULL: none). */
 
-typedef void (*fd_packed_kernel)(int k, const float *Ap, const float *Bp, float *C,
-                                 ptrdiff_t ldc, int rows, int cols, const fd_epilogue *e,
-                                 const float *b, const float *g);
+typedef void (*fd_packed_kernel)(int k, const float *Ap, ptrdiff_t as, const float *Bp,
+                                 float *C, ptrdiff_t ldc, int rows, int cols,
+                                 const fd_epilogue *e, const float *b, const float *g);
 
 /* portable C, 6 x 16 (GCC vectorises the column loop into the target's FMA instructions) */
-static void fd_packed_c(int k, const float *Ap, const float *Bp, float *C, ptrdiff_t ldc,
-                        int rows, int cols, const fd_epilogue *e, const float *b,
+static void fd_packed_c(int k, const float *Ap, ptrdiff_t as, const float *Bp, float *C,
+                        ptrdiff_t ldc, int rows, int cols, const fd_epilogue *e, const float *b,
                         const float *g)
 {
     float acc[6][16];
@@ -176,7 +177,7 @@ static void fd_packed_c(int k, const float *Ap, const float *Bp, float *C, ptrdi
     for (p = 0; p < k; p++) {
         const float *b = Bp + (ptrdiff_t)p * 16;
         for (r = 0; r < 6; r++) {
-            const float av = Ap[(ptrdiff_t)p * 6 + r];
+            const float av = Ap[(ptrdiff_t)p * as + r];
             for (j = 0; j < 16; j++)
                 acc[r][j] = fmaf(av, b[j], acc[r][j]);
         }
@@ -202,9 +203,9 @@ static void fd_packed_c(int k, const float *Ap, const float *Bp, float *C, ptrdi
 /* AVX2 and FMA, 6 x 16: twelve accumulators, two loads of B and six broadcasts a step. The
  * accumulators are named variables: as an array indexed by the run-time row count of the stores,
  * GCC kept them in memory and stored all twelve every step (35% slower). */
-static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, const float *Bp, float *C,
-                                            ptrdiff_t ldc, int rows, int cols,
-                                            const fd_epilogue *e, const float *b,
+static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, ptrdiff_t as,
+                                            const float *Bp, float *C, ptrdiff_t ldc, int rows,
+                                            int cols, const fd_epilogue *e, const float *b,
                                             const float *g)
 {
     __m256 t[12];
@@ -223,11 +224,11 @@ static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, const float 
         _mm_prefetch((const char *)(C + (ptrdiff_t)r * ldc + 15), _MM_HINT_T0);
     }
     for (p = 0; p < k; p++) {
-        const float *a = Ap + p * 6;
+        const float *a = Ap + p * as;
         const __m256 b0 = _mm256_loadu_ps(Bp + p * 16), b1 = _mm256_loadu_ps(Bp + p * 16 + 8);
         __m256 av;
         _mm_prefetch((const char *)(Bp + (p + FD_PF) * 16), _MM_HINT_T0);
-        _mm_prefetch((const char *)(Ap + (p + FD_PF) * 6), _MM_HINT_T0);
+        _mm_prefetch((const char *)(Ap + (p + FD_PF) * as), _MM_HINT_T0);
 #define FD_ROW(i) av = _mm256_broadcast_ss(a + i);                                            \
                   c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);                                  \
                   c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);
@@ -268,7 +269,7 @@ static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, const float 
 /* AVX-512, 12 x 16h (h = 1 or 2 halves of 16 columns): 12h accumulators, h loads of B and
  * twelve broadcasts a step (32 vector registers hold them: GCC keeps the array in registers
  * here). Inlined into one function per width, so that h is a constant there. */
-static FD_AVX512_INLINE void fd_packed_512_tile(const int h, int k, const float *Ap,
+static FD_AVX512_INLINE void fd_packed_512_tile(const int h, int k, const float *Ap, ptrdiff_t as,
                                                 const float *Bp, float *C, ptrdiff_t ldc,
                                                 int rows, int cols, const fd_epilogue *e,
                                                 const float *b, const float *g)
@@ -298,9 +299,9 @@ static FD_AVX512_INLINE void fd_packed_512_tile(const int h, int k, const float 
         const __m512 b1 = (h == 2) ? _mm512_loadu_ps(Bp + p * nr + 16) : zero;
         for (s = 0; s < h; s++)
             _mm_prefetch((const char *)(Bp + (p + FD_PF) * nr + 16 * s), _MM_HINT_T0);
-        _mm_prefetch((const char *)(Ap + (p + FD_PF) * 12), _MM_HINT_T0);
+        _mm_prefetch((const char *)(Ap + (p + FD_PF) * as), _MM_HINT_T0);
         for (r = 0; r < 12; r++) {
-            const __m512 av = _mm512_set1_ps(Ap[p * 12 + r]);
+            const __m512 av = _mm512_set1_ps(Ap[p * as + r]);
             c[h * r] = _mm512_fmadd_ps(av, b0, c[h * r]);
             if (h == 2)
                 c[h * r + 1] = _mm512_fmadd_ps(av, b1, c[h * r + 1]);
@@ -339,22 +340,22 @@ static FD_AVX512_INLINE void fd_packed_512_tile(const int h, int k, const float 
     }
 }
 
-static FD_AVX512_NOINLINE void fd_packed_512(int k, const float *Ap, const float *Bp, float *C,
-                                             ptrdiff_t ldc, int rows, int cols,
-                                             const fd_epilogue *e, const float *b,
+static FD_AVX512_NOINLINE void fd_packed_512(int k, const float *Ap, ptrdiff_t as,
+                                             const float *Bp, float *C, ptrdiff_t ldc, int rows,
+                                             int cols, const fd_epilogue *e, const float *b,
                                              const float *g)
 {
-    fd_packed_512_tile(2, k, Ap, Bp, C, ldc, rows, cols, e, b, g);
+    fd_packed_512_tile(2, k, Ap, as, Bp, C, ldc, rows, cols, e, b, g);
 }
 
 /* 12 x 16, for products of at most 16 columns (an output layer's): the 32-column tile would
  * spend most of its multiply-adds on the zero padding */
-static FD_AVX512_NOINLINE void fd_packed_512_16(int k, const float *Ap, const float *Bp,
-                                                float *C, ptrdiff_t ldc, int rows, int cols,
-                                                const fd_epilogue *e, const float *b,
-                                                const float *g)
+static FD_AVX512_NOINLINE void fd_packed_512_16(int k, const float *Ap, ptrdiff_t as,
+                                                const float *Bp, float *C, ptrdiff_t ldc,
+                                                int rows, int cols, const fd_epilogue *e,
+                                                const float *b, const float *g)
 {
-    fd_packed_512_tile(1, k, Ap, Bp, C, ldc, rows, cols, e, b, g);
+    fd_packed_512_tile(1, k, Ap, as, Bp, C, ldc, rows, cols, e, b, g);
 }
 #endif
 
@@ -395,19 +396,28 @@ static void fd_packed_pack_b(fd_packed_job *j)
 static void fd_packed_block(const fd_packed_job *j, int i0, int i1, float *Ap)
 {
     const int mr = j->mr;
+    /* op(A) = A^T read in place where a full micro-panel's steps are already contiguous (mr
+     * floats of a row of A, lda apart) and a single panel of B would use a packed copy once (an
+     * output layer's weight gradient); the last, short micro-panel is packed (reading it in place
+     * would run past A's rows) */
+    const int in_place = (j->ta == 1 && j->panels == 1);
     int i, q;
     for (i = i0; i < i1; i += mr)
-        fd_pack_a(j->ta, j->A, j->lda, j->k, i, (i1 - i < mr) ? i1 - i : mr, mr,
-                  Ap + (ptrdiff_t)(i - i0) * j->k);
+        if (!in_place || i1 - i < mr)
+            fd_pack_a(j->ta, j->A, j->lda, j->k, i, (i1 - i < mr) ? i1 - i : mr, mr,
+                      Ap + (ptrdiff_t)(i - i0) * j->k);
     for (q = 0; q < j->panels; q++) {
         const float *Bq = j->Bp + (ptrdiff_t)q * j->k * j->nr;
         const int cols = (j->m - q * j->nr < j->nr) ? j->m - q * j->nr : j->nr;
-        for (i = i0; i < i1; i += mr)
-            j->kernel(j->k, Ap + (ptrdiff_t)(i - i0) * j->k, Bq,
+        for (i = i0; i < i1; i += mr) {
+            const int direct = in_place && i1 - i >= mr;
+            j->kernel(j->k, direct ? j->A + i : Ap + (ptrdiff_t)(i - i0) * j->k,
+                      direct ? j->lda : mr, Bq,
                       j->C + (ptrdiff_t)i * j->ldc + (ptrdiff_t)q * j->nr, j->ldc,
                       (i1 - i < mr) ? i1 - i : mr, cols, &j->e,
                       j->e.bias ? j->e.bias + q * j->nr : NULL,
                       j->e.gate ? j->e.gate + (ptrdiff_t)i * j->e.ldgate + q * j->nr : NULL);
+        }
     }
 }
 
