@@ -348,6 +348,11 @@ def _layer_kind_models():
             L.Dense(300, activation="relu"), L.Dense(64, activation="relu", trainable=False),
             L.Dense(48, activation="relu"), L.Dense(5, activation="softmax")],
          lambda: dict(optimizer="sgd", loss="sparse_categorical_crossentropy"), {}),
+        # deltas handed on as panels along a chain of relus, the last 12 wide (narrow panels)
+        ("three relu layers, adam", lambda: [
+            L.Dense(300, activation="relu"), L.Dense(200, activation="relu"),
+            L.Dense(12, activation="relu"), L.Dense(5, activation="softmax")],
+         lambda: dict(optimizer="adam", loss="sparse_categorical_crossentropy"), {}),
     ]
 
 
@@ -356,7 +361,8 @@ def _layer_kind_models():
 def test_packed_training_agrees_with_blas_for_every_kind_of_op(case):
     """Batches over 256 rows (the packed GEMM) through dropout, normalization, frozen and
     penalized layers, momentum and sample weights: the weights and losses agree with the BLAS
-    path (packed off) to float32 rounding, and do not depend on the thread count."""
+    path (packed off) to float32 rounding, and do not depend on the thread count nor on whether
+    relu layers' deltas pass between the products as panels."""
     _, layers_fn, compile_kw, fit_kw = _layer_kind_models()[case]
     rng = np.random.default_rng(9)
     x = rng.normal(size=(650, 30)).astype(np.float32)
@@ -375,6 +381,8 @@ def test_packed_training_agrees_with_blas_for_every_kind_of_op(case):
     model, packed = run({"threads": 2})
     assert model._packed(300)
     for a, b in zip(run({"threads": 3})[1], packed):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(run({"threads": 2, "delta_panels": False})[1], packed):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(run({"threads": 2, "packed": False})[1], packed):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

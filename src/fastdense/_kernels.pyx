@@ -125,10 +125,14 @@ cdef extern from "_simd.h" nogil:
         float bsum_lr
         const float* gate
         Py_ssize_t ldgate
+        float* panels
+        int panels_only
+    int FD_PREPACKED
     void fd_gemm_packed(int n, int k, int m, int ta, const float* A, Py_ssize_t lda, int tb,
                         const float* B, Py_ssize_t ldb, const fd_epilogue* e, float* C,
                         Py_ssize_t ldc, int threads, float* work)
     size_t fd_packed_floats(int k, int m, int threads)
+    size_t fd_packed_panel_floats(int k, int m)
 
 # The engine's options, per Trainer (or per call): passed down, never kept in module globals.
 cdef struct _Opts:
@@ -303,6 +307,7 @@ cdef inline fd_epilogue _epilogue(float alpha, float beta, const float* bias,
     e.alpha, e.beta, e.bias, e.relu = alpha, beta, bias, relu
     e.bsum, e.bsum_lr = NULL, 0
     e.gate, e.ldgate = NULL, 0
+    e.panels, e.panels_only = NULL, 0
     return e
 
 
@@ -603,6 +608,19 @@ cdef void _act_backward(int act, const floating* S, const floating* Z, const flo
 # ---------------------------------------------------------------------------------------------
 # Dense layer.
 # ---------------------------------------------------------------------------------------------
+cdef struct _Panels:
+    # A training step's deltas handed between packed products as panels (fd_epilogue's panels),
+    # never written row-major: each is read by the packed products of one layer only.
+    const float* dS     # this layer's delta as panels (its weight and input gradients read
+                        # them instead of dS), or NULL
+    float* dX           # the input gradient goes there as panels instead of into dX, or NULL
+
+
+cdef inline bint _on_packed(const _Opts* o, int n) noexcept nogil:
+    """Whether float32 training products over n batch rows run on the packed GEMM."""
+    return not _own(o, n) and o.pack != NULL
+
+
 cdef inline void _dense_forward(const _Opts* o, const floating** rows, const floating* X, const floating* W,
                                 int ldw, const floating* b, int act, floating* Z, floating* S,
                                 floating* part, int n, int n_in, int n_out,
@@ -667,7 +685,8 @@ cdef inline void _dense_backward(const _Opts* o, const floating** rows, const fl
                                  int ldw, const floating* dS, floating* dW, floating* db,
                                  floating* dX, int n, int n_in, int n_out,
                                  floating sgd_lr, floating* scratch=NULL,
-                                 const floating* gate=NULL) noexcept nogil:
+                                 const floating* gate=NULL,
+                                 const _Panels* pn=NULL) noexcept nogil:
     """dX := dS @ W^T (if dX; gated by the relu before, see _dense_input_grad); then
     dW := X^T @ dS and db := column sums of dS (if db).
 
@@ -677,12 +696,13 @@ cdef inline void _dense_backward(const _Opts* o, const floating** rows, const fl
     With sgd_lr > 0 the SGD update is folded into the weight-gradient product instead:
     W -= sgd_lr * X^T @ dS and b -= sgd_lr * sums (dW, db point at W, b). dX is computed first,
     from the weights before the update. X as in _dense_forward; W and dW rows are ldw apart.
+    pn (packed products only, or NULL): dS read as panels, dX written as panels only (_Panels).
     """
     cdef floating alpha = -sgd_lr if sgd_lr > 0 else <floating>1
     cdef floating beta = <floating>1 if sgd_lr > 0 else <floating>0
     cdef fd_epilogue ep
     if dX != NULL:
-        _dense_input_grad(o, W, ldw, dS, dX, n, n_in, n_out, scratch, gate)
+        _dense_input_grad(o, W, ldw, dS, dX, n, n_in, n_out, scratch, gate, pn)
     if floating is float and _own(o, n):
         fd_weight_grad(n, n_in, n_out, alpha, beta, <const float**>rows, X, dS, dW, ldw,
                        _threads(o, n, n_in, n_out), o.sparse)
@@ -690,8 +710,12 @@ cdef inline void _dense_backward(const _Opts* o, const floating** rows, const fl
         ep = _epilogue(alpha, beta, NULL, False)
         if db != NULL:  # the bias gradient (or update) from the packed panels of dS
             ep.bsum, ep.bsum_lr = db, sgd_lr
-        fd_gemm_packed(n_in, n, n_out, 1, X, n_in, 0, dS, n_out, &ep, dW, ldw, o.threads,
-                       o.pack)
+        if pn != NULL and pn.dS != NULL:  # dS's panels, written by the product that made dS
+            fd_gemm_packed(n_in, n, n_out, 1, X, n_in, FD_PREPACKED, pn.dS, 0, &ep, dW, ldw,
+                           o.threads, o.pack)
+        else:
+            fd_gemm_packed(n_in, n, n_out, 1, X, n_in, 0, dS, n_out, &ep, dW, ldw, o.threads,
+                           o.pack)
         return
     else:
         _gemm(c'N', c'T', n_out, n_in, n, alpha, dS, n_out, X, n_in, beta, dW, ldw)
@@ -1038,11 +1062,12 @@ cdef inline double _plan_float(const Py_ssize_t* row, int col) noexcept nogil:
 
 cdef void _dense_input_grad(const _Opts* o, const floating* W, int ldw, const floating* dS,
                             floating* dX, int n, int n_in, int n_out, floating* scratch,
-                            const floating* gate) noexcept nogil:
+                            const floating* gate, const _Panels* pn=NULL) noexcept nogil:
     """dX := dS @ W^T, W's rows ldw apart (a dense layer's input gradient). gate (or NULL): the
     output of a relu just before the layer (n x n_in); then dX := (gate > 0) ? dX : 0 takes that
     relu's gradient too, in the packed product's epilogue rather than a pass of its own (same
-    bits). scratch: see _dense_backward."""
+    bits). scratch: see _dense_backward. pn (packed products only, or NULL): dS read as panels,
+    dX written as panels only (_Panels)."""
     cdef fd_epilogue ep
     if floating is float and _own(o, n):
         fd_input_grad(n, n_out, n_in, dS, W, ldw, dX, _threads(o, n, n_out, n_in),
@@ -1050,8 +1075,14 @@ cdef void _dense_input_grad(const _Opts* o, const floating* W, int ldw, const fl
     elif floating is float and o.pack != NULL:
         ep = _epilogue(1, 0, NULL, False)
         ep.gate, ep.ldgate = gate, n_in
-        fd_gemm_packed(n, n_out, n_in, 0, dS, n_out, 1, W, ldw, &ep, dX, n_in, o.threads,
-                       o.pack)
+        if pn != NULL and pn.dX != NULL:
+            ep.panels, ep.panels_only = pn.dX, True
+        if pn != NULL and pn.dS != NULL:
+            fd_gemm_packed(n, n_out, n_in, FD_PREPACKED, pn.dS, 0, 1, W, ldw, &ep, dX, n_in,
+                           o.threads, o.pack)
+        else:
+            fd_gemm_packed(n, n_out, n_in, 0, dS, n_out, 1, W, ldw, &ep, dX, n_in, o.threads,
+                           o.pack)
         return
     else:
         _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, ldw, dS, n_out, <floating>0, dX, n_in)
@@ -1530,6 +1561,8 @@ cdef struct _Step:
     Py_ssize_t y_w
     uint64_t* rng
     double sgd_lr               # > 0: the SGD update folded into the products
+    float* dpan[2]              # packed steps: deltas as panels, op l's in dpan[l % 2] (or NULL:
+                                # none; see _delta_panels)
     # split only
     bint split0                 # the first layer's product was cut along its inputs
     void* Dfin                  # n x (first layer's width): its delta, both blocks' rows
@@ -1571,6 +1604,15 @@ cdef inline bint _relu_gates(const _Step* c, Py_ssize_t l) noexcept nogil:
             prev[PLAN_ACT] == ACT_RELU)
 
 
+cdef inline bint _delta_panels(const _Step* c, Py_ssize_t l, int n) noexcept nogil:
+    """Whether op l's delta reaches it as panels (in c.dpan[l % 2]) instead of row-major: on the
+    packed GEMM, op l a trainable dense op whose relu's gradient op l+1's input-gradient product
+    takes (_relu_gates), so that the delta that product writes is op l's whole delta, read by
+    op l's two products only; its weight gradient then skips packing it."""
+    return (c.dpan[0] != NULL and _on_packed(&c.o, n) and _relu_gates(c, l + 1) and
+            c.plan[l * N_PLAN + PLAN_KIND] == OP_DENSE)
+
+
 cdef bint _op_backward(const _Step* c, const _Opts* o, Py_ssize_t l, Py_ssize_t r0, int nh,
                        floating* D, floating* D2, floating* dW, floating* db, floating lr,
                        floating* part) noexcept nogil:
@@ -1592,13 +1634,17 @@ cdef bint _op_backward(const _Step* c, const _Opts* o, Py_ssize_t l, Py_ssize_t 
     cdef const floating* gate = A if _relu_gates(c, l) else NULL
     cdef bint first_copy = l == 0 and c.W0 != NULL
     cdef Py_ssize_t i
+    cdef _Panels pn
+    pn.dS = c.dpan[l % 2] if floating is float and _delta_panels(c, l, nh) else NULL
+    pn.dX = c.dpan[(l - 1) % 2] if floating is float and l > 0 and _delta_panels(c, l - 1, nh) \
+        else NULL
     if kind == OP_DENSE:
         if act_grad:
             _act_backward(act, S, Z, D, D, nh, n_out)
         _dense_backward(o, <const floating**>c.rows0 if l == 0 else NULL, A,
                         <floating*>c.W0 if first_copy else P + row[PLAN_W],
                         c.ldw0 if first_copy else n_out, D, dW, db, D2 if l > 0 else NULL,
-                        nh, n_in, n_out, lr, part, gate)
+                        nh, n_in, n_out, lr, part, gate, &pn)
         return l > 0
     if kind == OP_ACTIVATION:
         if act_grad:
@@ -1612,7 +1658,7 @@ cdef bint _op_backward(const _Step* c, const _Opts* o, Py_ssize_t l, Py_ssize_t 
         if act_grad:
             _act_backward(act, S, Z, D, D, nh, n_out)
         if l > 0:
-            _dense_input_grad(o, P + row[PLAN_W], n_out, D, D2, nh, n_in, n_out, part, gate)
+            _dense_input_grad(o, P + row[PLAN_W], n_out, D, D2, nh, n_in, n_out, part, gate, &pn)
             return True
     else:
         _norm_backward(row, c.reg + l * 4, P, <floating*>c.G, W, D, nh, l > 0, lr)
@@ -1801,6 +1847,8 @@ cdef class Trainer:
             ones on the packed GEMM (0 .. MAX_OWN_ROWS).
         packed: float32 products over own_rows rows on the packed GEMM (`fd_gemm_packed`; off:
             BLAS, whose bits depend on its own thread count).
+        delta_panels: on the packed GEMM, a relu layer's delta passes from the input-gradient
+            product that makes it to its two products as panels (see _delta_panels).
     """
     cdef readonly object work, grads, rng
     cdef const Py_ssize_t[:, ::1] plan
@@ -1810,16 +1858,18 @@ cdef class Trainer:
     cdef const double[::1] hp
     cdef int loss_code, opt_code, batch_size, ldpad
     cdef Py_ssize_t maxw, psize
-    cdef bint fused, penalized, fuse_sgd, in_place, split, merge_next, packed
+    cdef bint fused, penalized, fuse_sgd, in_place, split, merge_next, packed, delta_panels
     cdef _Opts o
     cdef float* pack            # the packed GEMM's work area (NULL: none; see _pack_area)
     cdef size_t pack_floats
+    cdef float* dpanels         # two deltas as panels (_Step.dpan; NULL: none; _panel_area)
+    cdef size_t dpanel_floats
 
     def __init__(self, plan, reg, layout, work, grads, int batch_size, int loss_code,
                  bint fused_logits, metrics, int opt_code, hp, rng, *, bint sparse=True,
                  bint transposed_dx=True, bint pad_first=True, panels=None,
                  bint split_middle=True, bint merge_next=True, int own_rows=FD_MAX_ROWS,
-                 bint packed=True):
+                 bint packed=True, bint delta_panels=True):
         self.plan = plan
         self.reg = reg
         _check_plan(self.plan, self.reg)
@@ -1841,11 +1891,15 @@ cdef class Trainer:
         # float32 batches over own_rows: the packed GEMM (its area sized per thread count in run)
         self.pack = NULL
         self.pack_floats = 0
+        self.dpanels = NULL
+        self.dpanel_floats = 0
         self.packed = packed and work.dtype.itemsize == 4 and batch_size > self.o.own_rows
+        self.delta_panels = delta_panels
         self._derive(work.dtype.itemsize == 4, pad_first, panels, split_middle)
 
     def __dealloc__(self):
         free(self.pack)
+        free(self.dpanels)
 
     cdef float* _pack_area(self, int threads) except? NULL:
         """The packed GEMM's work area for `threads` threads: enough for the widest of the
@@ -1866,6 +1920,24 @@ cdef class Trainer:
                 raise MemoryError(f"the packed products' work area ({need * 4} bytes)")
             self.pack, self.pack_floats = grown, need
         return self.pack
+
+    cdef float* _panel_area(self) except? NULL:
+        """Room for two deltas as panels (_Step.dpan), each as wide as the widest trainable
+        dense op's output at this batch size (the panels' width is the SIMD level's, so sized
+        per run); kept across runs."""
+        cdef Py_ssize_t l
+        cdef size_t need = 0
+        cdef float* grown
+        for l in range(self.plan.shape[0]):
+            if self.plan[l, PLAN_KIND] == OP_DENSE:
+                need = max(need, fd_packed_panel_floats(self.batch_size,
+                                                        <int>self.plan[l, PLAN_N_OUT]))
+        if 2 * need > self.dpanel_floats:
+            grown = <float*>realloc(self.dpanels, 2 * need * sizeof(float))
+            if grown == NULL:
+                raise MemoryError(f"the deltas' panels ({2 * need * 4} bytes)")
+            self.dpanels, self.dpanel_floats = grown, 2 * need
+        return self.dpanels
 
     cdef _derive(self, bint f32, bint pad_first, object panels, bint split_middle):
         """The step's shape for this network and these settings."""
@@ -1972,9 +2044,12 @@ cdef class Trainer:
                     raise ValueError(f"learning rates must be > 0; received {lrs[i]}")
         c.o = self.o
         c.o.threads = max(1, min(threads, FD_MAX_THREADS))
+        self._fill(&c, P, G, W, Y.shape[1], hst)
         if self.packed:
             c.o.pack = self._pack_area(c.o.threads)
-        self._fill(&c, P, G, W, Y.shape[1], hst)
+        if self.packed and self.delta_panels:
+            c.dpan[0] = self._panel_area()
+            c.dpan[1] = c.dpan[0] + self.dpanel_floats // 2
         c.D0 = W + self.layout[LAY_D0]
         c.D1 = W + self.layout[LAY_D1]
         c.rng = &rng[0]
@@ -2101,6 +2176,7 @@ cdef class Trainer:
         c.metrics = &self.metrics[0] if self.metrics.shape[0] > 0 else NULL
         c.n_metrics = self.metrics.shape[0]
         c.rng = NULL
+        c.dpan[0] = c.dpan[1] = NULL
         c.hstats = hst
         c.n_stats = 1 + 2 * c.n_metrics
         c.split0 = fd_half(<int>self.plan[0, PLAN_N_IN]) < self.plan[0, PLAN_N_IN]

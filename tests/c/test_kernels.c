@@ -306,9 +306,9 @@ static void test_packed(int n, int k, int m)
     float *gate = malloc(sizeof(float) * n * (m + 3)), *sums = malloc(sizeof(float) * m);
     float *sums0 = malloc(sizeof(float) * m), *sums_ref = malloc(sizeof(float) * m);
     float *work = malloc(sizeof(float) * fd_packed_floats(k, m, 3));
-    fd_epilogue eps[3] = {{-0.5f, 1.0f, NULL, 0, sums, 0.25f, NULL, 0},
-                          {1.0f, 0.0f, bias, 1, NULL, 0.0f, NULL, 0},
-                          {1.0f, 0.0f, NULL, 0, sums, 0.0f, gate, m + 3}};
+    fd_epilogue eps[3] = {{-0.5f, 1.0f, NULL, 0, sums, 0.25f, NULL, 0, NULL, 0},
+                          {1.0f, 0.0f, bias, 1, NULL, 0.0f, NULL, 0, NULL, 0},
+                          {1.0f, 0.0f, NULL, 0, sums, 0.0f, gate, m + 3, NULL, 0}};
     int ta, tb, t, i, j, p, v;
     size_t x;
     for (x = 0; x < (size_t)n * k; x++) A[x] = urand();
@@ -359,6 +359,84 @@ static void test_packed(int n, int k, int m)
     free(sums0); free(sums_ref); free(work);
 }
 
+/* An epilogue's panels: C written as panels for later products (an input gradient's delta, for
+ * the layer before's weight and input gradients) is the same C, zero-padded; a product taking
+ * them as op(B) or as op(A) (FD_PREPACKED) gives the bits, and the column sums of op(B), of
+ * taking C itself; with panels_only C is left alone. */
+static void test_packed_panels(int n, int k, int m, int k2)
+{
+    const size_t pf = fd_packed_panel_floats(n, m);
+    const int width = (int)(pf / (size_t)n);  /* m rounded up to whole panels */
+    const int nr = (m > 16 && fd_have_avx512()) ? 32 : 16;  /* the panels' width */
+    float *A = malloc(sizeof(float) * n * k), *B = malloc(sizeof(float) * k * m);
+    float *gate = malloc(sizeof(float) * n * m), *C = malloc(sizeof(float) * n * m);
+    float *C2 = malloc(sizeof(float) * n * m), *P = malloc(sizeof(float) * pf);
+    float *A2 = malloc(sizeof(float) * n * k2), *D = malloc(sizeof(float) * k2 * m);
+    float *D2 = malloc(sizeof(float) * k2 * m), *s1 = malloc(sizeof(float) * m);
+    float *s2 = malloc(sizeof(float) * m), *B3 = malloc(sizeof(float) * m * k2);
+    float *E = malloc(sizeof(float) * n * k2), *E2 = malloc(sizeof(float) * n * k2);
+    const size_t w1 = fd_packed_floats(k, m, 3), w2 = fd_packed_floats(n, m, 3) +
+                                                     fd_packed_floats(m, k2, 3);
+    float *work = malloc(sizeof(float) * (w1 > w2 ? w1 : w2));
+    fd_epilogue e = {1.0f, 0.0f, NULL, 0, NULL, 0.0f, gate, m, NULL, 0};
+    fd_epilogue sgd = {-0.5f, 1.0f, NULL, 0, NULL, 0.25f, NULL, 0, NULL, 0};
+    const fd_epilogue e0 = {1.0f, 0.0f, NULL, 0, NULL, 0.0f, NULL, 0, NULL, 0};
+    int t, only, i, j, held, zero_pad;
+    size_t x;
+    for (x = 0; x < (size_t)n * k; x++) A[x] = urand();
+    for (x = 0; x < (size_t)k * m; x++) B[x] = urand();
+    for (x = 0; x < (size_t)n * m; x++) gate[x] = urand();
+    for (x = 0; x < (size_t)n * k2; x++) A2[x] = urand();
+    for (x = 0; x < (size_t)m * k2; x++) B3[x] = urand();
+    check(pf % (size_t)n == 0 && width % nr == 0 && width >= m && width < m + nr,
+          "the panels are whole panels of n steps", n, k, m);
+    fd_gemm_packed(n, k, m, 0, A, k, 0, B, m, &e, C, m, 1, work);  /* C without panels */
+    for (t = 1; t <= 3; t += 2)
+        for (only = 0; only < 2; only++) {
+            for (x = 0; x < (size_t)n * m; x++) C2[x] = -7.0f;
+            for (x = 0; x < pf; x++) P[x] = -7.0f;
+            e.panels = P;
+            e.panels_only = only;
+            fd_gemm_packed(n, k, m, 0, A, k, 0, B, m, &e, C2, m, t, work);
+            e.panels = NULL;
+            e.panels_only = 0;
+            if (only) {
+                for (x = 0; x < (size_t)n * m && C2[x] == -7.0f; x++) ;
+                check(x == (size_t)n * m, "panels_only leaves C alone", n, k, m);
+            } else
+                check(same_bits(C, C2, (size_t)n * m), "C is the same with panels", n, k, m);
+            held = zero_pad = 1;  /* panel q: columns q*nr.., n steps of nr floats */
+            for (i = 0; i < n; i++)
+                for (j = 0; j < width; j++) {
+                    const float v = P[(size_t)(j / nr) * n * nr + (size_t)i * nr + j % nr];
+                    if (j < m && memcmp(&v, &C[(size_t)i * m + j], sizeof v) != 0)
+                        held = 0;
+                    if (j >= m && !(v == 0.0f))
+                        zero_pad = 0;
+                }
+            check(held, "the panels hold C", n, k, m);
+            check(zero_pad, "the panels are zero past C's columns", n, k, m);
+            /* a weight gradient's shape: D (k2 x m) = A2^T C, with the SGD epilogue and the bias
+             * update from C's column sums */
+            for (x = 0; x < (size_t)k2 * m; x++) D[x] = D2[x] = (float)(x % 7) - 3.0f;
+            for (j = 0; j < m; j++) s1[j] = s2[j] = (float)j;
+            sgd.bsum = s1;
+            fd_gemm_packed(k2, n, m, 1, A2, k2, 0, C, m, &sgd, D, m, t, work);
+            sgd.bsum = s2;
+            fd_gemm_packed(k2, n, m, 1, A2, k2, FD_PREPACKED, P, 0, &sgd, D2, m, t, work);
+            check(same_bits(D, D2, (size_t)k2 * m), "prepacked panels give packing's bits",
+                  k2, n, m);
+            check(same_bits(s1, s2, (size_t)m), "prepacked panels give packing's sums", k2, n, m);
+            /* an input gradient's shape: E (n x k2) = C B3, C taken as op(A) */
+            fd_gemm_packed(n, m, k2, 0, C, m, 0, B3, k2, &e0, E, k2, t, work);
+            fd_gemm_packed(n, m, k2, FD_PREPACKED, P, 0, 0, B3, k2, &e0, E2, k2, t, work);
+            check(same_bits(E, E2, (size_t)n * k2), "panels as op(A) give packing's bits", n, m,
+                  k2);
+        }
+    free(A); free(B); free(gate); free(C); free(C2); free(P); free(A2); free(D); free(D2);
+    free(s1); free(s2); free(B3); free(E); free(E2); free(work);
+}
+
 int main(int argc, char **argv)
 {
     static const int shapes[][3] = {
@@ -381,6 +459,10 @@ int main(int argc, char **argv)
     test_packed(300, 64, 70);
     test_packed(40, 30, 10);  /* at most 16 columns: the 16-column tile on AVX-512 */
     test_packed(29, 50, 16);
+    test_packed_panels(37, 20, 70, 45);
+    test_packed_panels(50, 9, 10, 13);  /* at most 16 columns */
+    test_packed_panels(1, 3, 33, 1);
+    test_packed_panels(30, 5, 100, 40);  /* panels of op(A) in several chunks, the last short */
     test_run_parts();
     test_activations();
     if (fd_have_avx2_fma())

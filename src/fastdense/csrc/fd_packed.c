@@ -137,37 +137,47 @@ static void fd_pack_b(int tb, const float *B, ptrdiff_t ldb, int k, int m, int n
     float *dst = Bp + (ptrdiff_t)q * k * nr;
     if (tb == 0)
         fd_copy_steps(B + j0, ldb, k, w, nr, dst);
-    else
+    else if (tb == 1)
         fd_pack_rows(B + (ptrdiff_t)j0 * ldb, ldb, k, w, nr, dst);
+    /* (FD_PREPACKED: the panel is there already; Bp is B) */
     if (e->bsum != NULL)
         fd_panel_sums(dst, k, w, nr, e->bsum_lr, e->bsum + j0);
 }
 
+static int fd_packed_nr(int m);
+
 /* Rows i0 .. i0+rows-1 of op(A) (n x k) into one micro-panel Ap: k steps of mr floats, rows past
  * `rows` zero. */
-static void fd_pack_a(int ta, const float *A, ptrdiff_t lda, int k, int i0, int rows, int mr,
-                      float *Ap)
+static void fd_pack_a(int ta, const float *A, ptrdiff_t lda, int n, int k, int i0, int rows,
+                      int mr, float *Ap)
 {
+    int p0, nra;
     if (ta == 0)
         fd_pack_rows(A + (ptrdiff_t)i0 * lda, lda, k, rows, mr, Ap);
-    else
+    else if (ta == 1)
         fd_copy_steps(A + i0, lda, k, rows, mr, Ap);
+    else  /* FD_PREPACKED: A's panels of nra columns, each n rows of nra floats */
+        for (p0 = 0, nra = fd_packed_nr(k); p0 < k; p0 += nra)
+            fd_pack_rows(A + (ptrdiff_t)p0 * n + (ptrdiff_t)i0 * nra, nra,
+                         (k - p0 < nra) ? k - p0 : nra, rows, mr, Ap + (ptrdiff_t)p0 * mr);
 }
 
 /* ---- micro-kernels: C[0:rows, 0:cols] := epilogue(A B) over a depth of k -------------------
  * A is a micro-panel, MR floats a step and its steps `as` floats apart (MR when packed; A's lda
  * when op(A) = A^T is read in place), B a panel (NR floats a step); rows of the micro-panel past
  * `rows` and columns past `cols` are computed (from zeros) but not stored. b, g: the tile's
- * columns of the epilogue's bias, its tile of the gate (NULL: none). */
+ * columns of the epilogue's bias, its tile of the gate (NULL: none). P: where the tile's rows go
+ * in the epilogue's panels (nr floats a row, zero past `cols`), or NULL; C is not written when
+ * the epilogue says panels_only. */
 
 typedef void (*fd_packed_kernel)(int k, const float *Ap, ptrdiff_t as, const float *Bp,
                                  float *C, ptrdiff_t ldc, int rows, int cols,
-                                 const fd_epilogue *e, const float *b, const float *g);
+                                 const fd_epilogue *e, const float *b, const float *g, float *P);
 
 /* portable C, 6 x 16 (GCC vectorises the column loop into the target's FMA instructions) */
 static void fd_packed_c(int k, const float *Ap, ptrdiff_t as, const float *Bp, float *C,
                         ptrdiff_t ldc, int rows, int cols, const fd_epilogue *e, const float *b,
-                        const float *g)
+                        const float *g, float *P)
 {
     float acc[6][16];
     int p, r, j;
@@ -183,18 +193,24 @@ static void fd_packed_c(int k, const float *Ap, ptrdiff_t as, const float *Bp, f
         }
     }
     for (r = 0; r < rows; r++) {
-        float *cr = C + (ptrdiff_t)r * ldc;
-        for (j = 0; j < cols; j++) {
-            float v = e->alpha * acc[r][j];
-            if (e->beta != 0.0f)
-                v = fmaf(e->beta, cr[j], v);
-            if (b != NULL)
-                v = v + b[j];
-            if (e->relu && !(v > 0.0f))
-                v = 0.0f;
-            if (g != NULL && !(g[(ptrdiff_t)r * e->ldgate + j] > 0.0f))
-                v = 0.0f;
-            cr[j] = v;
+        float *cr = e->panels_only ? NULL : C + (ptrdiff_t)r * ldc;
+        for (j = 0; j < 16; j++) {
+            float v = 0.0f;
+            if (j < cols) {
+                v = e->alpha * acc[r][j];
+                if (e->beta != 0.0f)
+                    v = fmaf(e->beta, C[(ptrdiff_t)r * ldc + j], v);
+                if (b != NULL)
+                    v = v + b[j];
+                if (e->relu && !(v > 0.0f))
+                    v = 0.0f;
+                if (g != NULL && !(g[(ptrdiff_t)r * e->ldgate + j] > 0.0f))
+                    v = 0.0f;
+                if (cr != NULL)
+                    cr[j] = v;
+            }
+            if (P != NULL)
+                P[(ptrdiff_t)r * 16 + j] = v;
         }
     }
 }
@@ -206,7 +222,7 @@ static void fd_packed_c(int k, const float *Ap, ptrdiff_t as, const float *Bp, f
 static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, ptrdiff_t as,
                                             const float *Bp, float *C, ptrdiff_t ldc, int rows,
                                             int cols, const fd_epilogue *e, const float *b,
-                                            const float *g)
+                                            const float *g, float *P)
 {
     __m256 t[12];
     const int n0 = (cols < 8) ? cols : 8, n1 = (cols > 8) ? cols - 8 : 0;
@@ -220,8 +236,9 @@ static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, ptrdiff_t as
     ptrdiff_t p;
     int r;
     for (r = 0; r < rows; r++) {  /* C's lines on their way while the sum runs (fd_packed_512) */
-        _mm_prefetch((const char *)(C + (ptrdiff_t)r * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(C + (ptrdiff_t)r * ldc + 15), _MM_HINT_T0);
+        const float *out = e->panels_only ? P + (ptrdiff_t)r * 16 : C + (ptrdiff_t)r * ldc;
+        _mm_prefetch((const char *)out, _MM_HINT_T0);
+        _mm_prefetch((const char *)(out + 15), _MM_HINT_T0);
     }
     for (p = 0; p < k; p++) {
         const float *a = Ap + p * as;
@@ -238,7 +255,7 @@ static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, ptrdiff_t as
     t[0] = c00; t[1] = c01; t[2] = c10; t[3] = c11; t[4] = c20; t[5] = c21;
     t[6] = c30; t[7] = c31; t[8] = c40; t[9] = c41; t[10] = c50; t[11] = c51;
     for (r = 0; r < rows; r++) {
-        float *cr = C + (ptrdiff_t)r * ldc;
+        float *cr = e->panels_only ? NULL : C + (ptrdiff_t)r * ldc;
         __m256 v0 = _mm256_mul_ps(va, t[2 * r]), v1 = _mm256_mul_ps(va, t[2 * r + 1]);
         if (e->beta != 0.0f) {
             v0 = _mm256_fmadd_ps(vb, fd_load_group(cr, n0, k0), v0);
@@ -260,9 +277,16 @@ static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, ptrdiff_t as
                 v1 = _mm256_and_ps(_mm256_cmp_ps(fd_load_group(gr + 8, n1, k1), zero,
                                                  _CMP_GT_OQ), v1);
         }
-        fd_store_group(cr, n0, k0, v0);
-        if (n1 > 0)
-            fd_store_group(cr + 8, n1, k1, v1);
+        if (!e->panels_only) {
+            fd_store_group(cr, n0, k0, v0);
+            if (n1 > 0)
+                fd_store_group(cr + 8, n1, k1, v1);
+        }
+        if (P != NULL) {  /* the whole panel row, zero past cols */
+            _mm256_storeu_ps(P + (ptrdiff_t)r * 16, _mm256_and_ps(v0, _mm256_castsi256_ps(k0)));
+            _mm256_storeu_ps(P + (ptrdiff_t)r * 16 + 8,
+                             _mm256_and_ps(v1, _mm256_castsi256_ps(k1)));
+        }
     }
 }
 
@@ -272,7 +296,7 @@ static FD_AVX2_NOINLINE void fd_packed_avx2(int k, const float *Ap, ptrdiff_t as
 static FD_AVX512_INLINE void fd_packed_512_tile(const int h, int k, const float *Ap, ptrdiff_t as,
                                                 const float *Bp, float *C, ptrdiff_t ldc,
                                                 int rows, int cols, const fd_epilogue *e,
-                                                const float *b, const float *g)
+                                                const float *b, const float *g, float *P)
 {
     __m512 c[24], t[24];
     const int nr = 16 * h;
@@ -290,9 +314,10 @@ static FD_AVX512_INLINE void fd_packed_512_tile(const int h, int k, const float 
     for (r = 0; r < rows; r++) {  /* C's lines on their way while the sum runs: the stores
                                    * missed in cache (784-1024-1024-10's products at batch 1024,
                                    * two threads: 2% faster, a product of depth 10 a third) */
-        _mm_prefetch((const char *)(C + (ptrdiff_t)r * ldc), _MM_HINT_T0);
+        const float *out = e->panels_only ? P + (ptrdiff_t)r * nr : C + (ptrdiff_t)r * ldc;
+        _mm_prefetch((const char *)out, _MM_HINT_T0);
         if (h == 2)
-            _mm_prefetch((const char *)(C + (ptrdiff_t)r * ldc + 16), _MM_HINT_T0);
+            _mm_prefetch((const char *)(out + 16), _MM_HINT_T0);
     }
     for (p = 0; p < k; p++) {
         const __m512 b0 = _mm512_loadu_ps(Bp + p * nr);
@@ -310,7 +335,7 @@ static FD_AVX512_INLINE void fd_packed_512_tile(const int h, int k, const float 
     for (r = 0; r < 12 * h; r++)  /* (copied out for the run-time row count: fd_packed_avx2) */
         t[r] = c[r];
     for (r = 0; r < rows; r++) {
-        float *cr = C + (ptrdiff_t)r * ldc;
+        float *cr = e->panels_only ? NULL : C + (ptrdiff_t)r * ldc;
         __m512 v0 = _mm512_mul_ps(va, t[h * r]), v1 = (h == 2) ? _mm512_mul_ps(va, t[h * r + 1])
                                                                : zero;
         if (e->beta != 0.0f) {
@@ -334,18 +359,25 @@ static FD_AVX512_INLINE void fd_packed_512_tile(const int h, int k, const float 
                 v1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(k1, gr + 16),
                                                             zero, _CMP_GT_OQ), v1);
         }
-        _mm512_mask_storeu_ps(cr, k0, v0);
-        if (n1 > 0)
-            _mm512_mask_storeu_ps(cr + 16, k1, v1);
+        if (!e->panels_only) {
+            _mm512_mask_storeu_ps(cr, k0, v0);
+            if (n1 > 0)
+                _mm512_mask_storeu_ps(cr + 16, k1, v1);
+        }
+        if (P != NULL) {  /* the whole panel row, zero past cols */
+            _mm512_storeu_ps(P + (ptrdiff_t)r * nr, _mm512_maskz_mov_ps(k0, v0));
+            if (h == 2)
+                _mm512_storeu_ps(P + (ptrdiff_t)r * nr + 16, _mm512_maskz_mov_ps(k1, v1));
+        }
     }
 }
 
 static FD_AVX512_NOINLINE void fd_packed_512(int k, const float *Ap, ptrdiff_t as,
                                              const float *Bp, float *C, ptrdiff_t ldc, int rows,
                                              int cols, const fd_epilogue *e, const float *b,
-                                             const float *g)
+                                             const float *g, float *P)
 {
-    fd_packed_512_tile(2, k, Ap, as, Bp, C, ldc, rows, cols, e, b, g);
+    fd_packed_512_tile(2, k, Ap, as, Bp, C, ldc, rows, cols, e, b, g, P);
 }
 
 /* 12 x 16, for products of at most 16 columns (an output layer's): the 32-column tile would
@@ -353,9 +385,9 @@ static FD_AVX512_NOINLINE void fd_packed_512(int k, const float *Ap, ptrdiff_t a
 static FD_AVX512_NOINLINE void fd_packed_512_16(int k, const float *Ap, ptrdiff_t as,
                                                 const float *Bp, float *C, ptrdiff_t ldc,
                                                 int rows, int cols, const fd_epilogue *e,
-                                                const float *b, const float *g)
+                                                const float *b, const float *g, float *P)
 {
-    fd_packed_512_tile(1, k, Ap, as, Bp, C, ldc, rows, cols, e, b, g);
+    fd_packed_512_tile(1, k, Ap, as, Bp, C, ldc, rows, cols, e, b, g, P);
 }
 #endif
 
@@ -404,19 +436,22 @@ static void fd_packed_block(const fd_packed_job *j, int i0, int i1, float *Ap)
     int i, q;
     for (i = i0; i < i1; i += mr)
         if (!in_place || i1 - i < mr)
-            fd_pack_a(j->ta, j->A, j->lda, j->k, i, (i1 - i < mr) ? i1 - i : mr, mr,
+            fd_pack_a(j->ta, j->A, j->lda, j->n, j->k, i, (i1 - i < mr) ? i1 - i : mr, mr,
                       Ap + (ptrdiff_t)(i - i0) * j->k);
     for (q = 0; q < j->panels; q++) {
         const float *Bq = j->Bp + (ptrdiff_t)q * j->k * j->nr;
         const int cols = (j->m - q * j->nr < j->nr) ? j->m - q * j->nr : j->nr;
+        /* panel q of the output's panels: n steps of nr floats */
+        float *Pq = j->e.panels ? j->e.panels + (ptrdiff_t)q * j->n * j->nr : NULL;
         for (i = i0; i < i1; i += mr) {
             const int direct = in_place && i1 - i >= mr;
             j->kernel(j->k, direct ? j->A + i : Ap + (ptrdiff_t)(i - i0) * j->k,
                       direct ? j->lda : mr, Bq,
-                      j->C + (ptrdiff_t)i * j->ldc + (ptrdiff_t)q * j->nr, j->ldc,
+                      j->C ? j->C + (ptrdiff_t)i * j->ldc + (ptrdiff_t)q * j->nr : NULL, j->ldc,
                       (i1 - i < mr) ? i1 - i : mr, cols, &j->e,
                       j->e.bias ? j->e.bias + q * j->nr : NULL,
-                      j->e.gate ? j->e.gate + (ptrdiff_t)i * j->e.ldgate + q * j->nr : NULL);
+                      j->e.gate ? j->e.gate + (ptrdiff_t)i * j->e.ldgate + q * j->nr : NULL,
+                      Pq ? Pq + (ptrdiff_t)i * j->nr : NULL);
         }
     }
 }
@@ -451,6 +486,24 @@ static void fd_packed_part(void *arg, int part)
     }
 }
 
+/* The panels' width (and the tile's) for a product of m columns: 32 on AVX-512 (16 for at most
+ * 16 columns), 16 on AVX2 and in portable C. */
+static int fd_packed_nr(int m)
+{
+#if FD_X86
+    if (fd_have_avx512())
+        return (m <= 16) ? 16 : 32;
+#endif
+    (void)m;
+    return 16;
+}
+
+size_t fd_packed_panel_floats(int k, int m)
+{
+    const int nr = fd_packed_nr(m);
+    return (size_t)(m + nr - 1) / (size_t)nr * (size_t)nr * (size_t)k;
+}
+
 size_t fd_packed_floats(int k, int m, int threads)
 {
     /* the widest geometry's panels (32 columns), a block of A per thread, 64-byte alignment */
@@ -464,10 +517,10 @@ void fd_gemm_packed(int n, int k, int m, int ta, const float *A, ptrdiff_t lda, 
     fd_packed_job j;
     float *w = (float *)(((uintptr_t)work + 63) & ~(uintptr_t)63);
     int units, r;
-    j.mr = 6; j.nr = 16; j.kernel = fd_packed_c;
+    j.mr = 6; j.nr = fd_packed_nr(m); j.kernel = fd_packed_c;
 #if FD_X86
     if (fd_have_avx512()) {
-        j.mr = 12; j.nr = (m <= 16) ? 16 : 32;
+        j.mr = 12;
         j.kernel = (m <= 16) ? fd_packed_512_16 : fd_packed_512;
     } else if (fd_have_avx2_fma())
         j.kernel = fd_packed_avx2;
@@ -475,7 +528,7 @@ void fd_gemm_packed(int n, int k, int m, int ta, const float *A, ptrdiff_t lda, 
     j.n = n; j.k = k; j.m = m; j.ta = ta; j.tb = tb; j.A = A; j.B = B;
     j.lda = lda; j.ldb = ldb; j.ldc = ldc; j.e = *e; j.C = C;
     j.panels = (m + j.nr - 1) / j.nr;
-    j.Bp = w;
+    j.Bp = (tb == FD_PREPACKED) ? (float *)B : w;
     j.Ap = w + (size_t)j.panels * j.nr * k;
     units = (n + j.mr - 1) / j.mr;
     /* a part under 2^19 multiply-adds costs more in hand-offs than it saves */

@@ -17,7 +17,11 @@
  * over p = 0 .. k-1 in order from zero (a bias gradient: the sums of the delta's columns, in the
  * order fastdense's other paths take them), written to bsum, or with bsum_lr > 0 applied as
  * bsum[j] = bsum[j] - bsum_lr * sum (a bias's SGD update). They are taken from the packed
- * panels while those are still in cache, by whichever thread packed them. */
+ * panels while those are still in cache, by whichever thread packed them.
+ * And where C goes: with panels set, C is also written as the panels a later product of the
+ * same width m takes as op(B) = C prepacked (tb == FD_PREPACKED; fd_packed_panel_floats(n, m)
+ * floats), saving that product's packing pass over C; with panels_only set, only there (C is not
+ * written and may be NULL; beta must be 0). */
 typedef struct {
     float alpha, beta;
     const float *bias;  /* m floats, or NULL */
@@ -26,11 +30,19 @@ typedef struct {
     float bsum_lr;
     const float *gate;  /* n x m, rows ldgate apart, or NULL */
     ptrdiff_t ldgate;
+    float *panels;      /* fd_packed_panel_floats(n, m) floats, or NULL */
+    int panels_only;
 } fd_epilogue;
 
+/* tb (or ta): B is already op(B)'s panels, as an epilogue's `panels` wrote them (ldb not read);
+ * or A (n x k) is A's panels, as a product of k columns wrote them (lda not read) */
+#define FD_PREPACKED 2
+
 /* C(n x m) := epilogue(op(A) @ op(B)), row-major, C's rows ldc apart, where
- *   op(A)(i, p) = A[i * lda + p] (ta == 0) or A[p * lda + i] (ta == 1), i < n, p < k;
- *   op(B)(p, j) = B[p * ldb + j] (tb == 0) or B[j * ldb + p] (tb == 1), j < m.
+ *   op(A)(i, p) = A[i * lda + p] (ta == 0) or A[p * lda + i] (ta == 1), i < n, p < k, or A
+ *   holds A's panels (ta == FD_PREPACKED);
+ *   op(B)(p, j) = B[p * ldb + j] (tb == 0) or B[j * ldb + p] (tb == 1), j < m; or B holds
+ *   op(B)'s panels (tb == FD_PREPACKED, see fd_epilogue's panels).
  * Every element is one chain of FMAs over p = 0 .. k-1 from zero, then the epilogue: alpha and
  * beta as the own tiles round them (fd_gemm.h), the same at every SIMD level and for any number
  * of threads (up to `threads` share the rows of C). work: at least fd_packed_floats(k, m,
@@ -42,5 +54,8 @@ FD_HIDDEN void fd_gemm_packed(int n, int k, int m, int ta, const float *A, ptrdi
 /* Floats of work fd_gemm_packed needs for a product of depth k and m columns on `threads`
  * threads (any SIMD level). */
 FD_HIDDEN size_t fd_packed_floats(int k, int m, int threads);
+
+/* Floats of op(B)'s panels (k x m) at the SIMD level in use: an epilogue's `panels`. */
+FD_HIDDEN size_t fd_packed_panel_floats(int k, int m);
 
 #endif /* FASTDENSE_FD_PACKED_H */
