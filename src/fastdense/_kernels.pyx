@@ -1821,6 +1821,29 @@ cdef void _first_layer_grad(const _Step* c, int n1, const float** rows1) noexcep
                         n_out, lr)
 
 
+cdef struct _Area:
+    # memory a Trainer keeps across runs, grown when a run needs more (_grow)
+    float* p
+    size_t floats
+
+
+cdef float* _grow(_Area* a, size_t need, str what) except? NULL:
+    """a's memory, grown to at least `need` floats (contents not kept)."""
+    cdef float* grown
+    if need > a.floats:
+        grown = <float*>realloc(a.p, need * sizeof(float))
+        if grown == NULL:
+            raise MemoryError(f"{what} ({need * sizeof(float)} bytes)")
+        a.p, a.floats = grown, need
+    return a.p
+
+
+cdef inline float* _aligned(float* p) noexcept nogil:
+    """p rounded up to 64 bytes (the packed kernels' 64-byte loads then never straddle two
+    cache lines)."""
+    return <float*>((<size_t>p + 63) // 64 * 64)
+
+
 cdef class Trainer:
     """The compiled training state of one `fit` (for one batch size): the network's plan, its
     workspace and gradient buffer, the loss, metrics and optimizer settings, the dropout
@@ -1860,10 +1883,9 @@ cdef class Trainer:
     cdef Py_ssize_t maxw, psize
     cdef bint fused, penalized, fuse_sgd, in_place, split, merge_next, packed, delta_panels
     cdef _Opts o
-    cdef float* pack            # the packed GEMM's work area (NULL: none; see _pack_area)
-    cdef size_t pack_floats
-    cdef float* dpanels         # two deltas as panels (_Step.dpan; NULL: none; _panel_area)
-    cdef size_t dpanel_floats
+    cdef _Area pack             # the packed GEMM's work area (see _pack_area)
+    cdef _Area dpanels          # two deltas as panels (_Step.dpan; see _panel_area), each
+    cdef size_t dpanel_floats   # ... this many floats
 
     def __init__(self, plan, reg, layout, work, grads, int batch_size, int loss_code,
                  bint fused_logits, metrics, int opt_code, hp, rng, *, bint sparse=True,
@@ -1889,55 +1911,40 @@ cdef class Trainer:
         self.o.own_rows = max(0, min(own_rows, FD_MAX_ROWS))
         self.merge_next = merge_next
         # float32 batches over own_rows: the packed GEMM (its area sized per thread count in run)
-        self.pack = NULL
-        self.pack_floats = 0
-        self.dpanels = NULL
-        self.dpanel_floats = 0
+        self.pack.p, self.pack.floats = NULL, 0
+        self.dpanels.p, self.dpanels.floats = NULL, 0
         self.packed = packed and work.dtype.itemsize == 4 and batch_size > self.o.own_rows
         self.delta_panels = delta_panels
         self._derive(work.dtype.itemsize == 4, pad_first, panels, split_middle)
 
     def __dealloc__(self):
-        free(self.pack)
-        free(self.dpanels)
+        free(self.pack.p)
+        free(self.dpanels.p)
 
     cdef float* _pack_area(self, int threads) except? NULL:
         """The packed GEMM's work area for `threads` threads: enough for the widest of the
-        plan's dense products at this batch size (forward, input and weight gradients), grown
-        when a run brings more threads, kept across runs."""
+        plan's dense products at this batch size (forward, input and weight gradients)."""
         cdef Py_ssize_t l, k, m, bs = self.batch_size
         cdef size_t need = 0
-        cdef float* grown
         for l in range(self.plan.shape[0]):
             if self.plan[l, PLAN_KIND] == OP_DENSE or self.plan[l, PLAN_KIND] == OP_DENSE_FROZEN:
                 k, m = self.plan[l, PLAN_N_IN], self.plan[l, PLAN_N_OUT]
                 need = max(need, fd_packed_floats(<int>k, <int>m, threads),
                            fd_packed_floats(<int>m, <int>k, threads),
                            fd_packed_floats(<int>bs, <int>m, threads))
-        if need > self.pack_floats:
-            grown = <float*>realloc(self.pack, need * sizeof(float))
-            if grown == NULL:
-                raise MemoryError(f"the packed products' work area ({need * 4} bytes)")
-            self.pack, self.pack_floats = grown, need
-        return self.pack
+        return _grow(&self.pack, need, "the packed products' work area")
 
     cdef float* _panel_area(self) except? NULL:
         """Room for two deltas as panels (_Step.dpan), each as wide as the widest trainable
-        dense op's output at this batch size (the panels' width is the SIMD level's, so sized
-        per run); kept across runs."""
+        dense op's output at this batch size, 64-byte aligned."""
         cdef Py_ssize_t l
         cdef size_t need = 0
-        cdef float* grown
         for l in range(self.plan.shape[0]):
             if self.plan[l, PLAN_KIND] == OP_DENSE:
                 need = max(need, fd_packed_panel_floats(self.batch_size,
                                                         <int>self.plan[l, PLAN_N_OUT]))
-        if 2 * need > self.dpanel_floats:
-            grown = <float*>realloc(self.dpanels, 2 * need * sizeof(float))
-            if grown == NULL:
-                raise MemoryError(f"the deltas' panels ({2 * need * 4} bytes)")
-            self.dpanels, self.dpanel_floats = grown, 2 * need
-        return self.dpanels
+        self.dpanel_floats = need
+        return _aligned(_grow(&self.dpanels, 2 * need + 16, "the deltas' panels"))
 
     cdef _derive(self, bint f32, bint pad_first, object panels, bint split_middle):
         """The step's shape for this network and these settings."""
@@ -2049,7 +2056,7 @@ cdef class Trainer:
             c.o.pack = self._pack_area(c.o.threads)
         if self.packed and self.delta_panels:
             c.dpan[0] = self._panel_area()
-            c.dpan[1] = c.dpan[0] + self.dpanel_floats // 2
+            c.dpan[1] = c.dpan[0] + self.dpanel_floats
         c.D0 = W + self.layout[LAY_D0]
         c.D1 = W + self.layout[LAY_D1]
         c.rng = &rng[0]
