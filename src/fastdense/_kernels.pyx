@@ -35,7 +35,7 @@ from cython cimport floating
 from libc.math cimport (exp, expf, log, logf, log1p, log1pf, expm1, expm1f, tanh, tanhf,
                         erf, erff, sqrt, sqrtf, fabs, fabsf, pow, isfinite, cos, sin)
 from libc.string cimport memcpy, memset
-from libc.stdlib cimport malloc, free, realloc
+from libc.stdlib cimport calloc, malloc, free, realloc
 from libc.stdint cimport uint64_t
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_GetName
 
@@ -133,6 +133,7 @@ cdef extern from "_simd.h" nogil:
                         Py_ssize_t ldc, int threads, float* work)
     size_t fd_packed_floats(int k, int m, int threads)
     size_t fd_packed_panel_floats(int k, int m)
+    void fd_pack_weight_rows(const float* W, int k, int m, int r0, int r1, float* panels)
 
 # The engine's options, per Trainer (or per call): passed down, never kept in module globals.
 cdef struct _Opts:
@@ -624,14 +625,15 @@ cdef inline bint _on_packed(const _Opts* o, int n) noexcept nogil:
 cdef inline void _dense_forward(const _Opts* o, const floating** rows, const floating* X, const floating* W,
                                 int ldw, const floating* b, int act, floating* Z, floating* S,
                                 floating* part, int n, int n_in, int n_out,
-                                bint epilogue=True) noexcept nogil:
+                                bint epilogue=True, const float* Wp=NULL) noexcept nogil:
     """Z := act(X @ W + b); S := X @ W + b when S is not NULL. b may be NULL (no bias).
 
     X (n, n_in) is given by its row pointers `rows` or, when rows is NULL, contiguous at X; the
     packed and BLAS paths (batches over the own_rows option; float64) need X. W's rows are ldw apart
     (n_out, more, or FD_PANELS for train_steps' copy). part: n x n_out scratch. With epilogue False
     (own kernels only) the two partial sums are left in Z and part, without bias or activation
-    (train_steps finishes them row block by row block: see _middle_part).
+    (train_steps finishes them row block by row block: see _middle_part). Wp (packed GEMM only,
+    or NULL): W as the product's panels of op(B), written by the last SGD update (_Panels.W).
     """
     cdef Py_ssize_t i, j
     cdef floating* row
@@ -644,7 +646,12 @@ cdef inline void _dense_forward(const _Opts* o, const floating** rows, const flo
     elif floating is float and o.pack != NULL:
         # the bias, and relu when no pre-activation is kept, on the product's registers
         ep = _epilogue(1, 0, b, act == ACT_RELU and S == NULL)
-        fd_gemm_packed(n, n_in, n_out, 0, X, n_in, 0, W, ldw, &ep, Z, n_out, o.threads, o.pack)
+        if Wp != NULL:
+            fd_gemm_packed(n, n_in, n_out, 0, X, n_in, FD_PREPACKED, Wp, 0, &ep, Z, n_out,
+                           o.threads, o.pack)
+        else:
+            fd_gemm_packed(n, n_in, n_out, 0, X, n_in, 0, W, ldw, &ep, Z, n_out, o.threads,
+                           o.pack)
         if ep.relu:
             return
     else:
@@ -991,6 +998,61 @@ cdef struct _OptJob:
     double clip
     int parts
     bint wide
+    Py_ssize_t n_ops
+    float** wpan                # float only: per op, where its updated weights go as panels
+    const Py_ssize_t* plan      # (or NULL: nowhere; see _opt_range_panels)
+
+
+cdef inline Py_ssize_t _panel_block(Py_ssize_t n_out) noexcept nogil:
+    """Parameters of a block of weight rows that _opt_range_panels updates then packs: about
+    32 KiB, so that the rows are still in L1 when they are packed."""
+    return max(1, 8192 // n_out) * n_out
+
+
+cdef Py_ssize_t _block_cut(const _OptJob* j, Py_ssize_t i) noexcept nogil:
+    """i moved up to the start of the next row block (_panel_block) when it falls inside the
+    weights of an op with panels, so that parts of an update cut there own whole blocks."""
+    cdef Py_ssize_t l, off, size, blk
+    cdef const Py_ssize_t* row
+    for l in range(j.n_ops):
+        row = j.plan + l * N_PLAN
+        if j.wpan[l] != NULL:
+            off, size, blk = row[PLAN_W], row[PLAN_N_IN] * row[PLAN_N_OUT], _panel_block(row[PLAN_N_OUT])
+            if off < i < off + size:
+                return min(off + (i - off + blk - 1) // blk * blk, off + size)
+    return i
+
+
+cdef void _opt_range_panels(const _OptJob* j, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """_opt_range over [i0, i1) (cut at whole row blocks, _block_cut), a block of an op's
+    weight rows at a time where the op has panels, each block packed into them right after its
+    update (fd_pack_weight_rows): the next step's forward product takes them instead of packing
+    the weights itself. Same bits as one _opt_range: every element's arithmetic is its own."""
+    cdef Py_ssize_t pos = i0, end, l, hit, off, n_in, n_out
+    cdef const Py_ssize_t* row
+    while pos < i1:
+        end, hit = i1, -1
+        for l in range(j.n_ops):  # the weights pos is in, or the next ones after pos
+            row = j.plan + l * N_PLAN
+            if j.wpan[l] == NULL:
+                continue
+            off, n_in, n_out = row[PLAN_W], row[PLAN_N_IN], row[PLAN_N_OUT]
+            if off <= pos < off + n_in * n_out:
+                hit = l
+                end = min(end, off + ((pos - off) // _panel_block(n_out) + 1) * _panel_block(n_out),
+                          off + n_in * n_out)
+                break
+            if pos < off < end:
+                end = off
+        _opt_range(j.code, j.hp, j.lr, j.step, <float*>j.P, <float*>j.G, <float*>j.state, j.n,
+                   pos, end, j.clip)
+        if hit >= 0:
+            row = j.plan + hit * N_PLAN
+            off, n_in, n_out = row[PLAN_W], row[PLAN_N_IN], row[PLAN_N_OUT]
+            fd_pack_weight_rows(<float*>j.P + off, <int>n_in, <int>n_out,
+                                <int>((pos - off) // n_out), <int>((end - off) // n_out),
+                                j.wpan[hit])
+        pos = end
 
 
 cdef void _opt_part(void* arg, int part) noexcept nogil:
@@ -999,26 +1061,31 @@ cdef void _opt_part(void* arg, int part) noexcept nogil:
     if j.wide:
         _opt_range(j.code, j.hp, j.lr, j.step, <double*>j.P, <double*>j.G, <double*>j.state,
                    j.n, i0, i1, j.clip)
+    elif j.wpan != NULL:
+        _opt_range_panels(j, _block_cut(j, i0), _block_cut(j, i1))
     else:
         _opt_range(j.code, j.hp, j.lr, j.step, <float*>j.P, <float*>j.G, <float*>j.state, j.n,
                    i0, i1, j.clip)
 
 
 cdef void _opt_step_threads(int threads, int code, const double* hp, double lr, long long step,
-                            floating* P, floating* G, floating* state,
-                            Py_ssize_t n) noexcept nogil:
+                            floating* P, floating* G, floating* state, Py_ssize_t n,
+                            const Py_ssize_t* plan=NULL, Py_ssize_t n_ops=0,
+                            float** wpan=NULL) noexcept nogil:
     """_opt_step, its elements cut between up to `threads` threads (ranges of at least 32,768
-    parameters: below that a hand-off costs more than it saves)."""
+    parameters: below that a hand-off costs more than it saves). wpan (float only, or NULL):
+    per op of the plan (n_ops rows), where its updated weights go as panels, or NULL."""
     cdef _OptJob j
-    j.parts = <int>min(<Py_ssize_t>threads, n // 32768)
-    if j.parts < 2:
-        _opt_step(code, hp, lr, step, P, G, state, n)
-        return
+    j.parts = <int>max(1, min(<Py_ssize_t>threads, n // 32768))
     j.code, j.hp, j.lr, j.step, j.n = code, hp, lr, step, n
     j.P, j.G, j.state = P, G, state
     j.clip = _clip_scale(hp, G, n)
     j.wide = floating is double
-    fd_run(_opt_part, &j, j.parts)
+    j.plan, j.n_ops, j.wpan = plan, n_ops, wpan if floating is float else NULL
+    if j.parts == 1:
+        _opt_part(&j, 0)
+    else:
+        fd_run(_opt_part, &j, j.parts)
 
 # ---------------------------------------------------------------------------------------------
 # Dropout randomness: splitmix64, one 64-bit state carried across calls by the caller.
@@ -1402,13 +1469,15 @@ cdef void _norm_backward(const Py_ssize_t* row, const double* reg, floating* P, 
 cdef void _op_forward(const _Opts* o, const Py_ssize_t* row, const double* reg_row,
                       const floating* P, const floating** rows, const floating* A,
                       floating* work, Py_ssize_t r0, int n, uint64_t* rng, const floating* Wl,
-                      int ldw, floating* part, bint epilogue) noexcept nogil:
+                      int ldw, floating* part, bint epilogue,
+                      const float* Wp=NULL) noexcept nogil:
     """One op of the plan on a block of n rows, r0 the block's first row in the batch: reads the
     block's input at A (contiguous) or, for a dense first op, through `rows`; writes the block's
     rows of the op's output (work + row[PLAN_Z]) and of its saved pre-activation or mask.
 
     reg_row: the op's `reg` row, NULL at inference (dropout and noise are then the identity).
-    Wl, ldw: a dense op's weights (NULL: its own, row-major); part: a dense op's product scratch.
+    Wl, ldw: a dense op's weights (NULL: its own, row-major); part: a dense op's product scratch;
+    Wp: its weights as panels too, or NULL (see _dense_forward).
     epilogue False: a dense op's two partial sums are left unfinished (train_steps' split middle
     finishes them). The normalization ops read the whole batch (r0 is 0 for them)."""
     cdef int kind = <int>row[PLAN_KIND], n_in = <int>row[PLAN_N_IN], n_out = <int>row[PLAN_N_OUT]
@@ -1422,7 +1491,7 @@ cdef void _op_forward(const _Opts* o, const Py_ssize_t* row, const double* reg_r
         _dense_forward(o, rows, A, Wl if Wl != NULL else P + row[PLAN_W],
                        ldw if Wl != NULL else n_out,
                        NULL if row[PLAN_B] < 0 else P + row[PLAN_B], <int>row[PLAN_ACT], Z, S,
-                       part, n, n_in, n_out, epilogue)
+                       part, n, n_in, n_out, epilogue, Wp)
     elif kind == OP_ACTIVATION:
         memcpy(Z, A, size * sizeof(floating))
         if S != NULL:
@@ -1449,13 +1518,15 @@ cdef void _op_forward(const _Opts* o, const Py_ssize_t* row, const double* reg_r
 cdef const floating* _net_forward(const _Opts* o, const Py_ssize_t* plan, Py_ssize_t n_ops,
                                   const floating* P, const floating** rows, const floating* A,
                                   floating* work, int n, uint64_t* rng, const double* reg,
-                                  const floating* W0=NULL, int ldw0=0) noexcept nogil:
+                                  const floating* W0=NULL, int ldw0=0,
+                                  float** wpan=NULL) noexcept nogil:
     """Runs every op on the batch (n rows); returns a pointer to the last op's output.
 
     plan: n_ops rows of N_PLAN (row-major); reg: n_ops rows of 4 when training, NULL at inference.
     The batch is contiguous at A, or given by its row pointers `rows` (then A is NULL and the first
     op is dense on the own kernels: see Trainer). W0, when given, replaces the first op's weights
-    (the training copy: rows ldw0 apart, or panels when ldw0 is FD_PANELS).
+    (the training copy: rows ldw0 apart, or panels when ldw0 is FD_PANELS). wpan (or NULL): per
+    op, its weights as the packed GEMM's panels, or NULL (see _dense_forward).
     """
     cdef Py_ssize_t l
     cdef const Py_ssize_t* row
@@ -1463,7 +1534,7 @@ cdef const floating* _net_forward(const _Opts* o, const Py_ssize_t* plan, Py_ssi
         row = plan + l * N_PLAN
         _op_forward(o, row, reg + l * 4 if reg != NULL else NULL, P, rows if l == 0 else NULL,
                     A, work, 0, n, rng, W0 if l == 0 else NULL, ldw0, work + row[PLAN_PART],
-                    True)
+                    True, wpan[l] if wpan != NULL else NULL)
         A = work + row[PLAN_Z]
     return A
 
@@ -1563,6 +1634,8 @@ cdef struct _Step:
     double sgd_lr               # > 0: the SGD update folded into the products
     float* dpan[2]              # packed steps: deltas as panels, op l's in dpan[l % 2] (or NULL:
                                 # none; see _delta_panels)
+    float** wpan                # packed steps with an optimizer pass: per op, its weights as
+                                # panels (NULL: none; see _opt_range_panels)
     # split only
     bint split0                 # the first layer's product was cut along its inputs
     void* Dfin                  # n x (first layer's width): its delta, both blocks' rows
@@ -1872,6 +1945,9 @@ cdef class Trainer:
             BLAS, whose bits depend on its own thread count).
         delta_panels: on the packed GEMM, a relu layer's delta passes from the input-gradient
             product that makes it to its two products as panels (see _delta_panels).
+        weight_panels: on the packed GEMM, an optimizer's pass (all but plain SGD, which updates
+            in the products) writes the weights as the panels the next step's forward products
+            take (see _opt_range_panels).
     """
     cdef readonly object work, grads, rng
     cdef const Py_ssize_t[:, ::1] plan
@@ -1882,16 +1958,19 @@ cdef class Trainer:
     cdef int loss_code, opt_code, batch_size, ldpad
     cdef Py_ssize_t maxw, psize
     cdef bint fused, penalized, fuse_sgd, in_place, split, merge_next, packed, delta_panels
+    cdef bint weight_panels
     cdef _Opts o
     cdef _Area pack             # the packed GEMM's work area (see _pack_area)
     cdef _Area dpanels          # two deltas as panels (_Step.dpan; see _panel_area), each
     cdef size_t dpanel_floats   # ... this many floats
+    cdef _Area wpanels          # the weights as panels (_Step.wpan; see _weight_panel_area)
+    cdef float** wpan           # per op: its panels in wpanels, or NULL
 
     def __init__(self, plan, reg, layout, work, grads, int batch_size, int loss_code,
                  bint fused_logits, metrics, int opt_code, hp, rng, *, bint sparse=True,
                  bint transposed_dx=True, bint pad_first=True, panels=None,
                  bint split_middle=True, bint merge_next=True, int own_rows=FD_MAX_ROWS,
-                 bint packed=True, bint delta_panels=True):
+                 bint packed=True, bint delta_panels=True, bint weight_panels=True):
         self.plan = plan
         self.reg = reg
         _check_plan(self.plan, self.reg)
@@ -1913,13 +1992,20 @@ cdef class Trainer:
         # float32 batches over own_rows: the packed GEMM (its area sized per thread count in run)
         self.pack.p, self.pack.floats = NULL, 0
         self.dpanels.p, self.dpanels.floats = NULL, 0
+        self.wpanels.p, self.wpanels.floats = NULL, 0
+        self.wpan = <float**>calloc(self.plan.shape[0], sizeof(float*))
+        if self.wpan == NULL:
+            raise MemoryError("the weights' panel pointers")
         self.packed = packed and work.dtype.itemsize == 4 and batch_size > self.o.own_rows
         self.delta_panels = delta_panels
+        self.weight_panels = weight_panels
         self._derive(work.dtype.itemsize == 4, pad_first, panels, split_middle)
 
     def __dealloc__(self):
         free(self.pack.p)
         free(self.dpanels.p)
+        free(self.wpanels.p)
+        free(self.wpan)
 
     cdef float* _pack_area(self, int threads) except? NULL:
         """The packed GEMM's work area for `threads` threads: enough for the widest of the
@@ -1945,6 +2031,25 @@ cdef class Trainer:
                                                         <int>self.plan[l, PLAN_N_OUT]))
         self.dpanel_floats = need
         return _aligned(_grow(&self.dpanels, 2 * need + 16, "the deltas' panels"))
+
+    cdef float** _weight_panel_area(self) except NULL:
+        """Per op, room for its weights as the packed GEMM's panels of op(B) (trainable dense
+        ops; NULL for the others), each 64-byte aligned."""
+        cdef Py_ssize_t l, n_ops = self.plan.shape[0]
+        cdef size_t need = 16
+        cdef float* area
+        for l in range(n_ops):
+            if self.plan[l, PLAN_KIND] == OP_DENSE:
+                need += fd_packed_panel_floats(<int>self.plan[l, PLAN_N_IN],
+                                               <int>self.plan[l, PLAN_N_OUT])
+        area = _aligned(_grow(&self.wpanels, need, "the weights' panels"))
+        for l in range(n_ops):
+            self.wpan[l] = NULL
+            if self.plan[l, PLAN_KIND] == OP_DENSE:
+                self.wpan[l] = area
+                area += fd_packed_panel_floats(<int>self.plan[l, PLAN_N_IN],
+                                               <int>self.plan[l, PLAN_N_OUT])
+        return self.wpan
 
     cdef _derive(self, bint f32, bint pad_first, object panels, bint split_middle):
         """The step's shape for this network and these settings."""
@@ -2036,6 +2141,7 @@ cdef class Trainer:
         cdef const floating* rows0[FD_MAX_ROWS]
         cdef const floating* rows1[FD_MAX_ROWS]  # the next batch's, when its product ran early
         cdef bint fwd_ready = False, bad = False
+        cdef bint wpan_ready = False  # the last step's update wrote c.wpan
         cdef double loss = 0
         cdef double hst[2 * (1 + 2 * 64)]
         cdef _Step c
@@ -2057,6 +2163,8 @@ cdef class Trainer:
         if self.packed and self.delta_panels:
             c.dpan[0] = self._panel_area()
             c.dpan[1] = c.dpan[0] + self.dpanel_floats
+        if self.packed and not self.fuse_sgd and self.weight_panels:
+            c.wpan = self._weight_panel_area()
         c.D0 = W + self.layout[LAY_D0]
         c.D1 = W + self.layout[LAY_D1]
         c.rng = &rng[0]
@@ -2106,7 +2214,7 @@ cdef class Trainer:
                 else:
                     _net_forward(&c.o, &self.plan[0, 0], n_ops, P, rows0 if self.in_place
                                  else NULL, <const floating*>c.A0, W, n, c.rng, &self.reg[0, 0],
-                                 Wpad, self.ldpad)
+                                 Wpad, self.ldpad, c.wpan if wpan_ready else NULL)
                     loss = _loss_block(&c, 0, n, D, &stats[3]) / n
                 # Without penalties the loss is complete here; check it before the backward
                 # pass, which applies a fused SGD update. With penalties (never fused) the one
@@ -2149,7 +2257,9 @@ cdef class Trainer:
                             break
                     _opt_step_threads(c.o.threads, self.opt_code, &self.hp[0], lrs[done],
                                       step + done, P, G,
-                                      &state[0] if state.shape[0] > 0 else NULL, grads.shape[0])
+                                      &state[0] if state.shape[0] > 0 else NULL, grads.shape[0],
+                                      &self.plan[0, 0], n_ops, c.wpan)
+                    wpan_ready = c.wpan != NULL
                 stats[0] += loss * n
                 stats[1] += n
                 stats[2] += 1
@@ -2184,6 +2294,7 @@ cdef class Trainer:
         c.n_metrics = self.metrics.shape[0]
         c.rng = NULL
         c.dpan[0] = c.dpan[1] = NULL
+        c.wpan = NULL
         c.hstats = hst
         c.n_stats = 1 + 2 * c.n_metrics
         c.split0 = fd_half(<int>self.plan[0, PLAN_N_IN]) < self.plan[0, PLAN_N_IN]

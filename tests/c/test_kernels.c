@@ -362,7 +362,8 @@ static void test_packed(int n, int k, int m)
 /* An epilogue's panels: C written as panels for later products (an input gradient's delta, for
  * the layer before's weight and input gradients) is the same C, zero-padded; a product taking
  * them as op(B) or as op(A) (FD_PREPACKED) gives the bits, and the column sums of op(B), of
- * taking C itself; with panels_only C is left alone. */
+ * taking C itself; with panels_only C is left alone. And B's panels written by rows
+ * (fd_pack_weight_rows) serve as op(B) the same. */
 static void test_packed_panels(int n, int k, int m, int k2)
 {
     const size_t pf = fd_packed_panel_floats(n, m);
@@ -391,6 +392,15 @@ static void test_packed_panels(int n, int k, int m, int k2)
     check(pf % (size_t)n == 0 && width % nr == 0 && width >= m && width < m + nr,
           "the panels are whole panels of n steps", n, k, m);
     fd_gemm_packed(n, k, m, 0, A, k, 0, B, m, &e, C, m, 1, work);  /* C without panels */
+    {   /* B's panels written in two pieces of rows (an optimizer's pass), then taken as op(B) */
+        float *Pw = malloc(sizeof(float) * fd_packed_panel_floats(k, m));
+        fd_pack_weight_rows(B, k, m, 0, k / 2, Pw);
+        fd_pack_weight_rows(B, k, m, k / 2, k, Pw);
+        fd_gemm_packed(n, k, m, 0, A, k, FD_PREPACKED, Pw, 0, &e, C2, m, 3, work);
+        check(same_bits(C, C2, (size_t)n * m), "weights packed by rows give packing's bits", n,
+              k, m);
+        free(Pw);
+    }
     for (t = 1; t <= 3; t += 2)
         for (only = 0; only < 2; only++) {
             for (x = 0; x < (size_t)n * m; x++) C2[x] = -7.0f;

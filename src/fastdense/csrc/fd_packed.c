@@ -504,6 +504,15 @@ size_t fd_packed_panel_floats(int k, int m)
     return (size_t)(m + nr - 1) / (size_t)nr * (size_t)nr * (size_t)k;
 }
 
+void fd_pack_weight_rows(const float *W, int k, int m, int r0, int r1, float *panels)
+{
+    const int nr = fd_packed_nr(m);
+    int j0;
+    for (j0 = 0; j0 < m; j0 += nr)
+        fd_copy_steps(W + (ptrdiff_t)r0 * m + j0, m, r1 - r0, (m - j0 < nr) ? m - j0 : nr, nr,
+                      panels + (ptrdiff_t)j0 * k + (ptrdiff_t)r0 * nr);
+}
+
 size_t fd_packed_floats(int k, int m, int threads)
 {
     /* the widest geometry's panels (32 columns), a block of A per thread, 64-byte alignment */

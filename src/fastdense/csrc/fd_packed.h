@@ -58,4 +58,9 @@ FD_HIDDEN size_t fd_packed_floats(int k, int m, int threads);
 /* Floats of op(B)'s panels (k x m) at the SIMD level in use: an epilogue's `panels`. */
 FD_HIDDEN size_t fd_packed_panel_floats(int k, int m);
 
+/* Rows r0 .. r1-1 of W (k x m, row-major) into their steps of W's panels (fd_packed_panel_floats(k,
+ * m) floats): what a product with op(B) = W takes prepacked, written piece by piece (by an
+ * optimizer's pass, while the rows it just updated are in cache). */
+FD_HIDDEN void fd_pack_weight_rows(const float *W, int k, int m, int r0, int r1, float *panels);
+
 #endif /* FASTDENSE_FD_PACKED_H */
