@@ -633,7 +633,8 @@ cdef inline void _dense_forward(const _Opts* o, const floating** rows, const flo
     (n_out, more, or FD_PANELS for train_steps' copy). part: n x n_out scratch. With epilogue False
     (own kernels only) the two partial sums are left in Z and part, without bias or activation
     (train_steps finishes them row block by row block: see _middle_part). Wp (packed GEMM only,
-    or NULL): W as the product's panels of op(B), written by the last SGD update (_Panels.W).
+    or NULL): W as the product's panels of op(B), written by the last optimizer pass
+    (_opt_range_panels).
     """
     cdef Py_ssize_t i, j
     cdef floating* row
@@ -1017,7 +1018,8 @@ cdef Py_ssize_t _block_cut(const _OptJob* j, Py_ssize_t i) noexcept nogil:
     for l in range(j.n_ops):
         row = j.plan + l * N_PLAN
         if j.wpan[l] != NULL:
-            off, size, blk = row[PLAN_W], row[PLAN_N_IN] * row[PLAN_N_OUT], _panel_block(row[PLAN_N_OUT])
+            off, size = row[PLAN_W], row[PLAN_N_IN] * row[PLAN_N_OUT]
+            blk = _panel_block(row[PLAN_N_OUT])
             if off < i < off + size:
                 return min(off + (i - off + blk - 1) // blk * blk, off + size)
     return i
@@ -1028,7 +1030,7 @@ cdef void _opt_range_panels(const _OptJob* j, Py_ssize_t i0, Py_ssize_t i1) noex
     weight rows at a time where the op has panels, each block packed into them right after its
     update (fd_pack_weight_rows): the next step's forward product takes them instead of packing
     the weights itself. Same bits as one _opt_range: every element's arithmetic is its own."""
-    cdef Py_ssize_t pos = i0, end, l, hit, off, n_in, n_out
+    cdef Py_ssize_t pos = i0, end, l, hit, off, n_in, n_out, blk
     cdef const Py_ssize_t* row
     while pos < i1:
         end, hit = i1, -1
@@ -1039,8 +1041,8 @@ cdef void _opt_range_panels(const _OptJob* j, Py_ssize_t i0, Py_ssize_t i1) noex
             off, n_in, n_out = row[PLAN_W], row[PLAN_N_IN], row[PLAN_N_OUT]
             if off <= pos < off + n_in * n_out:
                 hit = l
-                end = min(end, off + ((pos - off) // _panel_block(n_out) + 1) * _panel_block(n_out),
-                          off + n_in * n_out)
+                blk = _panel_block(n_out)
+                end = min(end, off + ((pos - off) // blk + 1) * blk, off + n_in * n_out)
                 break
             if pos < off < end:
                 end = off
