@@ -647,12 +647,9 @@ cdef inline void _dense_forward(const _Opts* o, const floating** rows, const flo
     elif floating is float and o.pack != NULL:
         # the bias, and relu when no pre-activation is kept, on the product's registers
         ep = _epilogue(1, 0, b, act == ACT_RELU and S == NULL)
-        if Wp != NULL:
-            fd_gemm_packed(n, n_in, n_out, 0, X, n_in, FD_PREPACKED, Wp, 0, &ep, Z, n_out,
-                           o.threads, o.pack)
-        else:
-            fd_gemm_packed(n, n_in, n_out, 0, X, n_in, 0, W, ldw, &ep, Z, n_out, o.threads,
-                           o.pack)
+        fd_gemm_packed(n, n_in, n_out, 0, X, n_in, FD_PREPACKED if Wp != NULL else 0,
+                       Wp if Wp != NULL else <const float*>W, ldw, &ep, Z, n_out, o.threads,
+                       o.pack)
         if ep.relu:
             return
     else:
@@ -709,6 +706,7 @@ cdef inline void _dense_backward(const _Opts* o, const floating** rows, const fl
     cdef floating alpha = -sgd_lr if sgd_lr > 0 else <floating>1
     cdef floating beta = <floating>1 if sgd_lr > 0 else <floating>0
     cdef fd_epilogue ep
+    cdef const float* dSp = pn.dS if pn != NULL else NULL  # dS's panels, from its product
     if dX != NULL:
         _dense_input_grad(o, W, ldw, dS, dX, n, n_in, n_out, scratch, gate, pn)
     if floating is float and _own(o, n):
@@ -718,12 +716,9 @@ cdef inline void _dense_backward(const _Opts* o, const floating** rows, const fl
         ep = _epilogue(alpha, beta, NULL, False)
         if db != NULL:  # the bias gradient (or update) from the packed panels of dS
             ep.bsum, ep.bsum_lr = db, sgd_lr
-        if pn != NULL and pn.dS != NULL:  # dS's panels, written by the product that made dS
-            fd_gemm_packed(n_in, n, n_out, 1, X, n_in, FD_PREPACKED, pn.dS, 0, &ep, dW, ldw,
-                           o.threads, o.pack)
-        else:
-            fd_gemm_packed(n_in, n, n_out, 1, X, n_in, 0, dS, n_out, &ep, dW, ldw, o.threads,
-                           o.pack)
+        fd_gemm_packed(n_in, n, n_out, 1, X, n_in, FD_PREPACKED if dSp != NULL else 0,
+                       dSp if dSp != NULL else <const float*>dS, n_out, &ep, dW, ldw, o.threads,
+                       o.pack)
         return
     else:
         _gemm(c'N', c'T', n_out, n_in, n, alpha, dS, n_out, X, n_in, beta, dW, ldw)
@@ -1138,6 +1133,7 @@ cdef void _dense_input_grad(const _Opts* o, const floating* W, int ldw, const fl
     bits). scratch: see _dense_backward. pn (packed products only, or NULL): dS read as panels,
     dX written as panels only (_Panels)."""
     cdef fd_epilogue ep
+    cdef const float* dSp = pn.dS if pn != NULL else NULL
     if floating is float and _own(o, n):
         fd_input_grad(n, n_out, n_in, dS, W, ldw, dX, _threads(o, n, n_out, n_in),
                       <float*>scratch if o.transposed_dx else NULL)
@@ -1146,12 +1142,9 @@ cdef void _dense_input_grad(const _Opts* o, const floating* W, int ldw, const fl
         ep.gate, ep.ldgate = gate, n_in
         if pn != NULL and pn.dX != NULL:
             ep.panels, ep.panels_only = pn.dX, True
-        if pn != NULL and pn.dS != NULL:
-            fd_gemm_packed(n, n_out, n_in, FD_PREPACKED, pn.dS, 0, 1, W, ldw, &ep, dX, n_in,
-                           o.threads, o.pack)
-        else:
-            fd_gemm_packed(n, n_out, n_in, 0, dS, n_out, 1, W, ldw, &ep, dX, n_in, o.threads,
-                           o.pack)
+        fd_gemm_packed(n, n_out, n_in, FD_PREPACKED if dSp != NULL else 0,
+                       dSp if dSp != NULL else <const float*>dS, n_out, 1, W, ldw, &ep, dX,
+                       n_in, o.threads, o.pack)
         return
     else:
         _gemm(c'T', c'N', n_in, n, n_out, <floating>1, W, ldw, dS, n_out, <floating>0, dX, n_in)
