@@ -6,7 +6,7 @@
  * and one load of B per step, where six rows would leave FMA latency exposed), and the wide tile,
  * up to 8 rows (FD_A_ROWS) or 12 (FD_A_COLS) by 17 to 32 columns (two vectors per row, B's and
  * C's 32 columns contiguous), whose two loads of B feed 16 or 24 FMAs a step. Measured on a
- * 2-core Sapphire Rapids KVM guest, one thread, data in L2 (CPU time): 117-119 GFLOP/s for the
+ * 2-core Emerald Rapids KVM guest, one thread, data in L2 (CPU time): 117-119 GFLOP/s for the
  * 16-column tile, 184-186 GFLOP/s for the wide one, against 110 for the AVX2 6x16 tile and a
  * measured AVX-512 FMA peak of 246 per core. Compiled only for x86-64 GCC/Clang/MSVC and called
  * only after the CPU check. */

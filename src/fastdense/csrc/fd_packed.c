@@ -6,7 +6,7 @@
  * the micro-kernel's order first: op(B) into panels of NR columns (depth-major, NR floats a step),
  * shared by the threads, and op(A), per thread, into micro-panels of MR rows (MR floats a step),
  * FD_PACK_MC rows at a time so that a thread's block of it stays in its L2 while the panels of B
- * pass. The kernels prefetch both 16 steps ahead. Measured in a standalone harness on Sapphire
+ * pass. The kernels prefetch both 16 steps ahead. Measured in a standalone harness on Emerald
  * Rapids, one thread, 1020 x 1024 x 1024 with the packing: 217 GFLOP/s without the prefetch,
  * 227 with it (92% of the core's FMA peak).
  *
