@@ -2,7 +2,7 @@
 
 This machine has two cores, so speed-ups beyond two threads cannot be measured here; this
 model predicts them from the way the engine divides each product (csrc/fd_packed.c) and from
-four rates measured on this machine (docs/benchmarks.md, 17:45 UTC):
+four rates measured on this machine (docs/benchmarks.md, 17:23 UTC):
 
 - R:  one core's micro-kernel rate, FLOP/s (the 12 x 32 tile alone on a core, operands in L2),
   times BUSY when other cores run it too (two together ran 3% slower each: clocks, shared L3);
@@ -13,10 +13,10 @@ four rates measured on this machine (docs/benchmarks.md, 17:45 UTC):
 Per training step and dense layer (fan-in a, fan-out b, batch n), the products are: forward
 (n x a x b), weight gradient (a x n x b) and, past the first layer, input gradient (n x b x a).
 A product's rows are cut into micro-panels of 12, spread evenly over P parts, P = min(threads,
-micro-panels, multiply-adds / 2^19). Each part packs its rows of op(A) and streams every panel
-of op(B) from L3 (its time is the larger of its arithmetic and that stream); op(B) is packed
-once, shared, unless a step already left it as panels (the deltas of relu layers, and the
-weights under Adam). Adam's pass is cut into 8192-float blocks. What the model leaves out (the
+micro-panels, multiply-adds / 2^19). Each part packs its rows of op(A) and, for each block of
+120 of them, streams every panel of op(B) from L3 (a block takes the longer of its arithmetic
+and that stream); op(B) is packed once, shared, unless a step already left it as panels (the
+deltas of relu layers, and the weights under Adam). Adam's pass is cut into 8192-float blocks. What the model leaves out (the
 loss, softmax, Python, page faults) is taken as serial: the measured one-thread epoch minus the
 model's, when positive. The table shows the model beside the two measured thread counts.
 
@@ -29,7 +29,8 @@ BUSY = 0.97
 BW = 17e9
 ADAM = 0.47e-9
 HANDOFF = 3e-6
-MR = 12
+MR = 12   # rows of a micro-panel
+MC = 120  # rows of a block (FD_PACK_MC)
 
 # name: (widths, batch, rows per epoch, optimizer, measured one-thread and two-thread epochs (s))
 SHAPES = {
@@ -44,11 +45,12 @@ def product_time(rows, depth, cols, threads, b_packed):
     units = math.ceil(rows / MR)
     parts = max(1, min(threads, units, (rows * depth * cols) >> 19))
     part_rows = min(rows, math.ceil(units / parts) * MR)
-    arithmetic = 2.0 * part_rows * depth * cols / rate
     stream_b = 4.0 * depth * cols / BW
+    blocks = sum(max(2.0 * min(MC, part_rows - r) * depth * cols / rate, stream_b)
+                 for r in range(0, part_rows, MC))
     pack_a = 8.0 * part_rows * depth / BW
     pack_b = 0.0 if b_packed else 8.0 * depth * cols / BW / min(parts, math.ceil(cols / 32))
-    return pack_b + pack_a + max(arithmetic, stream_b) + (HANDOFF if parts > 1 else 0.0)
+    return pack_b + pack_a + blocks + (HANDOFF if parts > 1 else 0.0)
 
 
 def step_time(widths, batch, optimizer, threads):
