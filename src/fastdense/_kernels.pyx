@@ -1005,19 +1005,30 @@ cdef inline Py_ssize_t _panel_block(Py_ssize_t n_out) noexcept nogil:
     return max(1, 8192 // n_out) * n_out
 
 
-cdef Py_ssize_t _block_cut(const _OptJob* j, Py_ssize_t i) noexcept nogil:
-    """i moved up to the start of the next row block (_panel_block) when it falls inside the
-    weights of an op with panels, so that parts of an update cut there own whole blocks."""
-    cdef Py_ssize_t l, off, size, blk
+cdef Py_ssize_t _panel_op(const _OptJob* j, Py_ssize_t i) noexcept nogil:
+    """The op with panels whose weights hold parameter i, or -1."""
+    cdef Py_ssize_t l
     cdef const Py_ssize_t* row
     for l in range(j.n_ops):
         row = j.plan + l * N_PLAN
-        if j.wpan[l] != NULL:
-            off, size = row[PLAN_W], row[PLAN_N_IN] * row[PLAN_N_OUT]
-            blk = _panel_block(row[PLAN_N_OUT])
-            if off < i < off + size:
-                return min(off + (i - off + blk - 1) // blk * blk, off + size)
-    return i
+        if j.wpan[l] != NULL and row[PLAN_W] <= i < row[PLAN_W] + row[PLAN_N_IN] * row[PLAN_N_OUT]:
+            return l
+    return -1
+
+
+cdef inline Py_ssize_t _block_up(const _OptJob* j, Py_ssize_t l, Py_ssize_t i) noexcept nogil:
+    """i rounded up to the start of a row block (_panel_block) of op l's weights, at most their
+    end."""
+    cdef const Py_ssize_t* row = j.plan + l * N_PLAN
+    cdef Py_ssize_t off = row[PLAN_W], blk = _panel_block(row[PLAN_N_OUT])
+    return min(off + (i - off + blk - 1) // blk * blk, off + row[PLAN_N_IN] * row[PLAN_N_OUT])
+
+
+cdef Py_ssize_t _block_cut(const _OptJob* j, Py_ssize_t i) noexcept nogil:
+    """i moved up to the start of the next row block when it falls inside the weights of an op
+    with panels, so that parts of an update cut there own whole blocks."""
+    cdef Py_ssize_t l = _panel_op(j, i)
+    return _block_up(j, l, i) if l >= 0 else i
 
 
 cdef void _opt_range_panels(const _OptJob* j, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
@@ -1025,28 +1036,24 @@ cdef void _opt_range_panels(const _OptJob* j, Py_ssize_t i0, Py_ssize_t i1) noex
     weight rows at a time where the op has panels, each block packed into them right after its
     update (fd_pack_weight_rows): the next step's forward product takes them instead of packing
     the weights itself. Same bits as one _opt_range: every element's arithmetic is its own."""
-    cdef Py_ssize_t pos = i0, end, l, hit, off, n_in, n_out, blk
+    cdef Py_ssize_t pos = i0, end, l, hit, off, n_out
     cdef const Py_ssize_t* row
     while pos < i1:
-        end, hit = i1, -1
-        for l in range(j.n_ops):  # the weights pos is in, or the next ones after pos
-            row = j.plan + l * N_PLAN
-            if j.wpan[l] == NULL:
-                continue
-            off, n_in, n_out = row[PLAN_W], row[PLAN_N_IN], row[PLAN_N_OUT]
-            if off <= pos < off + n_in * n_out:
-                hit = l
-                blk = _panel_block(n_out)
-                end = min(end, off + ((pos - off) // blk + 1) * blk, off + n_in * n_out)
-                break
-            if pos < off < end:
-                end = off
+        hit = _panel_op(j, pos)
+        if hit >= 0:  # to the end of pos's block
+            end = min(i1, _block_up(j, hit, pos + 1))
+        else:  # to the start of the next weights with panels
+            end = i1
+            for l in range(j.n_ops):
+                off = j.plan[l * N_PLAN + PLAN_W]
+                if j.wpan[l] != NULL and pos < off < end:
+                    end = off
         _opt_range(j.code, j.hp, j.lr, j.step, <float*>j.P, <float*>j.G, <float*>j.state, j.n,
                    pos, end, j.clip)
         if hit >= 0:
             row = j.plan + hit * N_PLAN
-            off, n_in, n_out = row[PLAN_W], row[PLAN_N_IN], row[PLAN_N_OUT]
-            fd_pack_weight_rows(<float*>j.P + off, <int>n_in, <int>n_out,
+            off, n_out = row[PLAN_W], row[PLAN_N_OUT]
+            fd_pack_weight_rows(<float*>j.P + off, <int>row[PLAN_N_IN], <int>n_out,
                                 <int>((pos - off) // n_out), <int>((end - off) // n_out),
                                 j.wpan[hit])
         pos = end
